@@ -1,4 +1,8 @@
 module Main
 open Expecto
+
 [<EntryPoint>]
-let main argv = runTestsInAssemblyWithCLIArgs [] argv
+let main argv =
+    // Load TorchSharp's natives (patched if this system's libstdc++ needs it) before any test touches torch.
+    Klf.Native.TorchNative.EnsureLoaded()
+    runTestsInAssemblyWithCLIArgs [] argv
