@@ -1,0 +1,110 @@
+using System.Security.Cryptography;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Klf.Models;
+
+namespace Klf.Checkpoints;
+
+/// <summary>What a checkpoint's <c>manifest.json</c> records.</summary>
+/// <param name="Format">Manifest format tag, <c>klf-checkpoint/1</c>.</param>
+/// <param name="ModelType">The HF <c>model_type</c> of the saved model.</param>
+/// <param name="CreatedUtc">When the checkpoint was written (ISO 8601, UTC).</param>
+/// <param name="Files">Each file of the checkpoint (relative name) with its SHA-256 (hex, lower case).</param>
+/// <param name="Extra">Caller data: step, task, metrics, RNG state — any JSON.</param>
+public sealed record CheckpointManifest(string Format, string ModelType, string CreatedUtc, IReadOnlyDictionary<string, string> Files, JsonObject Extra);
+
+/// <summary>
+/// Training checkpoints: a folder in Hugging Face layout (<c>config.json</c>, safetensors weights)
+/// plus <c>manifest.json</c> with file hashes and caller data. The whole folder is written
+/// atomically: it appears complete or not at all, and an older checkpoint at that path is replaced
+/// only once the new one is complete.
+/// </summary>
+public static class Checkpoint
+{
+    /// <summary>The manifest file name.</summary>
+    public const string ManifestFile = "manifest.json";
+    /// <summary>The manifest format tag this version writes and reads.</summary>
+    public const string FormatTag = "klf-checkpoint/1";
+
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    /// <summary>
+    /// Saves <paramref name="model"/> to <paramref name="folder"/> with a manifest holding
+    /// <paramref name="extra"/>. Files named in <paramref name="alsoCopy"/> (e.g. tokenizer files)
+    /// are copied in. Returns the manifest written.
+    /// </summary>
+    public static CheckpointManifest Save(ILanguageModel model, string folder, JsonObject? extra = null, IEnumerable<string>? alsoCopy = null, long? maxShardBytes = null)
+    {
+        CheckpointManifest? manifest = null;
+        AtomicFile.WriteFolder(folder, tmp =>
+        {
+            HfWeights.Save(model, tmp, maxShardBytes);
+            foreach (var f in alsoCopy ?? [])
+                File.Copy(f, Path.Combine(tmp, Path.GetFileName(f)), overwrite: true);
+            var files = Directory.GetFiles(tmp).Select(Path.GetFileName).Order(StringComparer.Ordinal)
+                .ToDictionary(f => f!, f => Sha256(Path.Combine(tmp, f!)));
+            manifest = new CheckpointManifest(FormatTag, model.ModelType, DateTime.UtcNow.ToString("O"), files, extra?.DeepClone().AsObject() ?? new JsonObject());
+            AtomicFile.WriteAllText(Path.Combine(tmp, ManifestFile), ToJson(manifest).ToJsonString(Indented));
+        });
+        return manifest!;
+    }
+
+    /// <summary>
+    /// Reads and verifies a checkpoint's manifest: format tag, every listed file present with the
+    /// recorded SHA-256. Errors name the folder and the file at fault.
+    /// </summary>
+    public static CheckpointManifest ReadManifest(string folder, bool verifyHashes = true)
+    {
+        var path = Path.Combine(folder, ManifestFile);
+        if (!File.Exists(path)) throw new FileNotFoundException($"{folder}: not a Klf checkpoint (no {ManifestFile})", path);
+        CheckpointManifest m;
+        try
+        {
+            var o = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+            m = new CheckpointManifest(
+                o["format"]!.GetValue<string>(), o["model_type"]!.GetValue<string>(), o["created_utc"]!.GetValue<string>(),
+                o["files"]!.AsObject().ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<string>()),
+                o["extra"]?.AsObject().DeepClone().AsObject() ?? new JsonObject());
+        }
+        catch (Exception e) when (e is JsonException or NullReferenceException or InvalidOperationException)
+        {
+            throw new InvalidDataException($"{path}: malformed checkpoint manifest ({e.Message})");
+        }
+        if (m.Format != FormatTag) throw new InvalidDataException($"{path}: unknown checkpoint format '{m.Format}' (expected {FormatTag})");
+        if (verifyHashes)
+            foreach (var (file, hash) in m.Files)
+            {
+                var p = Path.Combine(folder, file);
+                if (!File.Exists(p)) throw new FileNotFoundException($"{folder}: checkpoint file '{file}' listed in {ManifestFile} is missing", p);
+                if (Sha256(p) != hash) throw new InvalidDataException($"{p}: content does not match the SHA-256 in {ManifestFile} (corrupted or modified)");
+            }
+        return m;
+    }
+
+    /// <summary>Verifies the manifest, then loads the weights strictly into <paramref name="model"/> in place.</summary>
+    public static CheckpointManifest Load(ILanguageModel model, string folder)
+    {
+        var m = ReadManifest(folder);
+        if (m.ModelType != model.ModelType)
+            throw new InvalidDataException($"{folder}: checkpoint is of model type '{m.ModelType}', the model is '{model.ModelType}'");
+        HfWeights.LoadInto(model, folder, strict: true);
+        return m;
+    }
+
+    private static JsonObject ToJson(CheckpointManifest m)
+    {
+        var files = new JsonObject();
+        foreach (var (k, v) in m.Files) files[k] = v;
+        return new JsonObject
+        {
+            ["format"] = m.Format, ["model_type"] = m.ModelType, ["created_utc"] = m.CreatedUtc,
+            ["files"] = files, ["extra"] = m.Extra.DeepClone(),
+        };
+    }
+
+    private static string Sha256(string path)
+    {
+        using var fs = File.OpenRead(path);
+        return Convert.ToHexString(SHA256.HashData(fs)).ToLowerInvariant();
+    }
+}

@@ -1,0 +1,161 @@
+using System.Text.Json.Nodes;
+using Klf.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Klf.Checkpoints;
+
+/// <summary>
+/// A strict-load failure: the checkpoint's keys do not match the model's. Lists every missing
+/// key (in the model, not in the files), unexpected key (in the files, not in the model) and
+/// shape mismatch.
+/// </summary>
+public sealed class CheckpointMismatchException(string source, IReadOnlyList<string> missing, IReadOnlyList<string> unexpected, IReadOnlyList<string> shapeMismatches)
+    : Exception(Format(source, missing, unexpected, shapeMismatches))
+{
+    /// <summary>Model keys the checkpoint lacks.</summary>
+    public IReadOnlyList<string> Missing { get; } = missing;
+    /// <summary>Checkpoint keys the model does not have.</summary>
+    public IReadOnlyList<string> Unexpected { get; } = unexpected;
+    /// <summary>Keys present in both with different shapes, as "key: checkpoint [..] vs model [..]".</summary>
+    public IReadOnlyList<string> ShapeMismatches { get; } = shapeMismatches;
+
+    private static string Format(string source, IReadOnlyList<string> m, IReadOnlyList<string> u, IReadOnlyList<string> s)
+    {
+        var lines = new List<string> { $"{source}: checkpoint does not match the model ({m.Count} missing, {u.Count} unexpected, {s.Count} with another shape)." };
+        if (m.Count > 0) lines.Add("Missing keys: " + string.Join(", ", m));
+        if (u.Count > 0) lines.Add("Unexpected keys: " + string.Join(", ", u));
+        if (s.Count > 0) lines.Add("Shape mismatches: " + string.Join("; ", s));
+        return string.Join(Environment.NewLine, lines);
+    }
+}
+
+/// <summary>
+/// Hugging Face weight folders: <c>model.safetensors</c>, or shards listed by
+/// <c>model.safetensors.index.json</c>. Loads strictly into a model's own parameters (in place,
+/// under no_grad, converting floating dtypes) and saves in the same layout.
+/// </summary>
+public static class HfWeights
+{
+    /// <summary>The single-file weights name.</summary>
+    public const string SingleFile = "model.safetensors";
+    /// <summary>The shard index name.</summary>
+    public const string IndexFile = "model.safetensors.index.json";
+
+    /// <summary>
+    /// The weight files of a folder and which keys each holds (null = all keys of a single file).
+    /// </summary>
+    /// <exception cref="FileNotFoundException">Neither weights layout is present; names the folder and the files looked for.</exception>
+    public static IReadOnlyList<string> WeightFiles(string folder)
+    {
+        var single = Path.Combine(folder, SingleFile);
+        var index = Path.Combine(folder, IndexFile);
+        if (File.Exists(index))
+        {
+            JsonObject map;
+            try { map = JsonNode.Parse(File.ReadAllText(index))!["weight_map"]!.AsObject(); }
+            catch (Exception e) when (e is System.Text.Json.JsonException or NullReferenceException or InvalidOperationException)
+            {
+                throw new InvalidDataException($"{index}: not a valid shard index (expected an object with a \"weight_map\" of key → file)");
+            }
+            var files = map.Select(kv => kv.Value!.GetValue<string>()).Distinct().ToList();
+            foreach (var f in files)
+                if (!File.Exists(Path.Combine(folder, f)))
+                    throw new FileNotFoundException($"{index}: lists shard '{f}', which is not in {folder}");
+            return files.Select(f => Path.Combine(folder, f)).ToList();
+        }
+        if (File.Exists(single)) return [single];
+        throw new FileNotFoundException($"{folder}: no weights found (looked for {SingleFile} and {IndexFile})");
+    }
+
+    /// <summary>
+    /// The model's own checkpoint entries: parameters and persistent buffers by their full names.
+    /// The tensors are the live ones (not copies); do not dispose them.
+    /// </summary>
+    public static Dictionary<string, Tensor> LiveStateDict(ILanguageModel model) =>
+        model.Module.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value);
+
+    /// <summary>
+    /// Loads the weights of <paramref name="folder"/> into <paramref name="model"/> in place.
+    /// With <paramref name="strict"/>, any missing or unexpected key or shape mismatch throws a
+    /// <see cref="CheckpointMismatchException"/> before any parameter is changed; tied aliases
+    /// (<see cref="ILanguageModel.TiedAliases"/>) may be present or absent. Floating values are
+    /// converted to each parameter's dtype. Returns the keys that were loaded.
+    /// </summary>
+    public static IReadOnlyList<string> LoadInto(ILanguageModel model, string folder, bool strict = true)
+    {
+        var live = LiveStateDict(model);
+        var files = WeightFiles(folder);
+        // Validate every header first so a bad checkpoint changes nothing.
+        var found = new Dictionary<string, SafeTensorInfo>();
+        foreach (var f in files)
+            foreach (var info in SafeTensors.ReadHeader(f).Tensors)
+                found[info.Name] = info;
+        var missing = live.Keys.Where(k => !found.ContainsKey(k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
+        var unexpected = found.Keys.Where(k => !live.ContainsKey(k) && !model.TiedAliases.ContainsKey(k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
+        var shapes = found.Values.Where(i => live.TryGetValue(i.Name, out var t) && !t.shape.SequenceEqual(i.Shape))
+            .Select(i => $"{i.Name}: checkpoint [{string.Join(",", i.Shape)}] vs model [{string.Join(",", live[i.Name].shape)}]").ToList();
+        if (shapes.Count > 0 || (strict && (missing.Count > 0 || unexpected.Count > 0)))
+            throw new CheckpointMismatchException(folder, missing, unexpected, shapes);
+
+        var loaded = new List<string>();
+        using var _ = torch.no_grad();
+        foreach (var f in files)
+        {
+            var tensors = SafeTensors.Load(f, k => live.ContainsKey(k));
+            try
+            {
+                foreach (var (k, src) in tensors)
+                {
+                    live[k].copy_(src);
+                    loaded.Add(k);
+                }
+            }
+            finally
+            {
+                foreach (var t in tensors.Values) t.Dispose();
+            }
+        }
+        return loaded;
+    }
+
+    /// <summary>
+    /// Saves the model's parameters and persistent buffers to <paramref name="folder"/> in Hugging
+    /// Face layout: <c>model.safetensors</c>, or shards of at most <paramref name="maxShardBytes"/>
+    /// with an index, plus <c>config.json</c>. Every file is written atomically. Tied aliases are not
+    /// written (as <c>save_pretrained</c> does). Stale weight files of the other layout are removed.
+    /// </summary>
+    public static void Save(ILanguageModel model, string folder, long? maxShardBytes = null)
+    {
+        Directory.CreateDirectory(folder);
+        var live = LiveStateDict(model).OrderBy(kv => kv.Key, StringComparer.Ordinal).ToList();
+        var meta = new Dictionary<string, string> { ["format"] = "pt" };
+        var shards = new List<List<KeyValuePair<string, Tensor>>> { new() };
+        long size = 0;
+        foreach (var kv in live)
+        {
+            var bytes = kv.Value.numel() * kv.Value.ElementSize;
+            if (maxShardBytes is { } max && size > 0 && size + bytes > max) { shards.Add([]); size = 0; }
+            shards[^1].Add(kv);
+            size += bytes;
+        }
+        AtomicFile.WriteAllText(Path.Combine(folder, "config.json"), model.ConfigJson().ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+        if (shards.Count == 1)
+        {
+            SafeTensors.Save(Path.Combine(folder, SingleFile), shards[0], meta);
+            File.Delete(Path.Combine(folder, IndexFile));
+            return;
+        }
+        var weightMap = new JsonObject();
+        long total = 0;
+        for (var i = 0; i < shards.Count; i++)
+        {
+            var name = $"model-{i + 1:00000}-of-{shards.Count:00000}.safetensors";
+            SafeTensors.Save(Path.Combine(folder, name), shards[i], meta);
+            foreach (var (k, t) in shards[i]) { weightMap[k] = name; total += t.numel() * t.ElementSize; }
+        }
+        var index = new JsonObject { ["metadata"] = new JsonObject { ["total_size"] = total }, ["weight_map"] = weightMap };
+        AtomicFile.WriteAllText(Path.Combine(folder, IndexFile), index.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+        File.Delete(Path.Combine(folder, SingleFile));
+    }
+}

@@ -1,0 +1,178 @@
+using System.Buffers.Binary;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Klf.Checkpoints;
+
+/// <summary>The header entry of one tensor in a safetensors file.</summary>
+/// <param name="Name">The tensor's key.</param>
+/// <param name="DType">The safetensors dtype string (<c>F32</c>, <c>BF16</c>, ...).</param>
+/// <param name="Shape">The tensor's shape.</param>
+/// <param name="Begin">Start offset of its bytes within the data section.</param>
+/// <param name="End">End offset (exclusive) of its bytes within the data section.</param>
+public sealed record SafeTensorInfo(string Name, string DType, long[] Shape, long Begin, long End);
+
+/// <summary>
+/// Reads and writes the safetensors format (an 8-byte little-endian header length, a JSON header,
+/// then the raw little-endian tensor bytes), as used by Hugging Face checkpoints.
+/// Reading validates the header against the file and names the file in every error.
+/// </summary>
+public static class SafeTensors
+{
+    private static readonly (string Name, ScalarType Type, int Size)[] DTypes =
+    [
+        ("F64", ScalarType.Float64, 8), ("F32", ScalarType.Float32, 4), ("F16", ScalarType.Float16, 2),
+        ("BF16", ScalarType.BFloat16, 2), ("I64", ScalarType.Int64, 8), ("I32", ScalarType.Int32, 4),
+        ("I16", ScalarType.Int16, 2), ("I8", ScalarType.Int8, 1), ("U8", ScalarType.Byte, 1), ("BOOL", ScalarType.Bool, 1),
+    ];
+
+    /// <summary>The safetensors dtype string of a TorchSharp scalar type.</summary>
+    public static string DTypeName(ScalarType t) =>
+        DTypes.FirstOrDefault(d => d.Type == t).Name ?? throw new NotSupportedException($"dtype {t} has no safetensors name");
+
+    private static (ScalarType Type, int Size) FromName(string name, string file) =>
+        DTypes.FirstOrDefault(d => d.Name == name) is var d && d.Name != null
+            ? (d.Type, d.Size)
+            : throw new InvalidDataException($"{file}: unsupported safetensors dtype '{name}'");
+
+    /// <summary>Reads only the header: the tensor entries (in file order) and the <c>__metadata__</c> strings.</summary>
+    /// <exception cref="InvalidDataException">The file is not a valid safetensors file; the message names it.</exception>
+    public static (IReadOnlyList<SafeTensorInfo> Tensors, IReadOnlyDictionary<string, string> Metadata) ReadHeader(string path)
+    {
+        using var fs = OpenRead(path);
+        return ReadHeader(fs, path, out _);
+    }
+
+    private static FileStream OpenRead(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: safetensors file not found", path);
+        return new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+    }
+
+    private static (IReadOnlyList<SafeTensorInfo>, IReadOnlyDictionary<string, string>) ReadHeader(FileStream fs, string path, out long dataStart)
+    {
+        Span<byte> lenBytes = stackalloc byte[8];
+        if (fs.Length < 8 || fs.Read(lenBytes) != 8) throw new InvalidDataException($"{path}: too short to be a safetensors file");
+        var n = BinaryPrimitives.ReadUInt64LittleEndian(lenBytes);
+        if (n == 0 || n > 100_000_000 || (long)n > fs.Length - 8)
+            throw new InvalidDataException($"{path}: invalid safetensors header length {n} (file is {fs.Length} bytes)");
+        var header = new byte[n];
+        fs.ReadExactly(header);
+        dataStart = 8 + (long)n;
+        JsonObject root;
+        try { root = JsonNode.Parse(header)?.AsObject() ?? throw new InvalidDataException("empty header"); }
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        {
+            throw new InvalidDataException($"{path}: safetensors header is not valid JSON ({e.Message})");
+        }
+        var dataLen = fs.Length - dataStart;
+        var list = new List<SafeTensorInfo>();
+        var meta = new Dictionary<string, string>();
+        foreach (var (key, node) in root)
+        {
+            if (key == "__metadata__")
+            {
+                if (node is JsonObject m)
+                    foreach (var (mk, mv) in m) meta[mk] = mv?.GetValue<string>() ?? "";
+                continue;
+            }
+            try
+            {
+                var o = node!.AsObject();
+                var dtype = o["dtype"]!.GetValue<string>();
+                var shape = o["shape"]!.AsArray().Select(x => x!.GetValue<long>()).ToArray();
+                var offs = o["data_offsets"]!.AsArray().Select(x => x!.GetValue<long>()).ToArray();
+                var (_, size) = FromName(dtype, path);
+                var expected = shape.Aggregate(1L, (a, b) => a * b) * size;
+                if (offs.Length != 2 || offs[0] < 0 || offs[1] < offs[0] || offs[1] > dataLen || offs[1] - offs[0] != expected)
+                    throw new InvalidDataException($"{path}: tensor '{key}' has data offsets [{string.Join(",", offs)}] that do not fit its shape [{string.Join(",", shape)}] {dtype} or the file ({dataLen} data bytes)");
+                list.Add(new SafeTensorInfo(key, dtype, shape, offs[0], offs[1]));
+            }
+            catch (Exception e) when (e is NullReferenceException or InvalidOperationException or FormatException)
+            {
+                throw new InvalidDataException($"{path}: malformed header entry for tensor '{key}'");
+            }
+        }
+        return (list, meta);
+    }
+
+    /// <summary>
+    /// Reads every tensor of a safetensors file (or only those whose key passes <paramref name="filter"/>)
+    /// into fresh CPU tensors of the stored dtype. The caller owns and disposes the returned tensors.
+    /// </summary>
+    public static Dictionary<string, Tensor> Load(string path, Func<string, bool>? filter = null)
+    {
+        using var fs = OpenRead(path);
+        var (infos, _) = ReadHeader(fs, path, out var dataStart);
+        var result = new Dictionary<string, Tensor>();
+        try
+        {
+            foreach (var info in infos.OrderBy(i => i.Begin))
+            {
+                if (filter != null && !filter(info.Name)) continue;
+                var (type, _) = FromName(info.DType, path);
+                var t = torch.empty(info.Shape, type, CPU);
+                result[info.Name] = t;
+                var len = info.End - info.Begin;
+                if (len == 0) continue;
+                fs.Seek(dataStart + info.Begin, SeekOrigin.Begin);
+                var buf = new byte[len];
+                fs.ReadExactly(buf);
+                t.bytes = buf;
+            }
+        }
+        catch
+        {
+            foreach (var t in result.Values) t.Dispose();
+            throw;
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// Writes tensors to <paramref name="path"/> atomically (temporary file, then rename), sorted by
+    /// key, with optional <c>__metadata__</c>. Tensors may live on any device and are not disposed.
+    /// </summary>
+    public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var items = tensors.OrderBy(kv => kv.Key, StringComparer.Ordinal).ToList();
+        var header = new JsonObject();
+        if (metadata is { Count: > 0 })
+        {
+            var m = new JsonObject();
+            foreach (var (k, v) in metadata) m[k] = v;
+            header["__metadata__"] = m;
+        }
+        long offset = 0;
+        foreach (var (key, t) in items)
+        {
+            var size = DTypes.First(d => d.Type == t.dtype).Size * t.numel();
+            header[key] = new JsonObject
+            {
+                ["dtype"] = DTypeName(t.dtype),
+                ["shape"] = new JsonArray(t.shape.Select(s => (JsonNode)s).ToArray()),
+                ["data_offsets"] = new JsonArray(offset, offset + size),
+            };
+            offset += size;
+        }
+        var json = Encoding.UTF8.GetBytes(header.ToJsonString());
+        var padded = (json.Length + 7) / 8 * 8; // data section 8-byte aligned, as Hugging Face writes it
+        AtomicFile.Write(path, fs =>
+        {
+            Span<byte> len = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)padded);
+            fs.Write(len);
+            fs.Write(json);
+            for (var i = json.Length; i < padded; i++) fs.WriteByte((byte)' ');
+            foreach (var (_, t) in items)
+            {
+                using var scope = torch.NewDisposeScope();
+                var c = t.detach().cpu().contiguous();
+                fs.Write(c.bytes);
+            }
+        });
+    }
+}
