@@ -16,7 +16,7 @@ fi
 passed=0; failed=0; status=0
 for t in Properties Integration; do
   log=$(mktemp)
-  dotnet "tests/$t/bin/Release/net10.0/Klf.Tests.$t.dll" --summary "$@" 2>&1 | tee "$log"
+  dotnet "tests/$t/bin/Release/net10.0/Klf.Tests.$t.dll" --summary --colours 0 "$@" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   # Expecto's closing line: "EXPECTO! N tests run in T for L – P passed, I ignored, F failed, E errored. ..."
   line=$(grep -E 'tests run in .* passed, [0-9]+ ignored, [0-9]+ failed, [0-9]+ errored' "$log" | tail -n 1)

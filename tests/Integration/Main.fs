@@ -3,6 +3,14 @@ open Expecto
 
 [<EntryPoint>]
 let main argv =
-    // Load TorchSharp's natives (patched if this system's libstdc++ needs it) before any test touches torch.
-    Klf.Native.TorchNative.EnsureLoaded()
-    runTestsInAssemblyWithCLIArgs [] argv
+    match argv with
+    | [| "--native-probe" |] ->
+        // Used by the native-loading tests: a child process that only loads torch and computes.
+        Klf.Native.TorchNative.EnsureLoaded()
+        let s = TorchSharp.torch.arange(4L).sum().item<int64>()
+        printfn "NATIVE-OK sum=%d patched=%b from=%s" s Klf.Native.TorchNative.Patched Klf.Native.TorchNative.LoadedFrom
+        0
+    | _ ->
+        // Load TorchSharp's natives (patched if this system's libstdc++ needs it) before any test touches torch.
+        Klf.Native.TorchNative.EnsureLoaded()
+        runTestsInAssemblyWithCLIArgs [] argv

@@ -11,6 +11,12 @@ namespace Klf.Native;
 /// </summary>
 public static class ElfVersionPatch
 {
+    /// <summary>One required symbol version of a library.</summary>
+    /// <param name="File">The library that must provide it (e.g. <c>libstdc++.so.6</c>).</param>
+    /// <param name="Version">The version node name (e.g. <c>GLIBCXX_3.4.32</c>).</param>
+    /// <param name="Weak">Whether the requirement is weak (the loader only warns when it is missing).</param>
+    public sealed record RequiredVersion(string File, string Version, bool Weak);
+
     private const uint ShtGnuVerneed = 0x6ffffffe;
     private const ushort VerFlgWeak = 0x2;
 
@@ -18,13 +24,13 @@ public static class ElfVersionPatch
     /// <param name="elf">The whole library file.</param>
     /// <returns>(file, version name, weak) triples in file order.</returns>
     /// <exception cref="InvalidDataException">The bytes are not a 64-bit little-endian ELF with a version-needs section.</exception>
-    public static IReadOnlyList<(string File, string Version, bool Weak)> RequiredVersions(byte[] elf)
+    public static IReadOnlyList<RequiredVersion> RequiredVersions(byte[] elf)
     {
-        var result = new List<(string, string, bool)>();
+        var result = new List<RequiredVersion>();
         Walk(elf, (file, name, flagsOffset) =>
         {
             var flags = BinaryPrimitives.ReadUInt16LittleEndian(elf.AsSpan(flagsOffset));
-            result.Add((file, name, (flags & VerFlgWeak) != 0));
+            result.Add(new RequiredVersion(file, name, (flags & VerFlgWeak) != 0));
         });
         return result;
     }
