@@ -1,8 +1,9 @@
 module Klf.Cli.Program
-open TorchSharp
+
+open System.CommandLine
+
 [<EntryPoint>]
 let main argv =
-    Klf.Native.TorchNative.EnsureLoaded()
-    let t = torch.ones(3L, 3L)
-    printfn "%A %s patched=%b" (t.sum().item<float32>()) Klf.Native.TorchNative.LoadedFrom Klf.Native.TorchNative.Patched
-    0
+    let root = RootCommand("klf: continual learning for language models (KIF) on .NET")
+    for c in [ Info.cmd ] do root.Subcommands.Add c
+    root.Parse(argv).Invoke()
