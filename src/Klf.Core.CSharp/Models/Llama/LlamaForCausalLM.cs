@@ -277,8 +277,17 @@ public sealed class LlamaForCausalLM : nn.Module, ILanguageModel
         return m;
     }
 
+    /// <summary>The device of the parameters (that of the token embedding).</summary>
+    public Device ParameterDevice()
+    {
+        // Embedding.weight hands out a fresh handle on each get: let a scope dispose it.
+        using var scope = torch.NewDisposeScope();
+        return model.embed_tokens.weight!.device;
+    }
+
     void InitWeights()
     {
+        using var scope = torch.NewDisposeScope();
         using var _ = torch.no_grad();
         foreach (var (name, p) in named_parameters())
         {
@@ -394,7 +403,7 @@ public sealed class LlamaForCausalLM : nn.Module, ILanguageModel
 
     int[][] GenerateChunk(int[][] prompts, int maxNew, HashSet<int> eos, bool useCache)
     {
-        var device = model.embed_tokens.weight!.device;
+        var device = ParameterDevice();
         int B = prompts.Length, P = prompts.Max(p => p.Length);
         // Host-side state across steps: the sequence so far (left-padded prompt + generated) and its mask.
         var ids = new List<long>[B];
