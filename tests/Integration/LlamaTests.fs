@@ -85,6 +85,7 @@ let private generation =
             printfn "llama-tiny greedy: %A" cached
             Expect.equal cached uncached "cache and no cache agree"
             for r in cached do Expect.isLessThanOrEqual r.Length cap "length within cap"
+            Expect.isTrue (cached |> Array.exists (fun r -> (Array.distinct r).Length > 2)) "non-trivial generations"
             let alone = prompts |> Array.map (fun p -> (m.GenerateGreedy([| p |], opts)).[0])
             Expect.equal alone cached "each prompt alone == in batch"
             let chunked = m.GenerateGreedy(prompts, withOpts opts None None (Some 2))
@@ -102,7 +103,7 @@ let private generation =
                     let alone = m.GenerateGreedy([| prompts.[i] |], withOpts opts None (Some [| eos |]) None)
                     Expect.equal withEos.[i] alone.[0] $"EOS: prompt {i} alone == in batch"
         }
-        test "generation restores training mode and builds no graph" {
+        test "generation restores training mode" {
             use m = create "llama-tiny"
             m.train()
             let _ = m.GenerateGreedy([| [| 5; 6; 7 |] |], GenerationOptions(MaxNewTokens = 3))
@@ -215,7 +216,7 @@ let private layers =
             use x = torch.tensor(xs |> Array.map float32).view(1L, 2L, 3L, int64 d)   // (B, H, T, D)
             let positions = [| 0L; 7L; 1000L |]
             use pos = torch.tensor(positions).view(1L, 3L)
-            let struct (c, s) = LlamaRotary.CosSin(pos, d, theta, torch.ScalarType.Float32).ToTuple() |> fun (a, b) -> struct (a, b)
+            let struct (c, s) = LlamaRotary.CosSin(pos, d, theta, torch.ScalarType.Float32)
             use c = c
             use s = s
             use y = LlamaRotary.Apply(x, c, s)
@@ -245,6 +246,35 @@ let private layers =
             Expect.isLessThan (maxAbsDiff c1 a1) 1e-6 "position ids are per row"
             Expect.isGreaterThan (maxAbsDiff c0 a0) 1e-4 "stretched positions change logits"
         }
+        test "attention block matches a naive eager reference (GQA, causal, 1/sqrt(D))" {
+            use m = create "llama-tiny-gqa"
+            use _ng = torch.no_grad()
+            let attn = m.model.layers.[0].self_attn
+            let cfg = m.Config
+            let h, hkv, d, t = int64 cfg.NumAttentionHeads, int64 cfg.NumKeyValueHeads, int64 cfg.HeadDim, 5L
+            torch.manual_seed 3L |> ignore
+            use x = torch.randn(1L, t, int64 cfg.HiddenSize)
+            use pos = torch.arange(t).unsqueeze(0L)
+            let struct (c, s) = LlamaRotary.CosSin(pos, cfg.HeadDim, cfg.RopeTheta, torch.ScalarType.Float32)
+            use c = c
+            use s = s
+            use mask = LlamaModel.BuildMask(torch.ones(1L, t, torch.int64), t, torch.ScalarType.Float32)
+            use got = attn.Forward(x, c, s, mask, null, 0)
+            // Reference: explicit projections, per-head loop, kv head = h / (H / Hkv), -inf above the diagonal.
+            use q = LlamaRotary.Apply(x.matmul(attn.q_proj.weight.t()).view(1L, t, h, d).transpose(1L, 2L), c, s)
+            use k = LlamaRotary.Apply(x.matmul(attn.k_proj.weight.t()).view(1L, t, hkv, d).transpose(1L, 2L), c, s)
+            use v = x.matmul(attn.v_proj.weight.t()).view(1L, t, hkv, d).transpose(1L, 2L)
+            use causal = torch.ones(t, t).triu(1L).mul(torch.tensor(-1e9f))          // (T, T), -1e9 above the diagonal
+            let heads =
+                [| for hi in 0L .. h - 1L ->
+                    let kvi = hi / (h / hkv)
+                    let scores : Tensor =
+                        q.select(1, hi).matmul(k.select(1, kvi).transpose(-1L, -2L)).div(torch.tensor(float32 (sqrt (float d)))).add(causal)
+                    scores.softmax(-1L).matmul(v.select(1, kvi)) |]          // (1, T, D) each
+            use y = torch.cat(heads, -1L)                                       // (1, T, H*D)
+            use expected = y.matmul(attn.o_proj.weight.t())
+            Expect.isLessThan (maxAbsDiff got expected) 1e-5 "same output"
+        }
         test "RMSNorm matches a naive reference; bf16 in, bf16 out" {
             use norm = new Klf.Models.Layers.RmsNorm(8L, 1e-6)
             do
@@ -258,7 +288,7 @@ let private layers =
             for j in 0 .. 7 do
                 Expect.floatClose Accuracy.high (float ys.[j]) (float (j + 1) * float xs.[j] / rms) $"element {j}"
             use xb = x.to_type(torch.ScalarType.BFloat16)
-            use nb = norm.``to``(torch.ScalarType.BFloat16)
+            norm.``to``(torch.ScalarType.BFloat16) |> ignore
             use yb = norm.forward(xb)
             Expect.equal yb.dtype torch.ScalarType.BFloat16 "bf16 output"
         }
@@ -443,6 +473,12 @@ let private config =
             let noKv = JsonNode.Parse(sampleConfig).AsObject()
             noKv.Remove "num_key_value_heads" |> ignore
             Expect.equal (LlamaConfig.FromJson(noKv, "x")).NumKeyValueHeads 32 "kv heads default to heads"
+            let newer = JsonNode.Parse(sampleConfig).AsObject()
+            newer.Remove "torch_dtype" |> ignore
+            newer.["dtype"] <- JsonValue.Create "float16"
+            let cn = LlamaConfig.FromJson(newer, "newer")
+            Expect.equal cn.TorchDtype "float16" "dtype read when torch_dtype is absent"
+            Expect.equal (LlamaConfig.FromJson(cn.ToJson(), "again")) cn "round trip with dtype"
         }
         test "wrong model_type is a clear error naming the source and the field" {
             let j = JsonNode.Parse(sampleConfig).AsObject()

@@ -43,7 +43,10 @@ public sealed record LlamaConfig
     public int EosTokenId => EosTokenIds[0];
     /// <summary><c>pad_token_id</c> (nullable, as in most LLaMA checkpoints).</summary>
     public int? PadTokenId { get; init; }
-    /// <summary><c>torch_dtype</c> as written in the file (e.g. <c>bfloat16</c>), or null.</summary>
+    /// <summary>
+    /// <c>torch_dtype</c> as written in the file (e.g. <c>bfloat16</c>), or null. Newer
+    /// transformers write <c>dtype</c> instead: it is read when <c>torch_dtype</c> is absent (and kept as an extra field).
+    /// </summary>
     public string? TorchDtype { get; init; }
     /// <summary>Fields of the source JSON this record does not model, kept for <see cref="ToJson"/>.</summary>
     public JsonObject ExtraFields { get; init; } = new();
@@ -151,7 +154,7 @@ public sealed record LlamaConfig
             BosTokenId = OptInt("bos_token_id"),
             EosTokenIds = eos,
             PadTokenId = OptInt("pad_token_id"),
-            TorchDtype = OptString("torch_dtype"),
+            TorchDtype = OptString("torch_dtype") ?? OptString("dtype"),
             ExtraFields = extras,
         };
     }
