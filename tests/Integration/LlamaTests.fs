@@ -135,7 +135,8 @@ let private generation =
     ]
 
 let private leaks =
-    test "generation leaks no tensors (cache and no cache)" {
+  testList "leaks" [
+    test "generation leaves no live tensors (cache and no cache)" {
         use m = create "llama-tiny"
         let prompts = [| [| 4; 5; 6 |]; [| 9 |]; [| 10; 11 |] |]
         let live () = DisposeScopeManager.Statistics.ThreadTotalLiveCount
@@ -146,6 +147,7 @@ let private leaks =
             m.GenerateGreedy(prompts, opts) |> ignore
             Expect.equal (live ()) before $"live tensors unchanged (UseCache = {useCache})"
     }
+  ]
 
 let private masking =
     testList "masking" [
@@ -295,6 +297,7 @@ let private layers =
     ]
 
 let private throughput =
+  testList "throughput" [
     test "llama-5m: forward+backward throughput (printed)" {
         use m = create "llama-5m"
         m.train()
@@ -316,6 +319,7 @@ let private throughput =
             (m.parameters() |> Seq.sumBy (fun p -> p.numel())) tokPerSec b t (torch.get_num_threads())
         Expect.isGreaterThan tokPerSec 0.0 "measured"
     }
+  ]
 
 let private variants =
     testList "variants" [
