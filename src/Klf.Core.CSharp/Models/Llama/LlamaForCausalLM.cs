@@ -1,0 +1,462 @@
+using System.Text.Json.Nodes;
+using Klf.Models.Layers;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Klf.Models.Llama;
+
+// LLaMA, as Hugging Face's modeling_llama, top to bottom: rotary embedding, attention, MLP,
+// decoder layer, the stack, the causal LM (loss, forward, greedy generation).
+// Shapes: B batch, T new tokens, S = past + T key positions, C hidden, H query heads,
+// Hkv key/value heads, D head dim, V vocabulary. Field names are the HF checkpoint keys.
+
+/// <summary>Rotary position embedding as HF LLaMA (rotate-half convention, float32 angles).</summary>
+public static class LlamaRotary
+{
+    /// <summary>
+    /// cos and sin, each (B, T, D) in <paramref name="dtype"/>, for int64 <paramref name="positionIds"/>
+    /// (B, T): inv_freq = 1 / theta^(2i/D) in float32, angles = position * inv_freq, duplicated over
+    /// the two halves of D. Fresh tensors on the positions' device, owned by the caller.
+    /// </summary>
+    public static (Tensor Cos, Tensor Sin) CosSin(Tensor positionIds, int headDim, double theta, ScalarType dtype)
+    {
+        using var scope = torch.NewDisposeScope();
+        var device = positionIds.device;
+        var exponents = torch.arange(0, headDim, 2, ScalarType.Int64, device).to(ScalarType.Float32) / headDim;  // (D/2)
+        var invFreq = torch.pow(torch.tensor(theta, ScalarType.Float32, device), exponents).reciprocal();        // (D/2)
+        var freqs = positionIds.to(ScalarType.Float32).unsqueeze(-1) * invFreq.view(1, 1, -1);                 // (B, T, D/2)
+        var emb = torch.cat(new[] { freqs, freqs }, -1);                                                        // (B, T, D)
+        var cos = emb.cos().to(dtype);
+        var sin = emb.sin().to(dtype);
+        return (cos.MoveToOuterDisposeScope(), sin.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>(x1, x2) → (-x2, x1) over the two halves of the last dimension. Fresh tensor.</summary>
+    public static Tensor RotateHalf(Tensor x)
+    {
+        var half = x.shape[^1] / 2;
+        using var x1 = x[.., .., .., ..(int)half];
+        using var x2 = x[.., .., .., (int)half..];
+        using var negX2 = x2.neg();
+        return torch.cat(new[] { negX2, x1 }, -1);
+    }
+
+    /// <summary>x * cos + rotate_half(x) * sin for x (B, H, T, D) and cos/sin (B, T, D). Fresh tensor.</summary>
+    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
+    {
+        using var scope = torch.NewDisposeScope();
+        var c = cos.unsqueeze(1);   // (B, 1, T, D)
+        var s = sin.unsqueeze(1);   // (B, 1, T, D)
+        return (x * c + RotateHalf(x) * s).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>Multi-head attention with grouped-query key/value heads and RoPE (HF <c>LlamaAttention</c>).</summary>
+public sealed class LlamaAttention : nn.Module
+{
+    /// <summary>(H*D, C) query projection, no bias.</summary>
+    public readonly Linear q_proj;
+    /// <summary>(Hkv*D, C) key projection, no bias.</summary>
+    public readonly Linear k_proj;
+    /// <summary>(Hkv*D, C) value projection, no bias.</summary>
+    public readonly Linear v_proj;
+    /// <summary>(C, H*D) output projection, no bias.</summary>
+    public readonly Linear o_proj;
+
+    readonly int nHead, nKvHead, headDim;
+
+    /// <summary>Creates the projections from <paramref name="config"/>.</summary>
+    public LlamaAttention(LlamaConfig config) : base(nameof(LlamaAttention))
+    {
+        nHead = config.NumAttentionHeads;
+        nKvHead = config.NumKeyValueHeads;
+        headDim = config.HeadDim;
+        q_proj = nn.Linear(config.HiddenSize, nHead * headDim, hasBias: false);
+        k_proj = nn.Linear(config.HiddenSize, nKvHead * headDim, hasBias: false);
+        v_proj = nn.Linear(config.HiddenSize, nKvHead * headDim, hasBias: false);
+        o_proj = nn.Linear(nHead * headDim, config.HiddenSize, hasBias: false);
+        RegisterComponents();
+    }
+
+    /// <summary>
+    /// x (B, T, C); cos/sin (B, T, D); mask (B, 1, T, S) additive float in x's dtype (0 or the
+    /// dtype's minimum); returns (B, T, C). With a cache, this layer's keys/values are appended.
+    /// </summary>
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor mask, LlamaKvCache? cache, int layerIndex)
+    {
+        using var scope = torch.NewDisposeScope();
+        long B = x.shape[0], T = x.shape[1];
+        var q = q_proj.forward(x).view(B, T, nHead, headDim).transpose(1, 2);     // (B, H, T, D)
+        var k = k_proj.forward(x).view(B, T, nKvHead, headDim).transpose(1, 2);   // (B, Hkv, T, D)
+        var v = v_proj.forward(x).view(B, T, nKvHead, headDim).transpose(1, 2);   // (B, Hkv, T, D)
+        q = LlamaRotary.Apply(q, cos, sin);
+        k = LlamaRotary.Apply(k, cos, sin);
+        if (cache is not null) (k, v) = cache.Update(layerIndex, k, v);            // (B, Hkv, S, D)
+        k = RepeatKv(k, nHead / nKvHead);                                          // (B, H, S, D)
+        v = RepeatKv(v, nHead / nKvHead);                                          // (B, H, S, D)
+        // softmax(q k^T / sqrt(D) + mask) v; the additive mask keeps fully masked rows (query on a
+        // left pad) finite: they attend uniformly and their outputs are never used.
+        var y = F.scaled_dot_product_attention(q, k, v, mask);                    // (B, H, T, D)
+        y = y.transpose(1, 2).contiguous().view(B, T, nHead * headDim);           // (B, T, H*D)
+        return o_proj.forward(y).MoveToOuterDisposeScope();                        // (B, T, C)
+    }
+
+    /// <summary>(B, Hkv, S, D) → (B, Hkv*nRep, S, D), each key/value head repeated nRep times in a row (HF repeat_kv).</summary>
+    public static Tensor RepeatKv(Tensor x, int nRep)
+    {
+        if (nRep == 1) return x.alias();
+        long B = x.shape[0], Hkv = x.shape[1], S = x.shape[2], D = x.shape[3];
+        using var expanded = x.unsqueeze(2).expand(B, Hkv, nRep, S, D);           // (B, Hkv, nRep, S, D)
+        return expanded.reshape(B, Hkv * nRep, S, D);                              // (B, H, S, D)
+    }
+}
+
+/// <summary>SwiGLU feed-forward: down(silu(gate(x)) * up(x)) (HF <c>LlamaMLP</c>).</summary>
+public sealed class LlamaMLP : nn.Module<Tensor, Tensor>
+{
+    /// <summary>(I, C) gate projection, no bias.</summary>
+    public readonly Linear gate_proj;
+    /// <summary>(I, C) up projection, no bias.</summary>
+    public readonly Linear up_proj;
+    /// <summary>(C, I) down projection, no bias.</summary>
+    public readonly Linear down_proj;
+
+    /// <summary>Creates the projections from <paramref name="config"/>.</summary>
+    public LlamaMLP(LlamaConfig config) : base(nameof(LlamaMLP))
+    {
+        gate_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: false);
+        up_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: false);
+        down_proj = nn.Linear(config.IntermediateSize, config.HiddenSize, hasBias: false);
+        RegisterComponents();
+    }
+
+    /// <summary>x (B, T, C) → fresh (B, T, C).</summary>
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = torch.NewDisposeScope();
+        var h = F.silu(gate_proj.forward(x)) * up_proj.forward(x);   // (B, T, I)
+        return down_proj.forward(h).MoveToOuterDisposeScope();       // (B, T, C)
+    }
+}
+
+/// <summary>Pre-norm transformer block (HF <c>LlamaDecoderLayer</c>).</summary>
+public sealed class LlamaDecoderLayer : nn.Module
+{
+    /// <summary>Attention.</summary>
+    public readonly LlamaAttention self_attn;
+    /// <summary>SwiGLU MLP.</summary>
+    public readonly LlamaMLP mlp;
+    /// <summary>Norm before attention.</summary>
+    public readonly RmsNorm input_layernorm;
+    /// <summary>Norm before the MLP.</summary>
+    public readonly RmsNorm post_attention_layernorm;
+
+    readonly int layerIndex;
+
+    /// <summary>Creates layer number <paramref name="layerIndex"/> (its slot in a KV cache).</summary>
+    public LlamaDecoderLayer(LlamaConfig config, int layerIndex) : base(nameof(LlamaDecoderLayer))
+    {
+        this.layerIndex = layerIndex;
+        self_attn = new LlamaAttention(config);
+        mlp = new LlamaMLP(config);
+        input_layernorm = new RmsNorm(config.HiddenSize, config.RmsNormEps);
+        post_attention_layernorm = new RmsNorm(config.HiddenSize, config.RmsNormEps);
+        RegisterComponents();
+    }
+
+    /// <summary>x (B, T, C) → fresh (B, T, C); see <see cref="LlamaAttention.Forward"/> for the other arguments.</summary>
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor mask, LlamaKvCache? cache)
+    {
+        using var scope = torch.NewDisposeScope();
+        var h = x + self_attn.Forward(input_layernorm.forward(x), cos, sin, mask, cache, layerIndex);   // (B, T, C)
+        var o = h + mlp.forward(post_attention_layernorm.forward(h));                                   // (B, T, C)
+        return o.MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>Embedding, the decoder layers and the final norm (HF <c>LlamaModel</c>).</summary>
+public sealed class LlamaModel : nn.Module
+{
+    /// <summary>(V, C) token embedding.</summary>
+    public readonly Embedding embed_tokens;
+    /// <summary>The decoder layers.</summary>
+    public readonly ModuleList<LlamaDecoderLayer> layers;
+    /// <summary>Final norm.</summary>
+    public readonly RmsNorm norm;
+
+    readonly LlamaConfig config;
+
+    /// <summary>Creates the stack from <paramref name="config"/> (the pad row of the embedding is a padding_idx, as in HF).</summary>
+    public LlamaModel(LlamaConfig config) : base(nameof(LlamaModel))
+    {
+        this.config = config;
+        embed_tokens = nn.Embedding(config.VocabSize, config.HiddenSize, padding_idx: config.PadTokenId);
+        layers = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new LlamaDecoderLayer(config, i)).ToArray());
+        norm = new RmsNorm(config.HiddenSize, config.RmsNormEps);
+        RegisterComponents();
+    }
+
+    /// <summary>
+    /// Hidden states (B, T, C) after the final norm, fresh, owned by the caller.
+    /// <paramref name="inputIds"/> (B, T) int64; <paramref name="attentionMask"/> (B, S) int64 1/0
+    /// over past and new positions; <paramref name="positionIds"/> (B, T) int64.
+    /// </summary>
+    public Tensor Forward(Tensor inputIds, Tensor attentionMask, Tensor positionIds, LlamaKvCache? cache)
+    {
+        using var scope = torch.NewDisposeScope();
+        var x = embed_tokens.forward(inputIds);                                           // (B, T, C)
+        var (cos, sin) = LlamaRotary.CosSin(positionIds, config.HeadDim, config.RopeTheta, x.dtype);  // (B, T, D)
+        var mask = BuildMask(attentionMask, inputIds.shape[1], x.dtype);                  // (B, 1, T, S)
+        for (var i = 0; i < layers.Count; i++)
+            x = layers[i].Forward(x, cos, sin, mask, cache);
+        return norm.forward(x).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Additive attention mask (B, 1, T, S) in <paramref name="dtype"/>: 0 where query i (at
+    /// sequence slot S-T+i) may see key j — j ≤ S-T+i and attentionMask[b, j] = 1 — else the dtype's minimum.
+    /// </summary>
+    public static Tensor BuildMask(Tensor attentionMask, long T, ScalarType dtype)
+    {
+        using var scope = torch.NewDisposeScope();
+        var device = attentionMask.device;
+        long S = attentionMask.shape[1];
+        var queryPos = torch.arange(S - T, S, ScalarType.Int64, device).view(T, 1);     // (T, 1)
+        var keyPos = torch.arange(0, S, ScalarType.Int64, device).view(1, S);           // (1, S)
+        var causal = keyPos.le(queryPos).view(1, 1, T, S);                                // (1, 1, T, S)
+        var padding = attentionMask.ne(0).view(attentionMask.shape[0], 1, 1, S);         // (B, 1, 1, S)
+        var allowed = causal.logical_and(padding);                                        // (B, 1, T, S)
+        var zero = torch.zeros(1, dtype, device);
+        var min = torch.full(1, torch.finfo(dtype).min, dtype, device);
+        return torch.where(allowed, zero, min).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>
+/// LLaMA causal language model (HF <c>LlamaForCausalLM</c>). Parameter names are the HF keys
+/// (<c>model.embed_tokens.weight</c>, <c>model.layers.0.self_attn.q_proj.weight</c>, …,
+/// <c>model.norm.weight</c>, <c>lm_head.weight</c>). With tied embeddings there is no
+/// <c>lm_head</c> module: logits use <c>model.embed_tokens.weight</c>.
+/// </summary>
+public sealed class LlamaForCausalLM : nn.Module, ILanguageModel
+{
+    /// <summary>The transformer stack.</summary>
+    public readonly LlamaModel model;
+    /// <summary>(V, C) output projection, no bias; null when embeddings are tied.</summary>
+    public readonly Linear? lm_head;
+
+    /// <summary>The config this model was built from.</summary>
+    public LlamaConfig Config { get; }
+
+    /// <summary>
+    /// A model with freshly initialised weights on the CPU in float32 (normal(0, initializer_range)
+    /// for linear and embedding weights, pad embedding row zero, norms one; the generator is
+    /// torch's global one, seed it with <c>torch.manual_seed</c>). See <see cref="Create"/>.
+    /// </summary>
+    public LlamaForCausalLM(LlamaConfig config) : base(nameof(LlamaForCausalLM))
+    {
+        Config = config;
+        model = new LlamaModel(config);
+        if (!config.TieWordEmbeddings)
+            lm_head = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false);
+        TiedAliases = config.TieWordEmbeddings
+            ? new Dictionary<string, string> { ["lm_head.weight"] = "model.embed_tokens.weight" }
+            : new Dictionary<string, string>();
+        RegisterComponents();
+        InitWeights();
+    }
+
+    /// <summary>Builds a model, then moves it to <paramref name="device"/> and casts it to <paramref name="dtype"/> (e.g. BFloat16).</summary>
+    public static LlamaForCausalLM Create(LlamaConfig config, Device? device = null, ScalarType? dtype = null)
+    {
+        var m = new LlamaForCausalLM(config);
+        if (device is not null) m.to(device);
+        if (dtype is not null) m.to(dtype.Value);
+        return m;
+    }
+
+    /// <summary>The device of the parameters (that of the token embedding).</summary>
+    public Device ParameterDevice()
+    {
+        // Embedding.weight hands out a fresh handle on each get: let a scope dispose it.
+        using var scope = torch.NewDisposeScope();
+        return model.embed_tokens.weight!.device;
+    }
+
+    void InitWeights()
+    {
+        using var scope = torch.NewDisposeScope();
+        using var _ = torch.no_grad();
+        foreach (var (name, p) in named_parameters())
+        {
+            if (name.EndsWith("norm.weight")) nn.init.ones_(p);
+            else nn.init.normal_(p, 0.0, Config.InitializerRange);
+        }
+        if (Config.PadTokenId is int pad)
+            model.embed_tokens.weight![pad].zero_();
+    }
+
+    // ------------------------------------------------------------------ ILanguageModel
+
+    /// <inheritdoc/>
+    public ModelFamily Family => ModelFamily.DecoderOnly;
+    /// <inheritdoc/>
+    public nn.Module Module => this;
+    /// <inheritdoc/>
+    public string ModelType => "llama";
+    /// <inheritdoc/>
+    public JsonObject ConfigJson() => Config.ToJson();
+    /// <summary>The config's <c>pad_token_id</c>, or the EOS id when the config has none.</summary>
+    public int PadTokenId => Config.PadTokenId ?? Config.EosTokenId;
+    /// <inheritdoc/>
+    public int EosTokenId => Config.EosTokenId;
+    /// <summary>{"lm_head.weight" → "model.embed_tokens.weight"} when embeddings are tied, else empty.</summary>
+    public IReadOnlyDictionary<string, string> TiedAliases { get; }
+
+    // ------------------------------------------------------------------ forward and loss
+
+    /// <summary>
+    /// Logits (B, T, V) in the model's dtype, fresh, owned by the caller.
+    /// <paramref name="inputIds"/>: (B, T) int64.
+    /// <paramref name="attentionMask"/>: (B, past + T) int64 1/0, default all ones.
+    /// <paramref name="positionIds"/>: (B, T) int64, default past .. past+T-1 for every row (as HF);
+    /// pass <see cref="PositionIdsFromMask"/> with left padding.
+    /// <paramref name="cache"/>: keys/values of the past positions, updated in place.
+    /// Arguments are not disposed.
+    /// </summary>
+    public Tensor Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? positionIds = null, LlamaKvCache? cache = null)
+    {
+        using var scope = torch.NewDisposeScope();
+        long B = inputIds.shape[0], T = inputIds.shape[1];
+        long past = cache?.Length ?? 0;
+        var device = inputIds.device;
+        attentionMask ??= torch.ones(B, past + T, ScalarType.Int64, device);
+        positionIds ??= torch.arange(past, past + T, ScalarType.Int64, device).unsqueeze(0).expand(B, T);   // (B, T)
+        if (attentionMask.shape[1] != past + T)
+            throw new ArgumentException($"attention mask covers {attentionMask.shape[1]} positions, expected past {past} + new {T}");
+        var h = model.Forward(inputIds, attentionMask, positionIds, cache);             // (B, T, C)
+        var logits = lm_head is not null
+            ? lm_head.forward(h)                                                         // (B, T, V)
+            : F.linear(h, model.embed_tokens.weight!);                                   // (B, T, V)
+        return logits.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Position ids (B, T) = cumsum(mask) - 1 clamped at 0, for a (B, T) int64 mask. Fresh tensor.</summary>
+    public static Tensor PositionIdsFromMask(Tensor attentionMask)
+    {
+        using var c = attentionMask.cumsum(1, ScalarType.Int64);
+        using var m1 = c - 1;
+        return m1.clamp_min(0);
+    }
+
+    /// <summary>
+    /// HF causal-LM loss: logits[:, :-1] against labels[:, 1:], positions with label -100 ignored,
+    /// mean over the rest, cross-entropy in float32. Positions are 0..T-1 (right padding assumed,
+    /// as HF without position ids). Fresh scalar float32 tensor, owned by the caller.
+    /// </summary>
+    public Tensor ComputeLoss(LmBatch batch)
+    {
+        using var scope = torch.NewDisposeScope();
+        var logits = Forward(batch.InputIds, batch.AttentionMask);                    // (B, T, V)
+        long V = logits.shape[2];
+        var shiftLogits = logits[.., ..^1, ..].to(ScalarType.Float32).reshape(-1, V); // (B*(T-1), V)
+        var shiftLabels = batch.Labels[.., 1..].reshape(-1);                          // (B*(T-1))
+        var loss = F.cross_entropy(shiftLogits, shiftLabels, ignore_index: -100);
+        return loss.MoveToOuterDisposeScope();
+    }
+
+    // ------------------------------------------------------------------ greedy generation
+
+    /// <summary>
+    /// Batched greedy decoding (see <see cref="ILanguageModel.GenerateGreedy"/>). Prompts are
+    /// left-padded with <see cref="PadTokenId"/>; positions are cumsum(mask) - 1. A row stops after
+    /// emitting one of <see cref="GenerationOptions.EosTokenIds"/> (default: the config's EOS ids)
+    /// and is then fed pads. Returns new tokens only, without the EOS. Prompts must be non-empty.
+    /// </summary>
+    public int[][] GenerateGreedy(IReadOnlyList<int[]> prompts, GenerationOptions options)
+    {
+        if (options.BatchSize <= 0) throw new ArgumentException("BatchSize must be positive", nameof(options));
+        for (var i = 0; i < prompts.Count; i++)
+            if (prompts[i].Length == 0) throw new ArgumentException($"prompt {i} is empty", nameof(prompts));
+        var eos = new HashSet<int>(options.EosTokenIds ?? Config.EosTokenIds);
+        var results = new int[prompts.Count][];
+        var wasTraining = training;
+        eval();
+        try
+        {
+            using var _ = torch.no_grad();
+            for (var start = 0; start < prompts.Count; start += options.BatchSize)
+            {
+                var chunk = prompts.Skip(start).Take(options.BatchSize).ToArray();
+                var outs = GenerateChunk(chunk, options.MaxNewTokens, eos, options.UseCache);
+                for (var i = 0; i < outs.Length; i++) results[start + i] = outs[i];
+            }
+        }
+        finally
+        {
+            train(wasTraining);
+        }
+        return results;
+    }
+
+    int[][] GenerateChunk(int[][] prompts, int maxNew, HashSet<int> eos, bool useCache)
+    {
+        var device = ParameterDevice();
+        int B = prompts.Length, P = prompts.Max(p => p.Length);
+        // Host-side state across steps: the sequence so far (left-padded prompt + generated) and its mask.
+        var ids = new List<long>[B];
+        var mask = new List<long>[B];
+        for (var b = 0; b < B; b++)
+        {
+            var pad = P - prompts[b].Length;
+            ids[b] = Enumerable.Repeat((long)PadTokenId, pad).Concat(prompts[b].Select(t => (long)t)).ToList();
+            mask[b] = Enumerable.Repeat(0L, pad).Concat(Enumerable.Repeat(1L, prompts[b].Length)).ToList();
+        }
+        var outputs = Enumerable.Range(0, B).Select(_ => new List<int>()).ToArray();
+        var finished = new bool[B];
+        using var cache = useCache ? new LlamaKvCache(Config.NumHiddenLayers) : null;
+
+        for (var step = 0; step < maxNew && !finished.All(f => f); step++)
+        {
+            using var scope = torch.NewDisposeScope();
+            var S = ids[0].Count;
+            var maskT = ToTensor(mask, 0, S, device);                                  // (B, S)
+            var allPos = PositionIdsFromMask(maskT);                                   // (B, S)
+            Tensor logits;
+            if (useCache && step > 0)
+            {
+                var input = ToTensor(ids, S - 1, S, device);                          // (B, 1)
+                logits = Forward(input, maskT, allPos[.., (S - 1)..], cache);          // (B, 1, V)
+            }
+            else
+            {
+                var input = ToTensor(ids, 0, S, device);                              // (B, S)
+                logits = Forward(input, maskT, allPos, cache);                         // (B, S, V)
+            }
+            var next = logits[.., -1, ..].argmax(-1).to(ScalarType.Int64).cpu().data<long>().ToArray();  // (B)
+            for (var b = 0; b < B; b++)
+            {
+                long token = PadTokenId;
+                if (!finished[b])
+                {
+                    token = next[b];
+                    if (eos.Contains((int)token)) finished[b] = true;
+                    else outputs[b].Add((int)token);
+                }
+                ids[b].Add(token);
+                mask[b].Add(1);
+            }
+        }
+        return outputs.Select(o => o.ToArray()).ToArray();
+    }
+
+    static Tensor ToTensor(List<long>[] rows, int from, int to, Device device)
+    {
+        var data = new long[rows.Length * (to - from)];
+        for (var b = 0; b < rows.Length; b++)
+            rows[b].CopyTo(from, data, b * (to - from), to - from);
+        return torch.tensor(data, new long[] { rows.Length, to - from }, ScalarType.Int64).to(device);
+    }
+}
