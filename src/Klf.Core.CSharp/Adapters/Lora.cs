@@ -65,6 +65,17 @@ public static class Lora
         return handle;
     }
 
+    /// <summary>
+    /// Loads a saved adapter (ours or PEFT's) into <paramref name="root"/> as <paramref name="adapter"/>,
+    /// creating it from the file's <c>adapter_config.json</c> when needed (see <see cref="LoraModel.LoadAdapter"/>).
+    /// </summary>
+    public static LoraModel LoadAdapter(nn.Module root, string directory, string adapter = "default")
+    {
+        var handle = Find(root) ?? Apply(root, LoraModel.ReadConfig(directory, adapter));
+        handle.LoadAdapter(directory, adapter);
+        return handle;
+    }
+
     /// <summary>The LoRA handle of a model, or null when <see cref="Apply"/> was never called on it.</summary>
     public static LoraModel? Find(nn.Module root) => Handles.TryGetValue(root, out var h) ? h : null;
 
@@ -122,6 +133,9 @@ public sealed class LoraModel
             (Lora.MemoryKey(m.Path, "lora_A", adapter), m.LoraA(adapter)),
             (Lora.MemoryKey(m.Path, "lora_B", adapter), m.LoraB(adapter)),
         }).ToList();
+
+    /// <summary>Moves every adapter to its base weight's device and dtype (see <see cref="LoraLinear.SyncToBase"/>).</summary>
+    public void SyncToBase() { foreach (var m in _modules) m.SyncToBase(); }
 
     /// <summary>Makes exactly these adapters active (PEFT set_adapter / multi-adapter inference).</summary>
     public void SetActiveAdapters(params string[] adapters)

@@ -17,6 +17,12 @@ namespace Klf.Adapters;
 /// (out, r) — PEFT's in-memory names minus the <c>base_layer</c> level; model.to(device/dtype),
 /// train()/eval() and Dispose reach the adapters because they are in the module tree; this works
 /// for Linear children of fields, ModuleList, ModuleDict alike.</para>
+/// <para>One TorchSharp limitation: <c>Linear</c>'s own <c>to(device/dtype)</c> converts its weight and
+/// bias but not modules registered under it. The adapters therefore follow their base weight
+/// lazily: every forward and every accessor first moves them to the base weight's device and dtype
+/// when these differ (<see cref="SyncToBase"/>; the <c>StepRunner</c> does it before building its
+/// optimizer). As with TorchSharp's own <c>to()</c>, a move creates new Parameter objects: build
+/// optimizers after moving the model.</para>
 /// <para>Requirement on models: call the Linear through <c>call(x)</c> (which runs hooks), never
 /// <c>forward(x)</c> (which TorchSharp defines to skip hooks).</para>
 /// <para>Owns no tensors itself: A and B belong to the model's module tree and are disposed with it.</para>
@@ -95,10 +101,29 @@ public sealed class LoraLinear
     }
 
     /// <summary>A of an adapter: (r, in), same dtype/device as the base weight. Owned by the model; do not dispose.</summary>
-    public Parameter LoraA(string adapter) { State(adapter); return _a.Get(adapter).weight!; }
+    public Parameter LoraA(string adapter) { State(adapter); SyncToBase(); return _a.Get(adapter).weight!; }
 
     /// <summary>B of an adapter: (out, r). Owned by the model; do not dispose.</summary>
-    public Parameter LoraB(string adapter) { State(adapter); return _b.Get(adapter).weight!; }
+    public Parameter LoraB(string adapter) { State(adapter); SyncToBase(); return _b.Get(adapter).weight!; }
+
+    /// <summary>
+    /// Moves the adapter matrices to the base weight's device and dtype if they differ (after
+    /// <c>model.to(…)</c>), keeping requires_grad. A no-op when already in place.
+    /// </summary>
+    public void SyncToBase()
+    {
+        var w = Base.weight!;
+        foreach (var c in new[] { _a, _b })
+            foreach (var (_, m) in c.named_children())
+            {
+                var p = ((Linear)m).weight!;
+                if (p.dtype == w.dtype && p.device_type == w.device_type && p.device_index == w.device_index) continue;
+                var trainable = p.requires_grad;
+                m.to(w.dtype);
+                m.to(w.device);
+                ((Linear)m).weight!.requires_grad_(trainable);
+            }
+    }
 
     /// <summary>Rank of an adapter.</summary>
     public int Rank(string adapter) => State(adapter).R;
@@ -179,6 +204,7 @@ public sealed class LoraLinear
     {
         // Intermediates are disposed as soon as they are consumed (autograd keeps what it needs),
         // so inference outside a dispose scope does not pile up handles.
+        SyncToBase();
         var result = output;
         foreach (var name in _order)
         {

@@ -102,6 +102,7 @@ public sealed class StepRunner : IDisposable
     {
         _model = model;
         Options = options;
+        Klf.Adapters.Lora.Find(model.Module)?.SyncToBase();   // adapters follow a moved model before the optimizer sees them
         _trainable = model.Module.named_parameters().Where(p => p.parameter.requires_grad).ToArray();
         if (_trainable.Length == 0) throw new InvalidOperationException("the model has no trainable parameters");
         _optimizer = torch.optim.AdamW(_trainable.Select(p => p.Parameter), options.LearningRate,
