@@ -41,9 +41,11 @@ let private logits (m: TinyLm.TinyLm) =
 
 let private qv = LoraConfig(R = 4, Alpha = 8.0, Dropout = 0.0, TargetModules = [| "q_proj"; "v_proj" |])
 
+/// Sequenced: these tests seed torch's global generator and count live tensors globally, so
+/// they must not interleave with other tests.
 [<Tests>]
 let tests =
-    testList "lora" [
+    testSequenced <| testList "lora" [
         test "in-memory names are PEFT's (base keeps its HF key), file keys are PEFT's adapter-file keys" {
             use m = TinyLm.create 1L
             let lora = Lora.Apply(m, qv)

@@ -43,9 +43,11 @@ let private stepGrads (runner: StepRunner) (micro: LmBatch list) =
     let m = runner.Step(micro |> Array.ofList, hooks)
     m, captured.Value
 
+/// Sequenced: these tests seed torch's global generator and count live tensors globally, so
+/// they must not interleave with other tests.
 [<Tests>]
 let tests =
-    testList "training" [
+    testSequenced <| testList "training" [
         test "decoder-only batch: prompt+answer+eos, labels only on the answer, right padding" {
             let layout = BatchLayout(ModelFamily.DecoderOnly, 0, 2, 64)
             use b = Batching.Build([| LmExample([| 5; 6; 7 |], [| 8; 9 |]); LmExample([| 4 |], [| 3 |]) |], layout)
@@ -104,7 +106,7 @@ let tests =
                 use b = Batching.Build(ex.[split ..], layout)
                 let m1, g1 = stepGrads runner [ big ]
                 let m2, g2 = stepGrads runner [ a; b ]
-                Expect.floatClose Accuracy.high m2.Loss m1.Loss "same loss"
+                Expect.floatClose Accuracy.medium m2.Loss m1.Loss "same loss (float32 rounding)"
                 Expect.equal m2.Tokens m1.Tokens "same tokens"
                 let d = maxAbsDiff g1 g2
                 Expect.isLessThan d 1e-6 $"same gradient (max diff {d:E2})"
