@@ -162,6 +162,11 @@ let tests =
             lora.SetTrainableAdapters "b"
             Expect.isFalse (w.LoraA("a").requires_grad) "a frozen"
             Expect.isTrue (w.LoraB("b").requires_grad) "b trainable"
+            lora.SetBaseTrainable true
+            Expect.isTrue w.Base.weight.requires_grad "base unfrozen"
+            Expect.isFalse (w.LoraA("a").requires_grad) "adapters keep their flags"
+            lora.SetBaseTrainable false
+            Expect.isFalse w.Base.weight.requires_grad "base frozen again"
         }
 
         test "adapters follow the model through dtype conversion" {

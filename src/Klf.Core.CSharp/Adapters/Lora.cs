@@ -153,6 +153,16 @@ public sealed class LoraModel
             foreach (var a in m.AdapterNames) m.SetTrainable(a, adapters.Contains(a));
     }
 
+    /// <summary>
+    /// Freezes (false) or unfreezes (true) every parameter of the model that is not a LoRA matrix;
+    /// adapters keep their own flags. <see cref="Lora.Apply"/> freezes the base.
+    /// </summary>
+    public void SetBaseTrainable(bool trainable)
+    {
+        foreach (var (name, p) in Root.named_parameters())
+            if (!Lora.IsLoraPath(name)) p.requires_grad_(trainable);
+    }
+
     /// <summary>Folds the adapter into every base weight it touches (see <see cref="LoraLinear.Merge"/>).</summary>
     public void Merge(string adapter) { foreach (var m in ModulesOf(adapter)) m.Merge(adapter); }
 
