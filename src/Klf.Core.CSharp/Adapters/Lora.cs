@@ -56,6 +56,9 @@ public static class Lora
         foreach (var (path, linear) in targets)
         {
             var wrapper = Wrapped.GetValue(linear, l => new LoraLinear(path, l));
+            if (wrapper.Path != path)
+                throw new InvalidOperationException(
+                    $"{path} was already adapted as '{wrapper.Path}' under another root module; apply LoRA from one root (the whole model)");
             wrapper.AddAdapter(config.AdapterName, config.R, config.Alpha, config.Dropout);
             handle.Add(wrapper);
         }

@@ -54,8 +54,11 @@ internal static class SafeTensorsLite
         foreach (var key in keys)
         {
             var t = tensors[key];
-            using var cpu = t.detach().cpu().contiguous();
-            var bytes = cpu.bytes.ToArray();
+            byte[] bytes;
+            using (var detached = t.detach())
+            using (var cpu = detached.cpu())
+            using (var dense = cpu.contiguous())
+                bytes = dense.bytes.ToArray();
             blobs.Add(bytes);
             header[key] = new JsonObject
             {
