@@ -65,6 +65,29 @@ let tests =
                         for p in [ "q_proj"; "v_proj" ] do
                           for mat in [ "lora_A"; "lora_B" ] -> $"base_model.model.layers.{l}.{p}.{mat}.weight" ]
             Expect.equal keys expected "file keys"
+            // Format check with an independent decoder: 8-byte aligned header, contiguous offsets
+            // from 0 covering the data section, raw little-endian F32 values equal to A.
+            let path = Path.Combine(dir, "adapter_model.safetensors")
+            let bytes = File.ReadAllBytes path
+            let n = BitConverter.ToUInt64(bytes, 0) |> int
+            Expect.equal (n % 8) 0 "header padded to 8 bytes"
+            let header = JsonNode.Parse(Encoding.UTF8.GetString(bytes, 8, n)).AsObject()
+            let spans =
+                [ for kv in header do
+                    if kv.Key <> "__metadata__" then
+                        let o = kv.Value.AsObject()
+                        Expect.equal (o.["dtype"].GetValue<string>()) "F32" "dtype"
+                        let offs = o.["data_offsets"].AsArray()
+                        yield offs.[0].GetValue<int64>(), offs.[1].GetValue<int64>() ]
+                |> List.sort
+            Expect.equal (fst spans.Head) 0L "data starts at 0"
+            for (_, e), (b, _) in List.pairwise spans do Expect.equal b e "contiguous"
+            Expect.equal (int64 (bytes.Length - 8 - n)) (snd (List.last spans)) "data section fully used"
+            let a = lora.Modules.[0].LoraA "default"
+            let entry = header.[$"base_model.model.{lora.Modules.[0].Path}.lora_A.weight"].AsObject()
+            let start = 8 + n + int (entry.["data_offsets"].AsArray().[0].GetValue<int64>())
+            let fromFile = Array.init (int a.NumberOfElements) (fun i -> BitConverter.ToSingle(bytes, start + 4 * i))
+            Expect.equal fromFile (a.cpu().data<float32>().ToArray()) "A's raw values"
             let cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")))
             Expect.equal (cfg.["peft_type"].GetValue<string>()) "LORA" "peft_type"
             Expect.equal (cfg.["r"].GetValue<int>()) 4 "r"
