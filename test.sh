@@ -16,7 +16,9 @@ fi
 passed=0; failed=0; status=0
 for t in Properties Integration; do
   log=$(mktemp)
-  dotnet "tests/$t/bin/Release/net10.0/Klf.Tests.$t.dll" --summary --colours 0 "$@" 2>&1 | tee "$log"
+  # Plain text only (no colour or cursor codes), so the closing line stands alone.
+  dotnet "tests/$t/bin/Release/net10.0/Klf.Tests.$t.dll" --summary --colours 0 --no-spinner "$@" 2>&1 \
+    | sed -u -E 's/\x1b\[[0-9;?]*[A-Za-z]//g' | tee "$log"
   rc=${PIPESTATUS[0]}
   # Expecto's closing line: "EXPECTO! N tests run in T for L – P passed, I ignored, F failed, E errored. ..."
   line=$(grep -E 'tests run in .* passed, [0-9]+ ignored, [0-9]+ failed, [0-9]+ errored' "$log" | tail -n 1)
@@ -33,5 +35,5 @@ for t in Properties Integration; do
   rm -f "$log"
 done
 [ "$failed" -eq 0 ] || status=1
-echo "$passed passed, $failed failed"
+printf '\n%s passed, %s failed\n' "$passed" "$failed"
 exit $status

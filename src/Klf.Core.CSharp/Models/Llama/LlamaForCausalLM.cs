@@ -88,9 +88,9 @@ public sealed class LlamaAttention : nn.Module
     {
         using var scope = torch.NewDisposeScope();
         long B = x.shape[0], T = x.shape[1];
-        var q = q_proj.forward(x).view(B, T, nHead, headDim).transpose(1, 2);     // (B, H, T, D)
-        var k = k_proj.forward(x).view(B, T, nKvHead, headDim).transpose(1, 2);   // (B, Hkv, T, D)
-        var v = v_proj.forward(x).view(B, T, nKvHead, headDim).transpose(1, 2);   // (B, Hkv, T, D)
+        var q = q_proj.call(x).view(B, T, nHead, headDim).transpose(1, 2);     // (B, H, T, D)
+        var k = k_proj.call(x).view(B, T, nKvHead, headDim).transpose(1, 2);   // (B, Hkv, T, D)
+        var v = v_proj.call(x).view(B, T, nKvHead, headDim).transpose(1, 2);   // (B, Hkv, T, D)
         q = LlamaRotary.Apply(q, cos, sin);
         k = LlamaRotary.Apply(k, cos, sin);
         if (cache is not null) (k, v) = cache.Update(layerIndex, k, v);            // (B, Hkv, S, D)
@@ -100,7 +100,7 @@ public sealed class LlamaAttention : nn.Module
         // left pad) finite: they attend uniformly and their outputs are never used.
         var y = F.scaled_dot_product_attention(q, k, v, mask);                    // (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, nHead * headDim);           // (B, T, H*D)
-        return o_proj.forward(y).MoveToOuterDisposeScope();                        // (B, T, C)
+        return o_proj.call(y).MoveToOuterDisposeScope();                        // (B, T, C)
     }
 
     /// <summary>(B, Hkv, S, D) → (B, Hkv*nRep, S, D), each key/value head repeated nRep times in a row (HF repeat_kv).</summary>
@@ -136,8 +136,8 @@ public sealed class LlamaMLP : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = torch.NewDisposeScope();
-        var h = F.silu(gate_proj.forward(x)) * up_proj.forward(x);   // (B, T, I)
-        return down_proj.forward(h).MoveToOuterDisposeScope();       // (B, T, C)
+        var h = F.silu(gate_proj.call(x)) * up_proj.call(x);   // (B, T, I)
+        return down_proj.call(h).MoveToOuterDisposeScope();       // (B, T, C)
     }
 }
 
@@ -338,7 +338,7 @@ public sealed class LlamaForCausalLM : nn.Module, ILanguageModel
             throw new ArgumentException($"attention mask covers {attentionMask.shape[1]} positions, expected past {past} + new {T}");
         var h = model.Forward(inputIds, attentionMask, positionIds, cache);             // (B, T, C)
         var logits = lm_head is not null
-            ? lm_head.forward(h)                                                         // (B, T, V)
+            ? lm_head.call(h)                                                         // (B, T, V)
             : F.linear(h, model.embed_tokens.weight!);                                   // (B, T, V)
         return logits.MoveToOuterDisposeScope();
     }

@@ -1,0 +1,170 @@
+using System.Diagnostics;
+using Klf.Models;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Klf.Training;
+
+/// <summary>AdamW, clipping and schedule settings (defaults: the KIF reference runs).</summary>
+/// <param name="LearningRate">Peak learning rate.</param>
+/// <param name="Beta1">AdamW β1.</param>
+/// <param name="Beta2">AdamW β2.</param>
+/// <param name="Eps">AdamW ε.</param>
+/// <param name="WeightDecay">Decoupled weight decay (applied to every trainable parameter).</param>
+/// <param name="MaxGradNorm">Clip the total L2 norm of trainable gradients to this; ≤ 0 disables clipping (the norm is still reported).</param>
+/// <param name="WarmupSteps">Linear warm-up steps (see <see cref="Schedules.LinearWarmupDecay"/>).</param>
+/// <param name="TotalSteps">Steps of the schedule; 0 keeps the learning rate constant.</param>
+public sealed record OptimizerOptions(
+    double LearningRate = 3e-4,
+    double Beta1 = 0.9,
+    double Beta2 = 0.999,
+    double Eps = 1e-8,
+    double WeightDecay = 0.01,
+    double MaxGradNorm = 1.0,
+    int WarmupSteps = 0,
+    int TotalSteps = 0)
+{
+    /// <summary>Learning rate of optimizer step <paramref name="step"/> (0-based).</summary>
+    public double LearningRateAt(int step) =>
+        TotalSteps <= 0 ? LearningRate : LearningRate * Schedules.LinearWarmupDecay(step, WarmupSteps, TotalSteps);
+}
+
+/// <summary>
+/// What a step hook sees. <see cref="Trainable"/> are the live parameters (owned by the model;
+/// do not dispose); their <c>grad()</c> holds the step's gradient (accumulated over micro-batches).
+/// </summary>
+/// <param name="Step">Index of this optimizer step (0-based).</param>
+/// <param name="TotalSteps">Planned steps (0 if unknown).</param>
+/// <param name="Loss">Token-weighted data loss of the step (without extra losses).</param>
+/// <param name="ExtraLoss">Sum of the extra-loss terms (0 when none).</param>
+/// <param name="LearningRate">Learning rate used by this step.</param>
+/// <param name="GradNorm">Total L2 gradient norm before clipping; NaN in AfterBackward (not yet computed).</param>
+/// <param name="Trainable">Trainable parameters with their model names.</param>
+public sealed record StepContext(int Step, int TotalSteps, double Loss, double ExtraLoss, double LearningRate, double GradNorm,
+    IReadOnlyList<(string Name, Parameter Parameter)> Trainable);
+
+/// <summary>
+/// Hooks of one optimizer step, run in this order inside the step's dispose scope (tensors a hook
+/// creates are freed at the end of the step unless it detaches them):
+/// extra losses (after the micro-batch backward passes) → <see cref="AfterBackward"/> (raw
+/// accumulated gradients) → clipping → <see cref="AfterClip"/> (clipped gradients: what KIF
+/// importance uses) → optimizer step → <see cref="AfterOptimizerStep"/> (updated weights; the
+/// gradients are still those of this step, clipped; they are zeroed at the start of the next step).
+/// </summary>
+public sealed class StepHooks
+{
+    /// <summary>Each returns a scalar tensor added to the loss once per optimizer step (e.g. an orthogonality penalty); it is backpropagated and then freed by the step scope.</summary>
+    public List<Func<StepContext, Tensor>> ExtraLosses { get; } = new();
+
+    /// <summary>After all backward passes, before clipping.</summary>
+    public List<Action<StepContext>> AfterBackward { get; } = new();
+
+    /// <summary>After clipping, before the optimizer step.</summary>
+    public List<Action<StepContext>> AfterClip { get; } = new();
+
+    /// <summary>After the optimizer step.</summary>
+    public List<Action<StepContext>> AfterOptimizerStep { get; } = new();
+}
+
+/// <summary>Plain metrics of one optimizer step.</summary>
+/// <param name="Step">Optimizer step index (0-based).</param>
+/// <param name="Loss">Token-weighted data loss.</param>
+/// <param name="ExtraLoss">Sum of extra-loss terms.</param>
+/// <param name="LearningRate">Learning rate used.</param>
+/// <param name="GradNorm">Total gradient norm before clipping.</param>
+/// <param name="Tokens">Label tokens (labels ≠ -100) in the step.</param>
+/// <param name="Elapsed">Wall time of the step.</param>
+public sealed record StepMetrics(int Step, double Loss, double ExtraLoss, double LearningRate, double GradNorm, long Tokens, TimeSpan Elapsed);
+
+/// <summary>
+/// Runs optimizer steps on a model: AdamW over the parameters that require grad at construction,
+/// gradient accumulation, clipping, schedule and hooks, one <c>torch.NewDisposeScope()</c> per step.
+/// Owns the optimizer (and its state tensors): dispose it when training ends.
+/// </summary>
+/// <remarks>
+/// Accumulation rule: the micro-batch losses (each a mean over its label tokens) are weighted by
+/// their label-token counts, loss = Σ_i loss_i · n_i / N with N = Σ_i n_i, and each term is
+/// backpropagated separately. The gradient is therefore that of the mean over all N label tokens,
+/// i.e. equal to one big batch's gradient (up to float rounding) whatever the token counts — with
+/// equal counts this is the plain average of the micro-batch losses.
+/// Trainable parameters are fixed at construction: build a new runner after changing requires_grad.
+/// </remarks>
+public sealed class StepRunner : IDisposable
+{
+    private readonly ILanguageModel _model;
+    private readonly AdamW _optimizer;
+    private readonly (string Name, Parameter Parameter)[] _trainable;
+    private int _step;
+
+    /// <summary>Creates the AdamW optimizer over the model's trainable parameters.</summary>
+    public StepRunner(ILanguageModel model, OptimizerOptions options)
+    {
+        _model = model;
+        Options = options;
+        Klf.Adapters.Lora.Find(model.Module)?.SyncToBase();   // adapters follow a moved model before the optimizer sees them
+        _trainable = model.Module.named_parameters().Where(p => p.parameter.requires_grad).ToArray();
+        if (_trainable.Length == 0) throw new InvalidOperationException("the model has no trainable parameters");
+        _optimizer = torch.optim.AdamW(_trainable.Select(p => p.Parameter), options.LearningRate,
+            options.Beta1, options.Beta2, options.Eps, options.WeightDecay, false, false);
+    }
+
+    /// <summary>The settings in use.</summary>
+    public OptimizerOptions Options { get; }
+
+    /// <summary>Number of optimizer steps taken.</summary>
+    public int StepsTaken => _step;
+
+    /// <summary>The parameters the optimizer updates, with their model names (owned by the model).</summary>
+    public IReadOnlyList<(string Name, Parameter Parameter)> Trainable => _trainable;
+
+    /// <summary>
+    /// One optimizer step over <paramref name="microBatches"/> (on the model's device; the caller
+    /// keeps ownership). Puts the model in training mode.
+    /// </summary>
+    public StepMetrics Step(IReadOnlyList<LmBatch> microBatches, StepHooks? hooks = null)
+    {
+        if (microBatches.Count == 0) throw new ArgumentException("no micro-batches", nameof(microBatches));
+        var clock = Stopwatch.StartNew();
+        using var scope = torch.NewDisposeScope();
+        _optimizer.zero_grad();
+        _model.Module.train();
+        var counts = microBatches.Select(b => b.LabelTokenCount).ToArray();
+        var total = counts.Sum();
+        if (total == 0) throw new InvalidOperationException("the step's batches carry no label tokens");
+        var lr = Options.LearningRateAt(_step);
+        double loss = 0;
+        for (var i = 0; i < microBatches.Count; i++)
+        {
+            if (counts[i] == 0) continue;
+            var weight = (double)counts[i] / total;
+            var l = _model.ComputeLoss(microBatches[i]);
+            var scaled = l.mul(weight);
+            scaled.backward();
+            loss += l.ToDouble() * weight;
+        }
+        var ctx = new StepContext(_step, Options.TotalSteps, loss, 0.0, lr, double.NaN, _trainable);
+        double extra = 0;
+        if (hooks != null)
+            foreach (var f in hooks.ExtraLosses)
+            {
+                var e = f(ctx);
+                e.backward();
+                extra += e.ToDouble();
+            }
+        ctx = ctx with { ExtraLoss = extra };
+        if (hooks != null) foreach (var h in hooks.AfterBackward) h(ctx);
+        var norm = torch.nn.utils.clip_grad_norm_(_trainable.Select(p => p.Parameter),
+            Options.MaxGradNorm > 0 ? Options.MaxGradNorm : double.PositiveInfinity);
+        ctx = ctx with { GradNorm = norm };
+        if (hooks != null) foreach (var h in hooks.AfterClip) h(ctx);
+        foreach (var g in _optimizer.ParamGroups) g.LearningRate = lr;
+        _optimizer.step();
+        if (hooks != null) foreach (var h in hooks.AfterOptimizerStep) h(ctx);
+        _step++;
+        return new StepMetrics(ctx.Step, loss, extra, lr, norm, total, clock.Elapsed);
+    }
+
+    /// <summary>Disposes the optimizer and its state.</summary>
+    public void Dispose() => _optimizer.Dispose();
+}

@@ -1,0 +1,51 @@
+module TrainingProperties
+
+open Expecto
+open FsCheck
+open Klf.Training
+
+let private config = { FsCheckConfig.defaultConfig with maxTest = 200 }
+
+[<Tests>]
+let tests =
+    testList "training laws" [
+        testPropertyWithConfig config "schedule: m in [0,1], rises to 1 at W, falls to 0 at T" <| fun (NonNegativeInt w) (PositiveInt extra) (NonNegativeInt s) ->
+            let t = w + extra
+            let m x = Schedules.LinearWarmupDecay(x, w, t)
+            let inRange = m s >= 0.0 && m s <= 1.0
+            let peak = abs (m w - 1.0) < 1e-12
+            let ends = m t = 0.0 && m (t + s) = 0.0
+            let monotone =
+                if s < w then m s <= m (s + 1)
+                else m (s + 1) <= m s
+            inRange && peak && ends && monotone
+
+        testPropertyWithConfig config "bucketing: every index exactly once, sizes bounded, batches length-sorted" <| fun (lengths: NonNegativeInt[]) (PositiveInt bs) (PositiveInt pool) (seed: int) ->
+            let lengths = lengths |> Array.map (fun (NonNegativeInt l) -> l)
+            let bs = 1 + bs % 16
+            let pool = 1 + pool % 8
+            let plan = Batching.PlanBuckets(lengths, bs, seed, pool)
+            let covers = (plan |> Array.concat |> Array.sort) = [| 0 .. lengths.Length - 1 |]
+            let sizes = plan |> Array.forall (fun b -> b.Length >= 1 && b.Length <= bs)
+            let sorted = plan |> Array.forall (fun b -> b |> Array.pairwise |> Array.forall (fun (i, j) -> lengths.[i] <= lengths.[j]))
+            let poolSize = bs * pool
+            let expectedBatches =
+                [ for start in 0 .. poolSize .. lengths.Length - 1 -> (min poolSize (lengths.Length - start) + bs - 1) / bs ] |> List.sum
+            let deterministic = Batching.PlanBuckets(lengths, bs, seed, pool) = plan
+            covers && sizes && sorted && plan.Length = expectedBatches && deterministic
+
+        testPropertyWithConfig config "decoder-only truncation keeps the answer and the prompt's end" <| fun (prompt: PositiveInt[]) (answer: PositiveInt[]) (PositiveInt maxLen) ->
+            let prompt = prompt |> Array.map (fun (PositiveInt x) -> x)
+            let answer = answer |> Array.map (fun (PositiveInt x) -> x)
+            let maxLen = 1 + maxLen % 20
+            let struct (ids, labels) = Batching.DecoderOnlySequence(LmExample(prompt, answer), 2, maxLen)
+            let full = Array.append answer [| 2 |]
+            let kept = min full.Length maxLen
+            let promptKept = ids.Length - kept
+            ids.Length = labels.Length
+            && ids.Length = min (prompt.Length + full.Length) maxLen
+            && ids.[promptKept ..] = full.[.. kept - 1]
+            && labels.[promptKept ..] = full.[.. kept - 1]
+            && labels.[.. promptKept - 1] |> Array.forall ((=) Batching.IgnoreIndex)
+            && ids.[.. promptKept - 1] = prompt.[prompt.Length - promptKept ..]
+    ]
