@@ -86,11 +86,14 @@ public sealed class T5ForConditionalGeneration : nn.Module, ILanguageModel
     /// </summary>
     public IReadOnlyDictionary<string, string> TiedAliases { get; }
 
+    // TorchSharp's Embedding.weight getter returns a fresh handle at each call (Linear.weight does not):
+    // read shared.weight only inside a dispose scope; device and dtype come from a norm weight instead.
+
     /// <summary>Device of the parameters.</summary>
-    public Device Device => shared.weight!.device;
+    public Device Device => encoder.final_layer_norm.weight.device;
 
     /// <summary>Element type of the parameters.</summary>
-    public ScalarType DType => shared.weight!.dtype;
+    public ScalarType DType => encoder.final_layer_norm.weight.dtype;
 
     /// <summary>
     /// HF's <c>_init_weights</c> with factor f = initializer_factor: shared ~ N(0, f); lm_head (untied) ~ N(0, f);
@@ -101,6 +104,7 @@ public sealed class T5ForConditionalGeneration : nn.Module, ILanguageModel
     public void InitWeights()
     {
         using var noGrad = torch.no_grad();
+        using var scope = torch.NewDisposeScope(); // frees the handles returned by Embedding.weight
         double f = config.InitializerFactor, dModel = config.DModel;
         void Normal(Tensor w, double std) => nn.init.normal_(w, 0.0, std);
         void Ones(T5LayerNorm n) => n.weight.fill_(f);

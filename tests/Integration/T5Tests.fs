@@ -1,0 +1,332 @@
+module T5Tests
+
+open System
+open System.IO
+open System.Text.Json.Nodes
+open Expecto
+open TorchSharp
+type private Tensor = torch.Tensor
+type private ScalarType = torch.ScalarType
+open Klf.Models
+open Klf.Models.T5
+
+let private seed = 20261126L
+let private vocab = 128
+let private presets = [ "t5-tiny"; "t5-tiny-gated" ]
+
+let private model (preset: string) =
+    torch.manual_seed seed |> ignore
+    T5ForConditionalGeneration.Create(T5Config.Preset(preset, vocab))
+
+/// (rows) int64 tensor of shape (rows.Length, rows.[0].Length).
+let private ids (rows: int64[][]) =
+    let b, s = int64 rows.Length, int64 rows.[0].Length
+    torch.tensor(Array.concat rows).reshape(b, s)
+
+let private maxAbsDiff (a: Tensor) (b: Tensor) =
+    use d = torch.NewDisposeScope()
+    (a.``to``(ScalarType.Float32) - b.``to``(ScalarType.Float32)).abs().max().item<float32>() |> float
+
+let private repoRoot () =
+    let rec up (dir: DirectoryInfo) =
+        if isNull dir then failwith "Klf.sln not found above the test binary"
+        elif File.Exists(Path.Combine(dir.FullName, "Klf.sln")) then dir.FullName
+        else up dir.Parent
+    up (DirectoryInfo AppContext.BaseDirectory)
+
+let private snapshot (m: T5ForConditionalGeneration) =
+    m.named_parameters()
+    |> Seq.map (fun struct (name, p) -> sprintf "%s [%s]" name (String.Join(", ", p.shape)))
+    |> String.concat "\n"
+
+/// Compares text with tests/Integration/approved/<name>.txt; writes it if missing, writes .received and fails on a difference.
+let private approve (name: string) (text: string) =
+    let dir = Path.Combine(repoRoot (), "tests", "Integration", "approved")
+    Directory.CreateDirectory dir |> ignore
+    let approved = Path.Combine(dir, name + ".txt")
+    let received = Path.Combine(dir, name + ".received.txt")
+    let text = text + "\n"
+    if not (File.Exists approved) then
+        File.WriteAllText(approved, text)
+        printfn "approved snapshot written: %s (commit it)" (Path.GetFileName approved)
+    elif File.ReadAllText approved <> text then
+        File.WriteAllText(received, text)
+        failtestf "%s differs from the approved snapshot; see %s" name (Path.GetFileName received)
+    elif File.Exists received then
+        File.Delete received
+
+let private keyTests =
+    testList "keys" [
+        test "t5-tiny: HF key names, no embed_tokens parameters, tied aliases" {
+            use m = model "t5-tiny"
+            let keys = m.named_parameters() |> Seq.map (fun struct (n, _) -> n) |> Set.ofSeq
+            for k in [ "shared.weight"
+                       "encoder.block.0.layer.0.SelfAttention.q.weight"
+                       "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+                       "encoder.block.0.layer.0.layer_norm.weight"
+                       "encoder.block.1.layer.1.DenseReluDense.wi.weight"
+                       "encoder.block.1.layer.1.DenseReluDense.wo.weight"
+                       "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+                       "decoder.block.0.layer.1.EncDecAttention.k.weight"
+                       "decoder.block.1.layer.2.DenseReluDense.wi.weight"
+                       "encoder.final_layer_norm.weight"
+                       "decoder.final_layer_norm.weight" ] do
+                Expect.contains keys k $"key {k}"
+            Expect.isFalse (keys.Contains "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight") "bias only in block 0"
+            Expect.isFalse (keys.Contains "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight") "no cross bias"
+            Expect.isFalse (keys.Contains "lm_head.weight") "tied: no lm_head parameter"
+            Expect.isFalse (keys |> Set.exists (fun k -> k.Contains "embed_tokens")) "embed_tokens are aliases, not parameters"
+            // encoder 2×8 + bias + final norm = 18; decoder 2×13 + bias + final norm = 28; shared = 1
+            Expect.equal keys.Count 47 "parameter count"
+            Expect.equal (m.TiedAliases |> Seq.map (fun kv -> kv.Key, kv.Value) |> Map.ofSeq)
+                (Map [ "encoder.embed_tokens.weight", "shared.weight"
+                       "decoder.embed_tokens.weight", "shared.weight"
+                       "lm_head.weight", "shared.weight" ]) "aliases"
+            approve "t5-tiny" (snapshot m)
+        }
+        test "t5-tiny-gated: HF key names, untied lm_head" {
+            use m = model "t5-tiny-gated"
+            let keys = m.named_parameters() |> Seq.map (fun struct (n, _) -> n) |> Set.ofSeq
+            for k in [ "shared.weight"
+                       "lm_head.weight"
+                       "encoder.block.0.layer.1.DenseReluDense.wi_0.weight"
+                       "encoder.block.0.layer.1.DenseReluDense.wi_1.weight"
+                       "decoder.block.2.layer.2.DenseReluDense.wo.weight"
+                       "decoder.block.2.layer.1.EncDecAttention.o.weight" ] do
+                Expect.contains keys k $"key {k}"
+            Expect.isFalse (keys.Contains "encoder.block.0.layer.1.DenseReluDense.wi.weight") "gated has no wi"
+            // encoder 2×9 + 2 = 20; decoder 3×14 + 2 = 44; shared + lm_head = 2
+            Expect.equal keys.Count 66 "parameter count"
+            Expect.equal m.TiedAliases.Count 2 "only the embed_tokens aliases"
+            approve "t5-tiny-gated" (snapshot m)
+        }
+    ]
+
+let private bucketTests =
+    testList "relative position buckets" [
+        test "HF formula, num_buckets=32, max_distance=128" {
+            // Hand-computed from HF's _relative_position_bucket (relative = key position - query position).
+            // Bidirectional: 16 buckets per direction, +16 for positive offsets, max_exact = 8, then
+            //   8 + floor(log(d/8) / log(128/8) * 8), capped at 15.
+            // Causal: 32 buckets for offsets <= 0 (positive -> 0), max_exact = 16, then
+            //   16 + floor(log(d/16) / log(128/16) * 16), capped at 31.
+            let bidirectional =
+                [ 0L, 0L; -1L, 1L; 1L, 17L; -7L, 7L; 7L, 23L; -8L, 8L; -12L, 9L   // log(1.5)/log16*8 = 1.17
+                  20L, 26L                                                        // 16 + 8 + floor(2.64)
+                  -50L, 13L                                                       // 8 + floor(5.29)
+                  100L, 31L                                                       // 16 + 8 + floor(7.29)
+                  -128L, 15L; -1000L, 15L; 1000L, 31L ]
+            let causal =
+                [ 0L, 0L; 5L, 0L; 1000L, 0L; -1L, 1L; -15L, 15L; -16L, 16L
+                  -20L, 17L                                                       // 16 + floor(1.72)
+                  -50L, 24L                                                       // 16 + floor(8.77)
+                  -100L, 30L                                                      // 16 + floor(14.10)
+                  -127L, 31L; -128L, 31L; -500L, 31L ]
+            for cases, bidi in [ bidirectional, true; causal, false ] do
+                use rel = torch.tensor(cases |> List.map fst |> Array.ofList)
+                use buckets = T5Attention.RelativePositionBucket(rel, bidi, 32, 128)
+                let got = buckets.data<int64>().ToArray() |> List.ofArray
+                Expect.equal (List.zip (List.map fst cases) got) cases $"bidirectional={bidi}"
+        }
+    ]
+
+let private gen maxNew (eos: int[]) useCache batch =
+    GenerationOptions(MaxNewTokens = maxNew, EosTokenIds = eos, UseCache = useCache, BatchSize = batch)
+
+let private promptSet =
+    [| [| 5; 9; 13; 17; 1 |]; [| 7; 1 |]; [| 3; 4; 5; 6; 7; 8; 9; 10; 1 |]; [| 42; 1 |] |]
+
+let private generationTests =
+    testList "generation" [
+        for preset in presets ->
+            test $"{preset}: KV cache = no cache, batch-independent, EOS stop, no leaks, mode restored" {
+                use m = model preset
+                m.train()
+                let opts = gen 10 [||] true 4
+                let live0 = DisposeScopeManager.Statistics.ThreadTotalLiveCount
+                let cached = m.GenerateGreedy(promptSet, opts)
+                let live1 = DisposeScopeManager.Statistics.ThreadTotalLiveCount
+                Expect.equal live1 live0 "no tensors left alive by generation"
+                Expect.isTrue m.training "training mode restored"
+                let uncached = m.GenerateGreedy(promptSet, gen 10 [||] false 4)
+                Expect.equal cached uncached "cache vs recomputing the prefix"
+                Expect.all cached (fun r -> r.Length = 10) "no EOS: MaxNewTokens each"
+                let single = m.GenerateGreedy(promptSet, gen 10 [||] true 1)
+                Expect.equal single cached "batch of 1 vs batch of 4"
+                let pairs = m.GenerateGreedy(Array.rev promptSet, gen 10 [||] true 2)
+                Expect.equal pairs (Array.rev cached) "other batch composition"
+                // EOS: stop at (and drop) the first occurrence of the 4th token of prompt 0's answer.
+                let stop = cached.[0].[3]
+                let withEos = m.GenerateGreedy(promptSet, gen 10 [| stop |] true 4)
+                for r in 0 .. promptSet.Length - 1 do
+                    let expected = cached.[r] |> Array.takeWhile (fun t -> t <> stop)
+                    Expect.equal withEos.[r] expected $"row {r} stops at EOS"
+                let withEosNoCache = m.GenerateGreedy(promptSet, gen 10 [| stop |] false 4)
+                Expect.equal withEosNoCache withEos "EOS with and without cache"
+            }
+    ]
+
+let private invarianceTests =
+    testList "invariances" [
+        for preset in presets ->
+            test $"{preset}: decoder causality, encoder padding invariance" {
+                use m = model preset
+                m.eval()
+                use _ng = torch.no_grad()
+                use d = torch.NewDisposeScope()
+                let enc = ids [| [| 5L; 9L; 13L; 1L |]; [| 7L; 1L; 0L; 0L |] |]
+                let mask = ids [| [| 1L; 1L; 1L; 1L |]; [| 1L; 1L; 0L; 0L |] |]
+                let h = m.Encode(enc, mask)
+                // Causality: changing decoder tokens after position 2 leaves logits of positions 0..2 unchanged.
+                let dec1 = ids [| [| 0L; 11L; 12L; 13L; 14L |]; [| 0L; 21L; 22L; 23L; 24L |] |]
+                let dec2 = ids [| [| 0L; 11L; 12L; 99L; 98L |]; [| 0L; 21L; 22L; 97L; 96L |] |]
+                let l1 = m.Decode(dec1, h, mask)
+                let l2 = m.Decode(dec2, h, mask)
+                Expect.isLessThan (maxAbsDiff (l1.narrow(1L, 0L, 3L)) (l2.narrow(1L, 0L, 3L))) 1e-5 "prefix logits unchanged"
+                Expect.isGreaterThan (maxAbsDiff (l1.narrow(1L, 3L, 2L)) (l2.narrow(1L, 3L, 2L))) 1e-3 "later logits do change"
+                // Padding invariance: 3 extra pad columns with mask 0 change nothing at real positions.
+                let encPad = torch.cat([| enc; torch.zeros([| 2L; 3L |], ScalarType.Int64) |], 1L)
+                let maskPad = torch.cat([| mask; torch.zeros([| 2L; 3L |], ScalarType.Int64) |], 1L)
+                let hPad = m.Encode(encPad, maskPad)
+                Expect.isLessThan (maxAbsDiff (h.select(0L, 0L)) (hPad.select(0L, 0L).narrow(0L, 0L, 4L))) 1e-5 "row 0 encoder states"
+                Expect.isLessThan (maxAbsDiff (h.select(0L, 1L).narrow(0L, 0L, 2L)) (hPad.select(0L, 1L).narrow(0L, 0L, 2L))) 1e-5 "row 1 encoder states"
+                let lPad = m.Decode(dec1, hPad, maskPad)
+                // Logits reach ~30 with the N(0, 1) untied head: compare relative to their scale.
+                let scale = max 1.0 (l1.abs().max().item<float32>() |> float)
+                Expect.isLessThan (maxAbsDiff l1 lPad / scale) 1e-5 "decoder logits with padded encoder"
+                // The masked positions really are ignored: changing padded tokens changes nothing either.
+                let encJunk = torch.cat([| enc; torch.full([| 2L; 3L |], (77L).ToScalar(), ScalarType.Int64) |], 1L)
+                let lJunk = m.Decode(dec1, m.Encode(encJunk, maskPad), maskPad)
+                Expect.isLessThan (maxAbsDiff l1 lJunk / scale) 1e-5 "decoder logits with junk under the mask"
+            }
+    ]
+
+let private trainingTests =
+    testList "loss and training" [
+        test "loss counts only label positions (manual cross-entropy; trailing -100 = shorter labels)" {
+            use m = model "t5-tiny-gated"
+            m.eval()
+            use _ng = torch.no_grad()
+            use d = torch.NewDisposeScope()
+            let input = ids [| [| 5L; 9L; 13L; 1L |]; [| 7L; 1L; 0L; 0L |] |]
+            let mask = ids [| [| 1L; 1L; 1L; 1L |]; [| 1L; 1L; 0L; 0L |] |]
+            let labels = ids [| [| 20L; 21L; 1L; -100L |]; [| 30L; 1L; -100L; -100L |] |]
+            use batch = new LmBatch(input.clone(), mask.clone(), labels.clone())
+            Expect.equal batch.LabelTokenCount 5L "label positions"
+            let loss = m.ComputeLoss batch
+            Expect.equal loss.dtype ScalarType.Float32 "float32 loss"
+            // Manual: mean over the 5 label positions of -log softmax(logits)[label].
+            let logits = m.Decode(m.ShiftRight labels, m.Encode(input, mask), mask).``to``(ScalarType.Float32)
+            let logp = logits.log_softmax(-1L)
+            let lab = labels.data<int64>().ToArray()
+            let picked =
+                [ for b in 0 .. 1 do
+                    for t in 0 .. 3 do
+                        let y = lab.[b * 4 + t]
+                        if y <> -100L then yield -(logp.select(0L, int64 b).select(0L, int64 t).select(0L, y).item<float32>() |> float) ]
+            Expect.equal picked.Length 5 "5 terms"
+            Expect.floatClose Accuracy.medium (loss.item<float32>() |> float) (List.average picked) "manual cross-entropy"
+            // Decoder inputs: [start, labels[:-1]] with -100 -> pad.
+            let shifted = m.ShiftRight(labels).data<int64>().ToArray()
+            Expect.equal shifted [| 0L; 20L; 21L; 1L; 0L; 30L; 1L; 0L |] "shift right"
+            // Trailing -100 columns change nothing (causal decoder): same loss as the labels cut at 3 columns.
+            let labels3 = ids [| [| 20L; 21L; 1L |]; [| 30L; 1L; -100L |] |]
+            use batch3 = new LmBatch(input.clone(), mask.clone(), labels3)
+            Expect.floatClose Accuracy.medium (m.ComputeLoss(batch3).item<float32>() |> float) (loss.item<float32>() |> float) "shorter labels"
+        }
+        test "loss falls when overfitting one batch (30 AdamW steps, dropout on)" {
+            use m = model "t5-tiny"
+            m.train()
+            use batch = new LmBatch(ids [| [| 5L; 9L; 13L; 1L |]; [| 7L; 8L; 1L; 0L |] |],
+                                    ids [| [| 1L; 1L; 1L; 1L |]; [| 1L; 1L; 1L; 0L |] |],
+                                    ids [| [| 40L; 41L; 42L; 1L |]; [| 50L; 51L; 1L; -100L |] |])
+            use opt = torch.optim.AdamW(m.parameters(), lr = 1e-2)
+            let losses =
+                [ for _ in 1 .. 30 do
+                    use d = torch.NewDisposeScope()
+                    opt.zero_grad()
+                    let loss = m.ComputeLoss batch
+                    loss.backward()
+                    opt.step() |> ignore
+                    yield loss.item<float32>() |> float ]
+            printfn "t5-tiny overfit: first %.3f last %.3f" losses.Head (List.last losses)
+            Expect.isLessThan (List.last losses) (losses.Head * 0.3) "loss falls by more than 70%"
+            let answer = m.GenerateGreedy([| [| 5; 9; 13; 1 |] |], GenerationOptions(MaxNewTokens = 5))
+            Expect.equal answer.[0] [| 40; 41; 42 |] "memorised answer (greedy, EOS dropped)"
+        }
+        for preset in presets ->
+            test $"{preset}: bfloat16 forward runs and is close to float32" {
+                use m32 = model preset
+                use m16 = T5ForConditionalGeneration.Create(T5Config.Preset(preset, vocab), dtype = Nullable ScalarType.BFloat16)
+                Expect.equal m16.DType ScalarType.BFloat16 "bf16 parameters"
+                do
+                    use _ng = torch.no_grad()
+                    for (struct (_, p32)), (struct (_, p16)) in Seq.zip (m32.named_parameters()) (m16.named_parameters()) do
+                        p16.copy_(p32) |> ignore
+                m32.eval()
+                m16.eval()
+                use _ng = torch.no_grad()
+                use d = torch.NewDisposeScope()
+                let input = ids [| [| 5L; 9L; 13L; 1L |]; [| 7L; 1L; 0L; 0L |] |]
+                let mask = ids [| [| 1L; 1L; 1L; 1L |]; [| 1L; 1L; 0L; 0L |] |]
+                let dec = ids [| [| 0L; 11L; 12L |]; [| 0L; 21L; 22L |] |]
+                let l32 = m32.Decode(dec, m32.Encode(input, mask), mask)
+                let l16 = m16.Decode(dec, m16.Encode(input, mask), mask)
+                Expect.equal l16.dtype ScalarType.BFloat16 "bf16 logits"
+                let scale = l32.abs().max().item<float32>() |> float
+                let diff = maxAbsDiff l32 l16
+                printfn "%s bf16 vs fp32: max |diff| %.4f of max |logit| %.3f" preset diff scale
+                Expect.isLessThan (diff / scale) 0.05 "relative logit error"
+                let labels = ids [| [| 20L; 21L; 1L |]; [| 30L; 1L; -100L |] |]
+                use b32 = new LmBatch(input.clone(), mask.clone(), labels.clone())
+                let loss32 = m32.ComputeLoss(b32).item<float32>() |> float
+                let loss16 = m16.ComputeLoss(b32).item<float32>() |> float
+                Expect.isLessThan (abs (loss16 - loss32) / loss32) 0.03 "loss within 3%"
+                let g = m16.GenerateGreedy(promptSet, GenerationOptions(MaxNewTokens = 4, EosTokenIds = [||]))
+                Expect.all g (fun r -> r.Length = 4) "bf16 generation runs"
+            }
+    ]
+
+let private configTests =
+    testList "config" [
+        test "round trip keeps unknown fields; defaults as HF" {
+            for preset in presets do
+                let c = T5Config.Preset(preset, 300)
+                Expect.equal (T5Config.FromJson(c.ToJson(), preset)) c $"{preset} round trip"
+            let json =
+                JsonNode.Parse("""{"model_type":"t5","vocab_size":32128,"d_model":512,"d_kv":64,"d_ff":1024,"num_layers":8,
+                                  "num_heads":6,"feed_forward_proj":"gated-gelu","tie_word_embeddings":false,
+                                  "task_specific_params":{"summarize":{"prefix":"summarize: "}},"n_positions":512}""").AsObject()
+            let c = T5Config.FromJson(json, "flan-like")
+            Expect.equal c.NumDecoderLayers 8 "num_decoder_layers defaults to num_layers"
+            Expect.equal c.RelativeAttentionNumBuckets 32 "buckets default"
+            Expect.equal c.RelativeAttentionMaxDistance 128 "max distance default"
+            Expect.equal c.DenseActFn "gelu_new" "gated-gelu is gelu_new"
+            Expect.equal (c.PadTokenId, c.EosTokenId, c.DecoderStartTokenId) (0, 1, 0) "token ids"
+            let back = c.ToJson()
+            Expect.equal (back.["task_specific_params"].["summarize"].["prefix"].GetValue<string>()) "summarize: " "unknown nested field kept"
+            Expect.equal (back.["n_positions"].GetValue<int>()) 512 "unknown field kept"
+            Expect.equal (T5Config.FromJson(back, "again")) c "second round trip"
+            let path = Path.Combine(Path.GetTempPath(), $"klf-t5-config-{Guid.NewGuid():N}.json")
+            File.WriteAllText(path, c.ToJsonString())
+            try Expect.equal (T5Config.FromFile path) c "from file" finally File.Delete path
+        }
+        test "model_type bart and unsupported feed_forward_proj are clear errors" {
+            let path = Path.Combine(Path.GetTempPath(), $"klf-bart-{Guid.NewGuid():N}.json")
+            File.WriteAllText(path, """{"model_type":"bart","d_model":16}""")
+            try
+                let e = Expect.throwsC (fun () -> T5Config.FromFile path |> ignore) id
+                Expect.stringContains e.Message path "names the file"
+                Expect.stringContains e.Message "model_type" "names the field"
+                Expect.stringContains e.Message "bart" "names the value"
+            finally File.Delete path
+            let silu = JsonNode.Parse("""{"model_type":"t5","feed_forward_proj":"gated-silu"}""").AsObject()
+            let e = Expect.throwsC (fun () -> T5Config.FromJson(silu, "cfg.json") |> ignore) id
+            Expect.stringContains e.Message "feed_forward_proj" "names the field"
+            Expect.stringContains e.Message "cfg.json" "names the source"
+        }
+    ]
+
+[<Tests>]
+let tests =
+    testSequenced <| testList "t5" [ keyTests; bucketTests; generationTests; invarianceTests; trainingTests; configTests ]
