@@ -194,6 +194,16 @@ let private invarianceTests =
                 // Logits reach ~30 with the N(0, 1) untied head: compare relative to their scale.
                 let scale = max 1.0 (l1.abs().max().item<float32>() |> float)
                 Expect.isLessThan (maxAbsDiff l1 lPad / scale) 1e-5 "decoder logits with padded encoder"
+                // KV cache: a 3-token prefill then 2 single steps give the logits of the full decoder pass.
+                use cache = new T5KvCache(m.Config.NumDecoderLayers)
+                let c0 = m.Decode(dec1.narrow(1L, 0L, 3L), h, mask, cache)
+                let c1 = m.Decode(dec1.narrow(1L, 3L, 1L), h, mask, cache)
+                let c2 = m.Decode(dec1.narrow(1L, 4L, 1L), h, mask, cache)
+                Expect.equal cache.PastLength 5L "cache length"
+                Expect.equal (cache.SelfAttention.[0].Keys.shape) [| 2L; 4L; 5L; int64 m.Config.DKv |] "cached self keys (B, H, T, d_kv)"
+                Expect.equal (cache.CrossAttention.[0].Keys.shape) [| 2L; 4L; 4L; int64 m.Config.DKv |] "cached cross keys (B, H, S, d_kv)"
+                let cachedLogits = torch.cat([| c0; c1; c2 |], 1L)
+                Expect.isLessThan (maxAbsDiff l1 cachedLogits / scale) 1e-5 "cached vs full logits"
                 // The masked positions really are ignored: changing padded tokens changes nothing either.
                 let encJunk = torch.cat([| enc; torch.full([| 2L; 3L |], (77L).ToScalar(), ScalarType.Int64) |], 1L)
                 let lJunk = m.Decode(dec1, m.Encode(encJunk, maskPad), maskPad)
@@ -203,7 +213,7 @@ let private invarianceTests =
 
 let private trainingTests =
     testList "loss and training" [
-        test "loss counts only label positions (manual cross-entropy; trailing -100 = shorter labels)" {
+        yield test "loss counts only label positions (manual cross-entropy; trailing -100 = shorter labels)" {
             use m = model "t5-tiny-gated"
             m.eval()
             use _ng = torch.no_grad()
@@ -234,7 +244,7 @@ let private trainingTests =
             use batch3 = new LmBatch(input.clone(), mask.clone(), labels3)
             Expect.floatClose Accuracy.medium (m.ComputeLoss(batch3).item<float32>() |> float) (loss.item<float32>() |> float) "shorter labels"
         }
-        test "loss falls when overfitting one batch (30 AdamW steps, dropout on)" {
+        yield test "loss falls when overfitting one batch (30 AdamW steps, dropout on)" {
             use m = model "t5-tiny"
             m.train()
             use batch = new LmBatch(ids [| [| 5L; 9L; 13L; 1L |]; [| 7L; 8L; 1L; 0L |] |],
