@@ -102,6 +102,19 @@ let private keyTests =
         }
     ]
 
+/// Naive scalar reference of HF's bucket formula in double precision. Returns None where the log-spaced
+/// quotient is within 1e-5 of an integer: there HF's float32 arithmetic decides, not this reference.
+let private naiveBucket (rel: int64) (bidirectional: bool) (numBuckets: int) (maxDistance: int) : int64 option =
+    let nb = if bidirectional then numBuckets / 2 else numBuckets
+    let offset = if bidirectional && rel > 0L then int64 nb else 0L
+    let d = if bidirectional then abs rel else max 0L (-rel)
+    let maxExact = nb / 2
+    if d < int64 maxExact then Some(offset + d)
+    else
+        let q = log (float d / float maxExact) / log (float maxDistance / float maxExact) * float (nb - maxExact)
+        if abs (q - round q) < 1e-5 then None
+        else Some(offset + min (int64 maxExact + int64 (floor q)) (int64 nb - 1L))
+
 let private bucketTests =
     testList "relative position buckets" [
         test "HF formula, num_buckets=32, max_distance=128" {
@@ -128,6 +141,22 @@ let private bucketTests =
                 let got = buckets.data<int64>().ToArray() |> List.ofArray
                 Expect.equal (List.zip (List.map fst cases) got) cases $"bidirectional={bidi}"
         }
+        test "matches a naive double-precision reference on [-300, 300] for several bucket settings" {
+            let rels = [| -300L .. 300L |]
+            for numBuckets, maxDistance in [ 32, 128; 16, 64; 64, 256; 8, 20 ] do
+                for bidi in [ true; false ] do
+                    use rel = torch.tensor(rels)
+                    use buckets = T5Attention.RelativePositionBucket(rel, bidi, numBuckets, maxDistance)
+                    let got = buckets.data<int64>().ToArray()
+                    let mutable skipped = []
+                    for i in 0 .. rels.Length - 1 do
+                        match naiveBucket rels.[i] bidi numBuckets maxDistance with
+                        | Some expected -> Expect.equal got.[i] expected $"rel {rels.[i]} buckets {numBuckets} max {maxDistance} bidi {bidi}"
+                        | None -> skipped <- (rels.[i], got.[i]) :: skipped
+                        Expect.isTrue (got.[i] >= 0L && got.[i] < int64 numBuckets) "bucket in range"
+                    if numBuckets = 32 && not skipped.IsEmpty then
+                        printfn "buckets at exact log boundaries (float32 decides), bidi=%b: %A" bidi (List.rev skipped)
+        }
     ]
 
 let private gen maxNew (eos: int[]) useCache batch =
@@ -149,6 +178,7 @@ let private generationTests =
                 Expect.equal live1 live0 "no tensors left alive by generation"
                 Expect.isTrue m.training "training mode restored"
                 let uncached = m.GenerateGreedy(promptSet, gen 10 [||] false 4)
+                Expect.equal DisposeScopeManager.Statistics.ThreadTotalLiveCount live0 "no tensors left alive without cache either"
                 Expect.equal cached uncached "cache vs recomputing the prefix"
                 Expect.all cached (fun r -> r.Length = 10) "no EOS: MaxNewTokens each"
                 let single = m.GenerateGreedy(promptSet, gen 10 [||] true 1)
@@ -251,14 +281,17 @@ let private trainingTests =
                                     ids [| [| 1L; 1L; 1L; 1L |]; [| 1L; 1L; 1L; 0L |] |],
                                     ids [| [| 40L; 41L; 42L; 1L |]; [| 50L; 51L; 1L; -100L |] |])
             use opt = torch.optim.AdamW(m.parameters(), lr = 1e-2)
+            let mutable live2 = 0L
             let losses =
-                [ for _ in 1 .. 30 do
+                [ for i in 1 .. 30 do
+                    if i = 3 then live2 <- DisposeScopeManager.Statistics.ThreadTotalLiveCount
                     use d = torch.NewDisposeScope()
                     opt.zero_grad()
                     let loss = m.ComputeLoss batch
                     loss.backward()
                     opt.step() |> ignore
                     yield loss.item<float32>() |> float ]
+            Expect.equal DisposeScopeManager.Statistics.ThreadTotalLiveCount live2 "live tensors do not grow over training steps"
             printfn "t5-tiny overfit: first %.3f last %.3f" losses.Head (List.last losses)
             Expect.isLessThan (List.last losses) (losses.Head * 0.3) "loss falls by more than 70%"
             let answer = m.GenerateGreedy([| [| 5; 9; 13; 1 |] |], GenerationOptions(MaxNewTokens = 5))
