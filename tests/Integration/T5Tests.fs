@@ -159,6 +159,115 @@ let private bucketTests =
         }
     ]
 
+/// A naive reference of the whole T5 forward pass in double-precision loops over plain arrays, written
+/// from the HF modeling_t5 semantics (pre-norm residual blocks, RMS norm, unscaled attention scores plus a
+/// relative position bias computed by block 0 and shared, causal decoder, cross-attention masked by the
+/// encoder mask, tied head rescaled by d_model^-0.5). Sequences are short (< 8) so buckets are exact.
+module private NaiveT5 =
+    type Mat = float[][] // rows
+
+    let param (m: T5ForConditionalGeneration) =
+        let table =
+            m.named_parameters()
+            |> Seq.map (fun struct (n, p) ->
+                let shape = p.shape
+                let flat = p.detach().cpu().``to``(ScalarType.Float64).data<float>().ToArray()
+                let rows = if shape.Length = 1 then 1 else int shape.[0]
+                let cols = if shape.Length = 1 then int shape.[0] else int shape.[1]
+                n, Array.init rows (fun r -> Array.sub flat (r * cols) cols))
+            |> dict
+        fun (name: string) -> table.[name]
+
+    let matvec (w: Mat) (x: float[]) = w |> Array.map (fun row -> Array.fold2 (fun acc a b -> acc + a * b) 0.0 row x)
+    let add (a: float[]) (b: float[]) = Array.map2 (+) a b
+    let rms (w: float[]) (eps: float) (x: float[]) =
+        let v = (x |> Array.sumBy (fun a -> a * a)) / float x.Length
+        Array.map2 (fun wi xi -> wi * xi / sqrt (v + eps)) w x
+    let geluNew x = 0.5 * x * (1.0 + tanh (sqrt (2.0 / Math.PI) * (x + 0.044715 * x * x * x)))
+
+    /// Multi-head attention of queries xs over keys ys; bias h i j (additive, already masked).
+    let attention (p: string -> Mat) (prefix: string) (heads: int) (dkv: int) (xs: float[][]) (ys: float[][]) (bias: int -> int -> int -> float) =
+        let q = xs |> Array.map (matvec (p (prefix + ".q.weight")))
+        let k = ys |> Array.map (matvec (p (prefix + ".k.weight")))
+        let v = ys |> Array.map (matvec (p (prefix + ".v.weight")))
+        xs |> Array.mapi (fun i _ ->
+            let concat =
+                [| for h in 0 .. heads - 1 do
+                    let sl (a: float[]) = Array.sub a (h * dkv) dkv
+                    let scores = Array.init ys.Length (fun j -> Array.fold2 (fun acc a b -> acc + a * b) 0.0 (sl q.[i]) (sl k.[j]) + bias h i j)
+                    let mx = Array.max scores
+                    let e = scores |> Array.map (fun s -> exp (s - mx))
+                    let z = Array.sum e
+                    yield! Array.init dkv (fun d -> Seq.sum (seq { for j in 0 .. ys.Length - 1 -> e.[j] / z * (sl v.[j]).[d] })) |]
+            matvec (p (prefix + ".o.weight")) concat)
+
+    let ff (c: T5Config) (p: string -> Mat) (prefix: string) (x: float[]) =
+        let hidden =
+            if c.IsGatedAct then
+                Array.map2 (fun g l -> geluNew g * l) (matvec (p (prefix + ".wi_0.weight")) x) (matvec (p (prefix + ".wi_1.weight")) x)
+            else matvec (p (prefix + ".wi.weight")) x |> Array.map (max 0.0)
+        matvec (p (prefix + ".wo.weight")) hidden
+
+    /// Logits (T × V) of one example: encoder tokens with mask, decoder input tokens.
+    let logits (m: T5ForConditionalGeneration) (encIds: int64[]) (encMask: int64[]) (decIds: int64[]) =
+        let c = m.Config
+        let p = param m
+        let eps = c.LayerNormEpsilon
+        let norm name = rms (p name).[0] eps
+        let emb (ids: int64[]) = ids |> Array.map (fun t -> Array.copy (p "shared.weight").[int t])
+        let relBias (stack: string) bidi h i j =
+            let b = (naiveBucket (int64 (j - i)) bidi c.RelativeAttentionNumBuckets c.RelativeAttentionMaxDistance).Value
+            (p (stack + ".block.0.layer.0.SelfAttention.relative_attention_bias.weight")).[int b].[h]
+        let neg = -1e30
+        // Encoder
+        let mutable h = emb encIds
+        let encBias hh i j = relBias "encoder" true hh i j + (if encMask.[j] = 0L then neg else 0.0)
+        for b in 0 .. c.NumLayers - 1 do
+            let pre = $"encoder.block.{b}.layer"
+            let a = attention p $"{pre}.0.SelfAttention" c.NumHeads c.DKv (h |> Array.map (norm $"{pre}.0.layer_norm.weight")) (h |> Array.map (norm $"{pre}.0.layer_norm.weight")) encBias
+            h <- Array.map2 add h a
+            h <- h |> Array.map (fun x -> add x (ff c p $"{pre}.1.DenseReluDense" (norm $"{pre}.1.layer_norm.weight" x)))
+        let enc = h |> Array.map (norm "encoder.final_layer_norm.weight")
+        // Decoder
+        let mutable d = emb decIds
+        let selfBias hh i j = relBias "decoder" false hh i j + (if j > i then neg else 0.0)
+        let crossBias _ _ j = if encMask.[j] = 0L then neg else 0.0
+        for b in 0 .. c.NumDecoderLayers - 1 do
+            let pre = $"decoder.block.{b}.layer"
+            let n0 = d |> Array.map (norm $"{pre}.0.layer_norm.weight")
+            d <- Array.map2 add d (attention p $"{pre}.0.SelfAttention" c.NumHeads c.DKv n0 n0 selfBias)
+            let n1 = d |> Array.map (norm $"{pre}.1.layer_norm.weight")
+            d <- Array.map2 add d (attention p $"{pre}.1.EncDecAttention" c.NumHeads c.DKv n1 enc crossBias)
+            d <- d |> Array.map (fun x -> add x (ff c p $"{pre}.2.DenseReluDense" (norm $"{pre}.2.layer_norm.weight" x)))
+        let out = d |> Array.map (norm "decoder.final_layer_norm.weight")
+        if c.TieWordEmbeddings then
+            out |> Array.map (fun x -> matvec (p "shared.weight") (x |> Array.map (fun v -> v * float c.DModel ** -0.5)))
+        else out |> Array.map (matvec (p "lm_head.weight"))
+
+let private referenceTests =
+    testList "naive reference" [
+        for preset in presets ->
+            test $"{preset}: logits equal a double-precision loop implementation" {
+                use m = model preset
+                m.eval()
+                use _ng = torch.no_grad()
+                use d = torch.NewDisposeScope()
+                let encRows = [| [| 5L; 9L; 13L; 17L; 1L |]; [| 7L; 1L; 0L; 0L; 0L |] |]
+                let maskRows = [| [| 1L; 1L; 1L; 1L; 1L |]; [| 1L; 1L; 0L; 0L; 0L |] |]
+                let decRows = [| [| 0L; 11L; 12L; 13L |]; [| 0L; 21L; 22L; 23L |] |]
+                let got = m.Decode(ids decRows, m.Encode(ids encRows, ids maskRows), ids maskRows).``to``(ScalarType.Float64)
+                let v = int64 vocab
+                for b in 0 .. 1 do
+                    let expected = NaiveT5.logits m encRows.[b] maskRows.[b] decRows.[b]
+                    let scale = expected |> Array.collect id |> Array.map abs |> Array.max
+                    for t in 0 .. decRows.[b].Length - 1 do
+                        let row = got.select(0L, int64 b).select(0L, int64 t).data<float>().ToArray()
+                        Expect.equal (int64 row.Length) v "vocab"
+                        let err = Array.map2 (fun a e -> abs (a - e)) row expected.[t] |> Array.max
+                        Expect.isLessThan (err / scale) 1e-5 $"row {b} position {t}"
+            }
+    ]
+
 let private gen maxNew (eos: int[]) useCache batch =
     GenerationOptions(MaxNewTokens = maxNew, EosTokenIds = eos, UseCache = useCache, BatchSize = batch)
 
@@ -372,4 +481,4 @@ let private configTests =
 
 [<Tests>]
 let tests =
-    testSequenced <| testList "t5" [ keyTests; bucketTests; generationTests; invarianceTests; trainingTests; configTests ]
+    testSequenced <| testList "t5" [ keyTests; bucketTests; referenceTests; generationTests; invarianceTests; trainingTests; configTests ]
