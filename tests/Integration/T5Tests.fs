@@ -115,6 +115,32 @@ let private naiveBucket (rel: int64) (bidirectional: bool) (numBuckets: int) (ma
         if abs (q - round q) < 1e-5 then None
         else Some(offset + min (int64 maxExact + int64 (floor q)) (int64 nb - 1L))
 
+let private initTests =
+    testList "init" [
+        test "t5-tiny-gated: HF _init_weights standard deviations, reproducible from torch.manual_seed" {
+            use m = model "t5-tiny-gated"
+            use m2 = model "t5-tiny-gated"
+            let c = m.Config
+            let dModel, dKv, heads, dFf = float c.DModel, float c.DKv, float c.NumHeads, float c.DFf
+            let expected (name: string) =
+                if name.EndsWith "layer_norm.weight" then None
+                elif name = "shared.weight" || name = "lm_head.weight" then Some 1.0
+                elif name.EndsWith ".q.weight" then Some((dModel * dKv) ** -0.5)
+                elif name.EndsWith ".o.weight" then Some((heads * dKv) ** -0.5)
+                elif name.EndsWith ".wo.weight" then Some(dFf ** -0.5)
+                else Some(dModel ** -0.5) // k, v, relative_attention_bias, wi_0, wi_1
+            for (struct (name, p)), (struct (_, p2)) in Seq.zip (m.named_parameters()) (m2.named_parameters()) do
+                use d = torch.NewDisposeScope()
+                Expect.isTrue (p.eq(p2).all().item<bool>()) $"{name}: same seed, same weights"
+                match expected name with
+                | None -> Expect.isTrue (p.eq(torch.ones_like p).all().item<bool>()) $"{name}: ones"
+                | Some std ->
+                    let got = p.std().item<float32>() |> float
+                    let tol = if p.numel() < 1000L then 0.2 else 0.1
+                    Expect.isLessThan (abs (got / std - 1.0)) tol $"{name}: std {got} vs {std}"
+        }
+    ]
+
 let private bucketTests =
     testList "relative position buckets" [
         test "HF formula, num_buckets=32, max_distance=128" {
@@ -481,4 +507,4 @@ let private configTests =
 
 [<Tests>]
 let tests =
-    testSequenced <| testList "t5" [ keyTests; bucketTests; referenceTests; generationTests; invarianceTests; trainingTests; configTests ]
+    testSequenced <| testList "t5" [ keyTests; initTests; bucketTests; referenceTests; generationTests; invarianceTests; trainingTests; configTests ]
