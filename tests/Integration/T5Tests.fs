@@ -459,6 +459,7 @@ let private trainingTests =
                 use b32 = new LmBatch(input.clone(), mask.clone(), labels.clone())
                 let loss32 = m32.ComputeLoss(b32).item<float32>() |> float
                 let loss16 = m16.ComputeLoss(b32).item<float32>() |> float
+                printfn "%s bf16 vs fp32 loss: %.4f vs %.4f" preset loss16 loss32
                 Expect.isLessThan (abs (loss16 - loss32) / loss32) 0.03 "loss within 3%"
                 let g = m16.GenerateGreedy(promptSet, GenerationOptions(MaxNewTokens = 4, EosTokenIds = [||]))
                 Expect.all g (fun r -> r.Length = 4) "bf16 generation runs"
