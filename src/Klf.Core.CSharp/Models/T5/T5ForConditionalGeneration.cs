@@ -14,7 +14,11 @@ namespace Klf.Models.T5;
 /// </summary>
 public sealed class T5ForConditionalGeneration : nn.Module, ILanguageModel
 {
-    /// <summary>Token embedding shared by encoder and decoder (and by the LM head when tied), weight (V, D).</summary>
+    /// <summary>
+    /// Token embedding shared by encoder and decoder (and by the LM head when tied), weight (V, D).
+    /// Note: TorchSharp's <c>Embedding.weight</c> getter returns a new handle to the same storage at every call;
+    /// read it inside a dispose scope (or dispose the handle). <c>named_parameters()</c> returns stable objects.
+    /// </summary>
     public Embedding shared;
     /// <summary>The encoder stack.</summary>
     public T5Stack encoder;
