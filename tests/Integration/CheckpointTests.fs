@@ -38,7 +38,7 @@ let private dispose (m: ILanguageModel) = m.Module.Dispose()
 [<Tests>]
 let tests =
     testSequenced <| testList "checkpoints" [
-        for preset in [ "llama-tiny"; "llama-tiny-tied"; "llama-tiny-gqa" ] do
+        for preset in [ "llama-tiny"; "llama-tiny-tied"; "llama-tiny-gqa"; "t5-tiny"; "t5-tiny-gated" ] do
             test $"{preset}: save then load is bit-exact (fp32)" {
                 withTemp (fun dir ->
                     let a = create preset 1L

@@ -119,3 +119,15 @@ let llama =
     suite "llama" (fun seed ->
         torch.manual_seed seed |> ignore
         new Klf.Models.Llama.LlamaForCausalLM(Klf.Models.Llama.LlamaConfig.Preset "llama-tiny") :> ILanguageModel) [| "q_proj"; "v_proj" |]
+
+[<Tests>]
+let t5 =
+    suite "t5" (fun seed ->
+        torch.manual_seed seed |> ignore
+        Klf.Models.T5.T5ForConditionalGeneration.Create(Klf.Models.T5.T5Config.Preset "t5-tiny") :> ILanguageModel) [| "q"; "v" |]
+
+[<Tests>]
+let t5gated =
+    suite "t5-gated" (fun seed ->
+        torch.manual_seed seed |> ignore
+        Klf.Models.T5.T5ForConditionalGeneration.Create(Klf.Models.T5.T5Config.Preset "t5-tiny-gated") :> ILanguageModel) [| "q"; "v"; "wi_0" |]

@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Klf.Checkpoints;
 using Klf.Models.Llama;
+using Klf.Models.T5;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -14,10 +15,10 @@ namespace Klf.Models;
 public static class LanguageModels
 {
     /// <summary>The <c>model_type</c> values Klf can build.</summary>
-    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["llama"];
+    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["llama", "t5"];
 
     /// <summary>Every preset name of every family.</summary>
-    public static IReadOnlyList<string> PresetNames => [.. LlamaConfig.PresetNames];
+    public static IReadOnlyList<string> PresetNames => [.. LlamaConfig.PresetNames, .. T5Config.PresetNames];
 
     /// <summary>
     /// Builds a randomly initialised model from a Hugging Face <c>config.json</c> object
@@ -32,6 +33,7 @@ public static class LanguageModels
         return type switch
         {
             "llama" => LlamaForCausalLM.Create(LlamaConfig.FromJson(config, source), device, dtype),
+            "t5" => T5ForConditionalGeneration.Create(T5Config.FromJson(config, source), device, dtype),
             _ => throw new InvalidDataException(
                 $"{source}: unsupported model_type \"{type}\" (supported: {string.Join(", ", SupportedModelTypes)})"),
         };
@@ -41,6 +43,8 @@ public static class LanguageModels
     public static ILanguageModel FromPreset(string name, int? vocabSize = null, Device? device = null, ScalarType? dtype = null)
     {
         if (LlamaConfig.PresetNames.Contains(name)) return LlamaForCausalLM.Create(LlamaConfig.Preset(name, vocabSize), device, dtype);
+        if (T5Config.PresetNames.Contains(name))
+            return T5ForConditionalGeneration.Create(vocabSize is { } v ? T5Config.Preset(name, v) : T5Config.Preset(name), device, dtype);
         throw new ArgumentException($"unknown model preset \"{name}\" (known: {string.Join(", ", PresetNames)})", nameof(name));
     }
 
