@@ -26,7 +26,11 @@ public static class TorchNative
     private static string? _loadedFrom;
     private static Exception? _failure;
 
+    // Deliberate in a library: scripts and apps that touch any Klf type first get working natives
+    // without an explicit call; failures are kept and rethrown by EnsureLoaded/ThrowIfFailed.
+#pragma warning disable CA2255
     [ModuleInitializer]
+#pragma warning restore CA2255
     internal static void Initialize()
     {
         try { EnsureLoaded(); }
