@@ -20,11 +20,13 @@ namespace Klf.Tokenizers;
 internal sealed class SentencePieceModelFile
 {
     // ModelProto fields.
-    private const int PiecesField = 1, TrainerSpecField = 2;
+    private const int PiecesField = 1, TrainerSpecField = 2, NormalizerSpecField = 3;
     // ModelProto.SentencePiece fields.
-    private const int PieceTextField = 1, PieceTypeField = 3;
+    private const int PieceTextField = 1, PieceScoreField = 2, PieceTypeField = 3;
+    // NormalizerSpec fields (proto2 defaults: add_dummy_prefix, remove_extra_whitespaces and escape_whitespaces true).
+    private const int CharsMapField = 2, AddDummyPrefixField = 3, RemoveExtraWhitespacesField = 4, EscapeWhitespacesField = 5;
     // TrainerSpec fields (proto2 defaults: model_type UNIGRAM, unk 0, bos 1, eos 2, pad -1).
-    private const int ModelTypeField = 3, ByteFallbackField = 35;
+    private const int ModelTypeField = 3, TreatWhitespaceAsSuffixField = 24, ByteFallbackField = 35;
     private const int UnkIdField = 40, BosIdField = 41, EosIdField = 42, PadIdField = 43;
     private const int BosPieceField = 46, EosPieceField = 47;
 
@@ -50,6 +52,24 @@ internal sealed class SentencePieceModelFile
 
     /// <summary>Piece types by id.</summary>
     public IReadOnlyList<PieceType> Types { get; private set; } = [];
+
+    /// <summary>Piece scores by id (log probabilities for Unigram, merge priorities for BPE).</summary>
+    public IReadOnlyList<float> Scores { get; private set; } = [];
+
+    /// <summary>normalizer_spec.precompiled_charsmap: a Darts double-array trie plus replacement strings; empty for identity.</summary>
+    public byte[] PrecompiledCharsMap { get; private set; } = [];
+
+    /// <summary>normalizer_spec.add_dummy_prefix.</summary>
+    public bool AddDummyPrefix { get; private set; } = true;
+
+    /// <summary>normalizer_spec.remove_extra_whitespaces.</summary>
+    public bool RemoveExtraWhitespaces { get; private set; } = true;
+
+    /// <summary>normalizer_spec.escape_whitespaces.</summary>
+    public bool EscapeWhitespaces { get; private set; } = true;
+
+    /// <summary>trainer_spec.treat_whitespace_as_suffix.</summary>
+    public bool TreatWhitespaceAsSuffix { get; private set; }
 
     /// <summary>trainer_spec.model_type.</summary>
     public ModelType Model { get; private set; } = ModelType.Unigram;
@@ -88,20 +108,24 @@ internal sealed class SentencePieceModelFile
     {
         var pieces = new List<string>();
         var types = new List<PieceType>();
+        var scores = new List<float>();
         foreach (var f in Fields(_bytes))
         {
             if (f.Number == PiecesField && f.Wire == WireType.Len)
             {
                 string text = "";
                 var type = PieceType.Normal;
+                float score = 0;
                 ReadOnlySpan<byte> piece = f.Payload(_bytes);
                 foreach (var pf in Fields(piece))
                 {
                     if (pf.Number == PieceTextField && pf.Wire == WireType.Len) text = Utf8(pf.Payload(piece));
+                    else if (pf.Number == PieceScoreField && pf.Wire == WireType.I32) score = BitConverter.ToSingle(pf.Payload(piece));
                     else if (pf.Number == PieceTypeField && pf.Wire == WireType.Varint) type = (PieceType)pf.Int32;
                 }
                 pieces.Add(text);
                 types.Add(type);
+                scores.Add(score);
             }
             else if (f.Number == TrainerSpecField && f.Wire == WireType.Len)
             {
@@ -111,6 +135,7 @@ internal sealed class SentencePieceModelFile
                     switch (tf.Number)
                     {
                         case ModelTypeField: Model = (ModelType)tf.Int32; break;
+                        case TreatWhitespaceAsSuffixField: TreatWhitespaceAsSuffix = tf.Value != 0; break;
                         case ByteFallbackField: ByteFallback = tf.Value != 0; break;
                         case UnkIdField: UnkId = tf.Int32; break;
                         case BosIdField: BosId = tf.Int32; break;
@@ -119,10 +144,23 @@ internal sealed class SentencePieceModelFile
                     }
                 }
             }
+            else if (f.Number == NormalizerSpecField && f.Wire == WireType.Len)
+            {
+                ReadOnlySpan<byte> spec = f.Payload(_bytes);
+                foreach (var nf in Fields(spec))
+                {
+                    if (nf.Number == CharsMapField && nf.Wire == WireType.Len) PrecompiledCharsMap = nf.Payload(spec).ToArray();
+                    else if (nf.Wire != WireType.Varint) continue;
+                    else if (nf.Number == AddDummyPrefixField) AddDummyPrefix = nf.Value != 0;
+                    else if (nf.Number == RemoveExtraWhitespacesField) RemoveExtraWhitespaces = nf.Value != 0;
+                    else if (nf.Number == EscapeWhitespacesField) EscapeWhitespaces = nf.Value != 0;
+                }
+            }
         }
         if (pieces.Count == 0) throw new InvalidDataException("it holds no pieces");
         Pieces = pieces;
         Types = types;
+        Scores = scores;
         if (UnkId < 0 || UnkId >= pieces.Count) throw new InvalidDataException($"unk_id {UnkId} is outside the {pieces.Count} pieces");
         foreach (var (name, id) in new[] { ("bos_id", BosId), ("eos_id", EosId), ("pad_id", PadId) })
         {

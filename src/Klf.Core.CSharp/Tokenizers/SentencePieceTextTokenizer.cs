@@ -3,14 +3,28 @@ using Microsoft.ML.Tokenizers;
 namespace Klf.Tokenizers;
 
 /// <summary>
-/// A SentencePiece model (BPE as in LLaMA, Unigram as in T5) over Microsoft.ML.Tokenizers'
-/// <see cref="SentencePieceTokenizer"/>. Encodings equal <c>spm_encode --output_format=id</c>.
-/// Create through <see cref="TokenizerLoader"/>.
+/// A SentencePiece model (BPE as in LLaMA, Unigram as in T5). Encodings equal
+/// <c>spm_encode --output_format=id</c>. Create through <see cref="TokenizerLoader"/>.
 /// </summary>
+/// <remarks>
+/// Built on Microsoft.ML.Tokenizers 2.0.1's <see cref="SentencePieceTokenizer"/>, with three
+/// corrections where it departs from SentencePiece:
+/// <list type="bullet">
+/// <item>Models without a BOS piece (T5) crash its Unigram constructor; the bytes it is given name
+/// a present control piece instead (see <c>SentencePieceModelFile.ForLibrary</c>).</item>
+/// <item>Unigram: it emits one unknown id per unknown character where SentencePiece emits one
+/// per run; runs are merged here.</item>
+/// <item>BPE: its normalization skips the model's character map and drops one-character input,
+/// and it breaks merge ties the other way; BPE encoding is done by <c>SentencePieceBpeEncoder</c>.</item>
+/// </list>
+/// Decoding is the library's throughout.
+/// </remarks>
 public sealed class SentencePieceTextTokenizer : ITextTokenizer
 {
     private readonly SentencePieceTokenizer _inner;
     private readonly bool[] _isControl;
+    private readonly SentencePieceBpeEncoder? _bpe;
+    private readonly int _unkPiece;
 
     internal SentencePieceTextTokenizer(SentencePieceModelFile model, SpecialTokenIds ids)
     {
@@ -19,8 +33,10 @@ public sealed class SentencePieceTextTokenizer : ITextTokenizer
             _inner = SentencePieceTokenizer.Create(stream, addBeginningOfSentence: false, addEndOfSentence: false);
         }
         Kind = model.Model == SentencePieceModelFile.ModelType.Bpe ? TokenizerKind.SentencePieceBpe : TokenizerKind.SentencePieceUnigram;
+        if (Kind == TokenizerKind.SentencePieceBpe) _bpe = new SentencePieceBpeEncoder(model);
         Name = $"{Kind} ({Path.GetFileName(model.Path)}, {model.Pieces.Count} pieces)";
         VocabSize = model.Pieces.Count;
+        _unkPiece = model.UnkId;
         _isControl = model.Types.Select(t => t == SentencePieceModelFile.PieceType.Control).ToArray();
         foreach (int? id in new[] { ids.Bos, ids.Eos, ids.Pad })
         {
@@ -61,7 +77,9 @@ public sealed class SentencePieceTextTokenizer : ITextTokenizer
     {
         ArgumentNullException.ThrowIfNull(text);
         // BOS/EOS are added here, not by the library, which for BOS-less models holds an alias.
-        IReadOnlyList<int> body = _inner.EncodeToIds(text, addBeginningOfSentence: false, addEndOfSentence: false);
+        IReadOnlyList<int> body = _bpe is not null
+            ? _bpe.Encode(text)
+            : MergeUnknownRuns(_inner.EncodeToIds(text, addBeginningOfSentence: false, addEndOfSentence: false));
         return TokenIds.Frame(body, addBos ? BosOrThrow() : null, addEos ? EosId : null);
     }
 
@@ -76,6 +94,21 @@ public sealed class SentencePieceTextTokenizer : ITextTokenizer
             if (!_isControl[id]) kept.Add(id);
         }
         return _inner.Decode(kept, considerSpecialTokens: false);
+    }
+
+    /// <summary>
+    /// SentencePiece emits one unknown id for a run of unknown characters ("^^" is one &lt;unk&gt;);
+    /// the library's Unigram path emits one per character.
+    /// </summary>
+    private List<int> MergeUnknownRuns(IReadOnlyList<int> ids)
+    {
+        var merged = new List<int>(ids.Count);
+        foreach (int id in ids)
+        {
+            if (id == _unkPiece && merged.Count > 0 && merged[^1] == _unkPiece) continue;
+            merged.Add(id);
+        }
+        return merged;
     }
 
     private int BosOrThrow() =>

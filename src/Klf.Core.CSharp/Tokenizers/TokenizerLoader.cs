@@ -81,12 +81,14 @@ public static class TokenizerLoader
 
     private static ByteLevelBpeTextTokenizer FromByteLevelBpe(string vocabPath, string mergesPath, SpecialTokenConfig config)
     {
-        CodeGenTokenizer inner;
+        BpeTokenizer inner;
         try
         {
-            using var vocab = File.OpenRead(vocabPath);
-            using var merges = File.OpenRead(mergesPath);
-            inner = CodeGenTokenizer.Create(vocab, merges, addPrefixSpace: false, addBeginOfSentence: false, addEndOfSentence: false);
+            inner = BpeTokenizer.Create(new BpeOptions(vocabPath, mergesPath)
+            {
+                ByteLevel = true,
+                PreTokenizer = new RegexPreTokenizer(ByteLevelBpeTextTokenizer.Gpt2Split, specialTokens: null),
+            });
         }
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException or System.Text.Json.JsonException)
         {
