@@ -74,6 +74,12 @@ type Trained =
 let trainTasks = [ "agnews"; "yelp"; "mnli"; "boolqa"; "dbpedia" ]
 let heldOutTasks = [ "amazon"; "yahoo"; "copa"; "rte"; "qqp"; "imdb"; "wic"; "multirc"; "cb"; "sst-2" ]
 
+/// Hand-picked lines where Microsoft.ML.Tokenizers 2.0.1 alone departs from SentencePiece: one
+/// character, BPE merge ties ("!!!"), characters the NFKC map rewrites (en space, full-width
+/// letters, ligatures), runs of unknown characters, and whitespace at the edges.
+let edgeLines =
+    [ "a"; "I"; "!!!"; "!!!!!"; "a\u2002\u2014\u2002b"; "ＡＢＣ ﬁ ①"; "^^ ☃☃ x"; "  leading"; "trailing  "; "x   y"; "" ]
+
 let trained =
     lazy (
         let dir = Path.Combine(Path.GetTempPath(), "klf-tok-" + Guid.NewGuid().ToString("N"))
@@ -83,7 +89,7 @@ let trained =
         else AppDomain.CurrentDomain.ProcessExit.Add(fun _ -> try Directory.Delete(dir, true) with _ -> ())
         let trainFile = Path.Combine(dir, "train.txt")
         trainTasks |> List.collect (inputLines "train" >> List.truncate 800) |> writeLines trainFile
-        let heldOut = heldOutTasks |> List.collect (inputLines "test" >> List.truncate 40)
+        let heldOut = (heldOutTasks |> List.collect (inputLines "test" >> List.truncate 40)) @ edgeLines
         let heldOutFile = Path.Combine(dir, "heldout.txt")
         writeLines heldOutFile heldOut
         let byteFallback = (run "spm_train" [ "--help" ]).Contains "byte_fallback"
@@ -121,8 +127,8 @@ let matchesSpmEncode (folder: Trained -> string) (file: string) =
     let mismatches =
         List.zip t.HeldOut reference
         |> List.filter (fun (line, ids) -> tok.Encode line <> ids)
-    printfn "tokenizers: %s: compared %d held-out lines from %d test-split tasks with spm_encode, %d differ"
-        tok.Name t.HeldOut.Length heldOutTasks.Length mismatches.Length
+    printfn "tokenizers: %s: compared %d lines with spm_encode (%d real held-out lines from %d test-split tasks, %d edge cases), %d differ"
+        tok.Name t.HeldOut.Length (t.HeldOut.Length - edgeLines.Length) heldOutTasks.Length edgeLines.Length mismatches.Length
     let show (line: string, ids: int[]) =
         let ours = tok.Encode line
         let at = Seq.zip ids ours |> Seq.tryFindIndex (fun (a, b) -> a <> b) |> Option.defaultValue (min ids.Length ours.Length)
@@ -131,7 +137,7 @@ let matchesSpmEncode (folder: Trained -> string) (file: string) =
             line at ids.Length ours.Length (window ids) (window ours)
     Expect.isEmpty mismatches (sprintf "lines whose ids differ from spm_encode:\n%s"
                                    (mismatches |> List.truncate 3 |> List.map show |> String.concat "\n"))
-    Expect.isGreaterThanOrEqual t.HeldOut.Length 300 "several hundred lines compared"
+    Expect.isGreaterThanOrEqual (t.HeldOut.Length - edgeLines.Length) 300 "several hundred real lines compared"
 
 /// Decode(Encode x) equals SentencePiece's own normalisation of x (lines that need <unk> excepted).
 let roundTrips (folder: Trained -> string) (file: string) =
