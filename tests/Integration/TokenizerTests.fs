@@ -215,14 +215,20 @@ let tests =
                     let rare = "日本語 ☃"
                     Expect.isFalse (Array.contains tok.UnkId (tok.Encode rare)) "byte fallback leaves no <unk>"
                     Expect.equal (tok.Decode(tok.Encode rare)) rare "byte pieces decode to the original UTF-8" }
-            test "config.json pad_token_id overrides the fallback" {
+            test "config files override the defaults" {
                 let t = trained.Value
                 let dir = Path.Combine(t.Dir, "llama-with-config")
                 Directory.CreateDirectory dir |> ignore
                 File.Copy(Path.Combine(t.LlamaFolder, "tokenizer.model"), Path.Combine(dir, "tokenizer.model"), true)
                 File.WriteAllText(Path.Combine(dir, "config.json"), """{"bos_token_id": 1, "eos_token_id": [2], "pad_token_id": 2}""")
                 let tok = TokenizerLoader.FromFolder dir
-                Expect.equal (tok.BosId, tok.EosId, tok.PadId) (Nullable 1, 2, 2) "ids from config.json" }
+                Expect.equal (tok.BosId, tok.EosId, tok.PadId) (Nullable 1, 2, 2) "ids from config.json"
+                // A negative id means none; the token strings then decide, special_tokens_map.json first.
+                File.WriteAllText(Path.Combine(dir, "config.json"), """{"pad_token_id": -1}""")
+                File.WriteAllText(Path.Combine(dir, "special_tokens_map.json"), """{"pad_token": {"content": "<s>"}, "unk_token": "<unk>"}""")
+                File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), """{"pad_token": "</s>", "bos_token": null}""")
+                let tok = TokenizerLoader.FromFolder dir
+                Expect.equal (tok.BosId, tok.EosId, tok.UnkId, tok.PadId) (Nullable 1, 2, 0, 1) "pad from special_tokens_map.json" }
         ]
         testList "sentencepiece unigram (t5-like, no bos)" [
             test "Microsoft.ML.Tokenizers alone throws on a model without <s>" {

@@ -16,7 +16,7 @@ internal sealed record SpecialTokenIds(int? Bos, int Eos, int Pad, int Unk);
 /// strings from <c>special_tokens_map.json</c> and <c>tokenizer_config.json</c>
 /// (<c>bos_token</c>, <c>eos_token</c>, <c>pad_token</c>, <c>unk_token</c>; a string or an object with
 /// <c>content</c>). Ids win over strings; <c>special_tokens_map.json</c> wins over
-/// <c>tokenizer_config.json</c>. Absent files and fields are simply absent.
+/// <c>tokenizer_config.json</c>. Absent files and fields, JSON nulls and negative ids count as absent.
 /// </summary>
 internal sealed class SpecialTokenConfig
 {
@@ -47,8 +47,9 @@ internal sealed class SpecialTokenConfig
             foreach (string role in new[] { "bos", "eos", "pad" })
             {
                 // eos_token_id may be a list (several stop ids); the first is the one to append.
+                // Negative ids (some LLaMA configs say pad_token_id: -1) mean "none".
                 JsonNode? node = model[role + "_token_id"] is JsonArray a && a.Count > 0 ? a[0] : model[role + "_token_id"];
-                if (node is JsonValue v && v.TryGetValue(out int id)) config._ids[role] = id;
+                if (node is JsonValue v && v.TryGetValue(out int id) && id >= 0) config._ids[role] = id;
             }
         }
         return config;
