@@ -66,6 +66,7 @@ let readLines (path: string) =
 type Trained =
     { Dir: string
       LlamaFolder: string   // tokenizer.model: BPE, unk 0, bos 1, eos 2, byte fallback
+      LlamaRawFolder: string   // as LlamaFolder, with LLaMA's own normalizer settings: identity, spaces kept
       T5Folder: string      // spiece.model: Unigram, pad 0, eos 1, unk 2, no bos
       HeldOut: string list
       HeldOutFile: string
@@ -98,6 +99,9 @@ let trained =
                                "--num_threads=2"; "--minloglevel=2" ] @ extra) |> ignore
         train "bpe" ([ "--model_type=bpe"; "--unk_id=0"; "--bos_id=1"; "--eos_id=2"; "--pad_id=-1" ]
                      @ (if byteFallback then [ "--byte_fallback=true" ] else []))
+        train "bpe-raw" ([ "--model_type=bpe"; "--unk_id=0"; "--bos_id=1"; "--eos_id=2"; "--pad_id=-1"
+                           "--normalization_rule_name=identity"; "--remove_extra_whitespaces=false"; "--split_digits=true" ]
+                         @ (if byteFallback then [ "--byte_fallback=true" ] else []))
         train "unigram" [ "--model_type=unigram"; "--pad_id=0"; "--eos_id=1"; "--unk_id=2"; "--bos_id=-1" ]
         let folder name model target =
             let f = Path.Combine(dir, name)
@@ -106,6 +110,7 @@ let trained =
             f
         { Dir = dir
           LlamaFolder = folder "llama" "bpe.model" "tokenizer.model"
+          LlamaRawFolder = folder "llama-raw" "bpe-raw.model" "tokenizer.model"
           T5Folder = folder "t5" "unigram.model" "spiece.model"
           HeldOut = heldOut
           HeldOutFile = heldOutFile
@@ -203,6 +208,19 @@ let tests =
                 matchesSpmEncode (fun t -> t.LlamaFolder) "tokenizer.model" }
             test "decode inverts encode on normalised text" {
                 roundTrips (fun t -> t.LlamaFolder) "tokenizer.model" }
+            test "ids match spm_encode with LLaMA's normalizer settings (identity, spaces kept)" {
+                matchesSpmEncode (fun t -> t.LlamaRawFolder) "tokenizer.model" }
+            test "Microsoft.ML.Tokenizers alone departs from spm_encode" {
+                // Pins why SentencePieceBpeEncoder exists: if a later version of the library agrees
+                // with SentencePiece here, the own encoder can go.
+                let t = trained.Value
+                use stream = File.OpenRead(Path.Combine(t.LlamaFolder, "tokenizer.model"))
+                let lib = Microsoft.ML.Tokenizers.SentencePieceTokenizer.Create(stream)
+                let ours = TokenizerLoader.FromFolder t.LlamaFolder
+                Expect.isEmpty (lib.EncodeToIds "a") "the library encodes one character to nothing"
+                Expect.isNonEmpty (ours.Encode "a") "we do not"
+                Expect.notEqual (Seq.toArray (lib.EncodeToIds "!!!")) (ours.Encode "!!!") "the library breaks merge ties towards the right"
+                Expect.notEqual (Seq.toArray (lib.EncodeToIds "a\u2002b")) (ours.Encode "a\u2002b") "the library skips the NFKC map (en space)" }
             test "special ids are LLaMA's; pad falls back to unk" {
                 let t = trained.Value
                 let tok = TokenizerLoader.FromFolder t.LlamaFolder

@@ -34,7 +34,7 @@ public sealed class SentencePieceTextTokenizer : ITextTokenizer
         }
         Kind = model.Model == SentencePieceModelFile.ModelType.Bpe ? TokenizerKind.SentencePieceBpe : TokenizerKind.SentencePieceUnigram;
         if (Kind == TokenizerKind.SentencePieceBpe) _bpe = new SentencePieceBpeEncoder(model);
-        Name = $"{Kind} ({Path.GetFileName(model.Path)}, {model.Pieces.Count} pieces)";
+        Name = $"{Kind} ({Path.GetFileName(Path.GetDirectoryName(model.Path))}/{Path.GetFileName(model.Path)}, {model.Pieces.Count} pieces)";
         VocabSize = model.Pieces.Count;
         _unkPiece = model.UnkId;
         _isControl = model.Types.Select(t => t == SentencePieceModelFile.PieceType.Control).ToArray();
