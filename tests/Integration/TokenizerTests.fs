@@ -7,31 +7,7 @@ open System.Text
 open System.Text.Json
 open Expecto
 open Klf.Tokenizers
-
-// ---------------------------------------------------------------- benchmark text
-
-/// The folder holding the benchmark JSON files: `shared/benchmarks` beside the checkout, found by
-/// walking up from the test binary's folder.
-let benchmarksRoot =
-    lazy (
-        let start = AppContext.BaseDirectory
-        let rec up (dir: DirectoryInfo) =
-            if isNull dir then
-                failwithf "No folder containing shared/benchmarks above '%s': the benchmark data must sit in a folder `shared` beside the repository checkout." start
-            else
-                let candidate = Path.Combine(dir.FullName, "shared", "benchmarks")
-                if Directory.Exists candidate then candidate else up dir.Parent
-        up (DirectoryInfo start))
-
-/// The non-blank lines of the `input` fields of a long_sequence task file.
-let inputLines split task =
-    let path = Path.Combine(benchmarksRoot.Value, "long_sequence", split, task + ".json")
-    if not (File.Exists path) then failwithf "Benchmark file '%s' is missing." path
-    use doc = JsonDocument.Parse(File.ReadAllText path)
-    [ for record in doc.RootElement.EnumerateArray() do
-        for line in record.GetProperty("input").GetString().Split('\n') do
-            let line = line.Replace('\r', ' ')
-            if not (String.IsNullOrWhiteSpace line) then yield line ]
+open BenchmarkData
 
 // ---------------------------------------------------------------- SentencePiece command-line tools
 

@@ -69,7 +69,10 @@ public sealed class SentencePieceTextTokenizer : ITextTokenizer
     /// <inheritdoc/>
     public int UnkId { get; }
 
-    /// <summary>The underlying Microsoft.ML.Tokenizers object, for APIs this wrapper does not expose.</summary>
+    /// <summary>
+    /// The underlying Microsoft.ML.Tokenizers object, for APIs this wrapper does not expose. Its own
+    /// encodings can differ from SentencePiece's (see the remarks); use <see cref="Encode"/> for ids.
+    /// </summary>
     public SentencePieceTokenizer Inner => _inner;
 
     /// <inheritdoc/>
