@@ -83,7 +83,8 @@ internal sealed class SentencePieceBpeEncoder
         // Highest score first; among equal scores the leftmost pair, as SentencePiece does.
         var agenda = new PriorityQueue<(int Left, int Right, int Length), (float Score, int Left)>(
             Comparer<(float Score, int Left)>.Create((a, b) => a.Score != b.Score ? b.Score.CompareTo(a.Score) : a.Left.CompareTo(b.Left)));
-        var revMerge = new Dictionary<string, (int Start, int LeftLength, int RightLength)>(StringComparer.Ordinal);
+        // How each unused piece was formed (left and right lengths), to split it again afterwards.
+        var revMerge = new Dictionary<string, (int LeftLength, int RightLength)>(StringComparer.Ordinal);
 
         void TryAddPair(int left, int right)
         {
@@ -91,7 +92,7 @@ internal sealed class SentencePieceBpeEncoder
             int n = length[left] + length[right];
             if (!_mergeableBySpan.TryGetValue(s.AsSpan(start[left], n), out var piece)) return;
             agenda.Enqueue((left, right, n), (piece.Score, left));
-            if (piece.Unused) revMerge[s.Substring(start[left], n)] = (start[left], length[left], length[right]);
+            if (piece.Unused) revMerge[s.Substring(start[left], n)] = (length[left], length[right]);
         }
 
         for (int i = 1; i < count; i++) TryAddPair(i - 1, i);
@@ -112,12 +113,12 @@ internal sealed class SentencePieceBpeEncoder
             int id = PieceToId(s.AsSpan(at, n), out bool unused);
             if (unused && revMerge.TryGetValue(s.Substring(at, n), out var parts))
             {
-                Resegment(parts.Start, parts.LeftLength);
-                Resegment(parts.Start + parts.LeftLength, parts.RightLength);
+                Resegment(at, parts.LeftLength);
+                Resegment(at + parts.LeftLength, parts.RightLength);
                 return;
             }
             // A run of unknown characters is one unknown piece.
-            if (id == _unkId && pieces.Count > 0 && pieces[^1].Id == _unkId && pieces[^1].Start + pieces[^1].Length == at)
+            if (id == _unkId && pieces.Count > 0 && pieces[^1].Id == _unkId)
                 pieces[^1] = (pieces[^1].Start, pieces[^1].Length + n, id);
             else
                 pieces.Add((at, n, id));
