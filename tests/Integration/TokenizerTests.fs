@@ -66,7 +66,7 @@ let trained =
         else AppDomain.CurrentDomain.ProcessExit.Add(fun _ -> try Directory.Delete(dir, true) with _ -> ())
         let trainFile = Path.Combine(dir, "train.txt")
         trainTasks |> List.collect (inputLines "train" >> List.truncate 800) |> writeLines trainFile
-        let heldOut = (heldOutTasks |> List.collect (inputLines "test" >> List.truncate 40)) @ edgeLines
+        let heldOut = (heldOutTasks |> List.collect (inputLines "test" >> List.truncate 100)) @ edgeLines
         let heldOutFile = Path.Combine(dir, "heldout.txt")
         writeLines heldOutFile heldOut
         let byteFallback = (run "spm_train" [ "--help" ]).Contains "byte_fallback"

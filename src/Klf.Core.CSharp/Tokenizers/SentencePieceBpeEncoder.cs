@@ -39,15 +39,7 @@ internal sealed class SentencePieceBpeEncoder
         _normalization = new SentencePieceTextNormalization(model);
         _userDefined = SentencePieceTextNormalization.UserDefinedPieces(model).ToArray();
         _unkId = model.UnkId;
-        if (model.ByteFallback)
-        {
-            _byteIds = new int[256];
-            for (int b = 0; b < 256; b++)
-            {
-                _byteIds[b] = _reserved.TryGetValue($"<0x{b:X2}>", out int id) ? id
-                    : throw new InvalidDataException($"'{model.Path}': byte_fallback is set but piece <0x{b:X2}> is missing.");
-            }
-        }
+        _byteIds = SentencePieceOutput.ByteIds(model);
     }
 
     /// <summary>Normalizes and segments <paramref name="text"/>; returns the ids.</summary>
@@ -117,25 +109,11 @@ internal sealed class SentencePieceBpeEncoder
                 Resegment(at + parts.LeftLength, parts.RightLength);
                 return;
             }
-            // A run of unknown characters is one unknown piece.
-            if (id == _unkId && pieces.Count > 0 && pieces[^1].Id == _unkId)
-                pieces[^1] = (pieces[^1].Start, pieces[^1].Length + n, id);
-            else
-                pieces.Add((at, n, id));
+            pieces.Add((at, n, id));
         }
         for (int i = 0; i >= 0; i = next[i]) Resegment(start[i], length[i]);
 
-        foreach (var (at, n, id) in pieces)
-        {
-            if (id == _unkId && _byteIds is not null)
-            {
-                foreach (byte b in System.Text.Encoding.UTF8.GetBytes(s.Substring(at, n))) ids.Add(_byteIds[b]);
-            }
-            else
-            {
-                ids.Add(id);
-            }
-        }
+        SentencePieceOutput.AppendIds(s, pieces, _unkId, _byteIds, ids);
         return ids;
     }
 

@@ -7,24 +7,25 @@ namespace Klf.Tokenizers;
 /// <c>spm_encode --output_format=id</c>. Create through <see cref="TokenizerLoader"/>.
 /// </summary>
 /// <remarks>
-/// Built on Microsoft.ML.Tokenizers 2.0.1's <see cref="SentencePieceTokenizer"/>, with three
-/// corrections where it departs from SentencePiece:
+/// Decoding is Microsoft.ML.Tokenizers 2.0.1's <see cref="SentencePieceTokenizer"/>. Encoding is
+/// not: tested against <c>spm_encode</c> on real text, the library departs from SentencePiece in
+/// ways that change ids, so encoding follows SentencePiece's own algorithms here
+/// (<c>SentencePieceTextNormalization</c>, <c>SentencePieceBpeEncoder</c>,
+/// <c>SentencePieceUnigramEncoder</c>, each documenting the departure it corrects):
 /// <list type="bullet">
-/// <item>Models without a BOS piece (T5) crash its Unigram constructor; the bytes it is given name
-/// a present control piece instead (see <c>SentencePieceModelFile.ForLibrary</c>).</item>
-/// <item>Unigram: it emits one unknown id per unknown character where SentencePiece emits one
-/// per run; runs are merged here.</item>
-/// <item>BPE: its normalization skips the model's character map and drops one-character input,
-/// and it breaks merge ties the other way; BPE encoding is done by <c>SentencePieceBpeEncoder</c>.</item>
+/// <item>BPE: normalization skips the model's character map and drops one-character input;
+/// merge ties go to the rightmost pair instead of the leftmost.</item>
+/// <item>Unigram: exact ties between segmentations are settled differently; a run of unknown
+/// characters gives one unknown id per character instead of one.</item>
+/// <item>Models without a BOS piece (T5) crash the library's Unigram constructor; the bytes it is
+/// given name a present control piece instead (see <c>SentencePieceModelFile.ForLibrary</c>).</item>
 /// </list>
-/// Decoding is the library's throughout.
 /// </remarks>
 public sealed class SentencePieceTextTokenizer : ITextTokenizer
 {
     private readonly SentencePieceTokenizer _inner;
     private readonly bool[] _isControl;
-    private readonly SentencePieceBpeEncoder? _bpe;
-    private readonly int _unkPiece;
+    private readonly Func<string, List<int>> _encode;
 
     internal SentencePieceTextTokenizer(SentencePieceModelFile model, SpecialTokenIds ids)
     {
@@ -33,10 +34,9 @@ public sealed class SentencePieceTextTokenizer : ITextTokenizer
             _inner = SentencePieceTokenizer.Create(stream, addBeginningOfSentence: false, addEndOfSentence: false);
         }
         Kind = model.Model == SentencePieceModelFile.ModelType.Bpe ? TokenizerKind.SentencePieceBpe : TokenizerKind.SentencePieceUnigram;
-        if (Kind == TokenizerKind.SentencePieceBpe) _bpe = new SentencePieceBpeEncoder(model);
+        _encode = Kind == TokenizerKind.SentencePieceBpe ? new SentencePieceBpeEncoder(model).Encode : new SentencePieceUnigramEncoder(model).Encode;
         Name = $"{Kind} ({Path.GetFileName(Path.GetDirectoryName(model.Path))}/{Path.GetFileName(model.Path)}, {model.Pieces.Count} pieces)";
         VocabSize = model.Pieces.Count;
-        _unkPiece = model.UnkId;
         _isControl = model.Types.Select(t => t == SentencePieceModelFile.PieceType.Control).ToArray();
         foreach (int? id in new[] { ids.Bos, ids.Eos, ids.Pad })
         {
@@ -79,11 +79,7 @@ public sealed class SentencePieceTextTokenizer : ITextTokenizer
     public int[] Encode(string text, bool addBos = false, bool addEos = false)
     {
         ArgumentNullException.ThrowIfNull(text);
-        // BOS/EOS are added here, not by the library, which for BOS-less models holds an alias.
-        IReadOnlyList<int> body = _bpe is not null
-            ? _bpe.Encode(text)
-            : MergeUnknownRuns(_inner.EncodeToIds(text, addBeginningOfSentence: false, addEndOfSentence: false));
-        return TokenIds.Frame(body, addBos ? BosOrThrow() : null, addEos ? EosId : null);
+        return TokenIds.Frame(_encode(text), addBos ? BosOrThrow() : null, addEos ? EosId : null);
     }
 
     /// <inheritdoc/>
@@ -97,21 +93,6 @@ public sealed class SentencePieceTextTokenizer : ITextTokenizer
             if (!_isControl[id]) kept.Add(id);
         }
         return _inner.Decode(kept, considerSpecialTokens: false);
-    }
-
-    /// <summary>
-    /// SentencePiece emits one unknown id for a run of unknown characters ("^^" is one &lt;unk&gt;);
-    /// the library's Unigram path emits one per character.
-    /// </summary>
-    private List<int> MergeUnknownRuns(IReadOnlyList<int> ids)
-    {
-        var merged = new List<int>(ids.Count);
-        foreach (int id in ids)
-        {
-            if (id == _unkPiece && merged.Count > 0 && merged[^1] == _unkPiece) continue;
-            merged.Add(id);
-        }
-        return merged;
     }
 
     private int BosOrThrow() =>
