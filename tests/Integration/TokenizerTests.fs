@@ -31,6 +31,14 @@ let run (tool: string) (args: string list) =
     if p.ExitCode <> 0 then failtestf "%s %s exited with %d:\n%s" tool (String.Join(" ", args)) p.ExitCode stderr.Result
     stdout
 
+/// A fresh folder under the system temp folder, deleted when the test process exits
+/// (kept when KLF_KEEP_TEMP=1, for inspection).
+let tempDir (prefix: string) =
+    let dir = Directory.CreateTempSubdirectory(prefix).FullName
+    if Environment.GetEnvironmentVariable "KLF_KEEP_TEMP" = "1" then printfn "tokenizers: keeping %s" dir
+    else AppDomain.CurrentDomain.ProcessExit.Add(fun _ -> try Directory.Delete(dir, true) with _ -> ())
+    dir
+
 let writeLines (path: string) (lines: string list) =
     File.WriteAllText(path, String.Join("\n", lines) + "\n", UTF8Encoding false)
 
@@ -59,11 +67,7 @@ let edgeLines =
 
 let trained =
     lazy (
-        let dir = Path.Combine(Path.GetTempPath(), "klf-tok-" + Guid.NewGuid().ToString("N"))
-        Directory.CreateDirectory dir |> ignore
-        // KLF_KEEP_TEMP=1 keeps the trained models and text for inspection.
-        if Environment.GetEnvironmentVariable "KLF_KEEP_TEMP" = "1" then printfn "tokenizers: keeping %s" dir
-        else AppDomain.CurrentDomain.ProcessExit.Add(fun _ -> try Directory.Delete(dir, true) with _ -> ())
+        let dir = tempDir "klf-tok-"
         let trainFile = Path.Combine(dir, "train.txt")
         trainTasks |> List.collect (inputLines "train" >> List.truncate 800) |> writeLines trainFile
         let heldOut = (heldOutTasks |> List.collect (inputLines "test" >> List.truncate 100)) @ edgeLines
@@ -152,8 +156,7 @@ let gpt2Merges = [ "h e"; "l l"; "he ll"; "hell o"; "Ġ w"; "o r"; "Ġw or"; "Ġ
 
 /// A folder with a tiny GPT-2 style tokenizer: the 256 byte characters, one token per merge, <|endoftext|>.
 let gpt2Folder () =
-    let dir = Path.Combine(Path.GetTempPath(), "klf-gpt2-" + Guid.NewGuid().ToString("N"))
-    Directory.CreateDirectory dir |> ignore
+    let dir = tempDir "klf-gpt2-"
     let tokens =
         [ yield! byteChars |> Array.map string
           yield! gpt2Merges |> List.map (fun m -> m.Replace(" ", ""))
@@ -269,11 +272,11 @@ let tests =
                 expectThrowsMessage<DirectoryNotFoundException> (fun () -> TokenizerLoader.FromFolder dir |> ignore)
                     [ dir; "tokenizer.model"; "spiece.model"; "vocab.json"; "merges.txt" ] "missing folder" }
             test "an empty folder is named with the files looked for" {
-                let dir = Directory.CreateTempSubdirectory("klf-empty-").FullName
+                let dir = tempDir "klf-empty-"
                 expectThrowsMessage<FileNotFoundException> (fun () -> TokenizerLoader.FromFolder dir |> ignore)
                     [ dir; "tokenizer.model"; "spiece.model"; "vocab.json"; "merges.txt" ] "empty folder" }
             test "a corrupt or truncated .model names the file" {
-                let dir = Directory.CreateTempSubdirectory("klf-corrupt-").FullName
+                let dir = tempDir "klf-corrupt-"
                 let path = Path.Combine(dir, "tokenizer.model")
                 File.WriteAllText(path, "this is not a sentencepiece model\n")
                 expectThrowsMessage<InvalidDataException> (fun () -> TokenizerLoader.FromFolder dir |> ignore) [ path ] "text file"
