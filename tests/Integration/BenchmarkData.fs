@@ -11,10 +11,11 @@ open System.Text.Json
 let benchmarksRoot =
     lazy (
         let start = AppContext.BaseDirectory
-        let rec up (dir: DirectoryInfo) =
-            if isNull dir then
+        let rec up (dir: DirectoryInfo | null) =
+            match dir with
+            | null ->
                 failwithf "No folder containing shared/benchmarks above '%s': the benchmark data must sit in a folder `shared` beside the repository checkout." start
-            else
+            | dir ->
                 let candidate = Path.Combine(dir.FullName, "shared", "benchmarks")
                 if Directory.Exists candidate then candidate else up dir.Parent
         up (DirectoryInfo start))
@@ -27,10 +28,12 @@ let records split task =
     let path = Path.Combine(benchmarksRoot.Value, "long_sequence", split, task + ".json")
     if not (File.Exists path) then failwithf "Benchmark file '%s' is missing." path
     use doc = JsonDocument.Parse(File.ReadAllText path)
+    let text (r: JsonElement) (name: string) =
+        match r.GetProperty(name).GetString() with
+        | null -> failwithf "Benchmark file '%s': an example has a null '%s'." path name
+        | s -> s
     [ for r in doc.RootElement.EnumerateArray() ->
-        { Id = r.GetProperty("id").GetString()
-          Input = r.GetProperty("input").GetString()
-          Output = r.GetProperty("output").GetString() } ]
+        { Id = text r "id"; Input = text r "input"; Output = text r "output" } ]
 
 /// The non-blank lines of the `input` fields of a long_sequence task (carriage returns become spaces).
 let inputLines split task =

@@ -24,7 +24,10 @@ let spmTool name =
 let run (tool: string) (args: string list) =
     let psi = ProcessStartInfo(spmTool tool, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
     args |> List.iter psi.ArgumentList.Add
-    use p = Process.Start psi
+    use p =
+        match Process.Start psi with
+        | null -> failtestf "could not start %s" tool
+        | p -> p
     let stderr = p.StandardError.ReadToEndAsync()
     let stdout = p.StandardOutput.ReadToEnd()
     p.WaitForExit()
@@ -97,9 +100,9 @@ let trained =
           ByteFallback = byteFallback })
 
 /// Reference ids from spm_encode, one array per held-out line.
-let spmIds (model: string) (t: Trained) =
-    let out = Path.Combine(t.Dir, Path.GetFileName(Path.GetDirectoryName model) + ".ids")
-    run "spm_encode" [ $"--model={model}"; "--output_format=id"; $"--input={t.HeldOutFile}"; $"--output={out}" ] |> ignore
+let spmIds (folder: string) (file: string) (t: Trained) =
+    let out = Path.Combine(t.Dir, DirectoryInfo(folder).Name + ".ids")
+    run "spm_encode" [ $"--model={Path.Combine(folder, file)}"; "--output_format=id"; $"--input={t.HeldOutFile}"; $"--output={out}" ] |> ignore
     readLines out
     |> List.map (fun l -> if l = "" then [||] else l.Split(' ') |> Array.map int)
 
@@ -107,7 +110,7 @@ let spmIds (model: string) (t: Trained) =
 let matchesSpmEncode (folder: Trained -> string) (file: string) =
     let t = trained.Value
     let tok = TokenizerLoader.FromFolder(folder t)
-    let reference = spmIds (Path.Combine(folder t, file)) t
+    let reference = spmIds (folder t) file t
     Expect.equal reference.Length t.HeldOut.Length "spm_encode returned one line per input line"
     let mismatches =
         List.zip t.HeldOut reference
