@@ -75,7 +75,11 @@ public sealed class StepHooks
 /// <param name="GradNorm">Total gradient norm before clipping.</param>
 /// <param name="Tokens">Label tokens (labels ≠ -100) in the step.</param>
 /// <param name="Elapsed">Wall time of the step.</param>
-public sealed record StepMetrics(int Step, double Loss, double ExtraLoss, double LearningRate, double GradNorm, long Tokens, TimeSpan Elapsed);
+/// <param name="ProcessedTokens">
+/// Real (non-padding) tokens the model processed in the step: the attention-mask total, plus the
+/// decoder's label positions for encoder-decoder models. The basis of throughput figures.
+/// </param>
+public sealed record StepMetrics(int Step, double Loss, double ExtraLoss, double LearningRate, double GradNorm, long Tokens, TimeSpan Elapsed, long ProcessedTokens = 0);
 
 /// <summary>
 /// Runs optimizer steps on a model: AdamW over the parameters that require grad at construction,
@@ -131,6 +135,8 @@ public sealed class StepRunner : IDisposable
         _model.Module.train();
         var counts = microBatches.Select(b => b.LabelTokenCount).ToArray();
         var total = counts.Sum();
+        var processed = microBatches.Sum(b => b.AttentionMask.sum().ToInt64())
+            + (_model.Family == ModelFamily.EncoderDecoder ? total : 0);
         if (total == 0) throw new InvalidOperationException("the step's batches carry no label tokens");
         var lr = Options.LearningRateAt(_step);
         double loss = 0;
@@ -162,7 +168,7 @@ public sealed class StepRunner : IDisposable
         _optimizer.step();
         if (hooks != null) foreach (var h in hooks.AfterOptimizerStep) h(ctx);
         _step++;
-        return new StepMetrics(ctx.Step, loss, extra, lr, norm, total, clock.Elapsed);
+        return new StepMetrics(ctx.Step, loss, extra, lr, norm, total, clock.Elapsed, processed);
     }
 
     /// <summary>Disposes the optimizer and its state.</summary>

@@ -1,0 +1,48 @@
+namespace Klf.Pipelines
+
+open System
+open Klf.Models
+open Klf.Tokenizers
+open Klf.Training
+
+/// What one fine-tuning run measured.
+type FinetuneReport =
+    { Steps: StepMetrics[]
+      TrainLossBefore: float
+      TrainLossAfter: float
+      HeldOutLossBefore: float
+      HeldOutLossAfter: float
+      TokensPerSecond: float }
+
+/// Fine-tuning a model on one task's examples, with evaluation losses before and after.
+[<RequireQualifiedAccess>]
+module Finetune =
+
+    /// Exact match after trimming and lower-casing, in percent.
+    let exactMatch (predictions: string[]) (references: string[]) : float =
+        if predictions.Length <> references.Length then invalidArg "predictions" "one prediction per reference"
+        if references.Length = 0 then 0.0
+        else
+            let norm (s: string) = s.Trim().ToLowerInvariant()
+            let hits = Array.map2 (fun p r -> if norm p = norm r then 1 else 0) predictions references |> Array.sum
+            100.0 * float hits / float references.Length
+
+    /// Trains on `train`, measuring the evaluation loss on (a prefix of) `train` and on `heldOut`
+    /// before and after. `onStep` sees each step's metrics.
+    let run (model: ILanguageModel) (tok: ITextTokenizer) (options: TrainerOptions) (onStep: StepMetrics -> unit)
+            (train: Example[]) (heldOut: Example[]) : FinetuneReport =
+        let enc = Prompt.examples model.Family tok
+        let trainEx, heldEx = enc train, enc heldOut
+        let evalTrain = trainEx[.. min (trainEx.Length - 1) 63]
+        let evalLoss (xs: LmExample[]) =
+            if xs.Length = 0 then nan else Trainer.EvaluateLoss(model, xs, 16, options.MaxLength, options.MaxTargetLength)
+        let tb, hb = evalLoss evalTrain, evalLoss heldEx
+        let steps = Trainer.Fit(model, trainEx, options, null, Action<StepMetrics>(onStep)) |> Array.ofSeq
+        let secs = steps |> Array.sumBy (fun s -> s.Elapsed.TotalSeconds)
+        let tokens = steps |> Array.sumBy (fun s -> float s.ProcessedTokens)
+        { Steps = steps
+          TrainLossBefore = tb
+          TrainLossAfter = evalLoss evalTrain
+          HeldOutLossBefore = hb
+          HeldOutLossAfter = evalLoss heldEx
+          TokensPerSecond = if secs > 0.0 then tokens / secs else 0.0 }
