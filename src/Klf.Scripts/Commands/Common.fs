@@ -1,0 +1,46 @@
+/// Loading what the commands share: models, tokenizers, benchmark tasks.
+module Klf.Cli.Common
+
+open System
+open System.IO
+open TorchSharp
+open Klf.Models
+open Klf.Tokenizers
+open Klf.Pipelines
+
+/// The benchmark root holding `{train,dev,test}/<task>.json`: the given folder, else the shared
+/// Long Sequence benchmark found beside the checkout (or via KLF_BENCHMARKS).
+let benchmarkRoot (given: string) =
+    match given with
+    | null | "" ->
+        match Benchmark.locate Environment.CurrentDirectory with
+        | Some b -> Path.Combine(b, "long_sequence")
+        | None ->
+            match Benchmark.locate AppContext.BaseDirectory with
+            | Some b -> Path.Combine(b, "long_sequence")
+            | None -> raise (DirectoryNotFoundException "no benchmark folder given (--benchmark) and no shared/benchmarks found above the current folder")
+    | p -> p
+
+/// A model from a folder, or a fresh preset sized to the tokenizer's vocabulary.
+let loadModel (modelDir: string) (preset: string) (tok: ITextTokenizer) (seed: int64) : ILanguageModel =
+    match modelDir, preset with
+    | (null | ""), (null | "") -> raise (ArgumentException "give --model DIR (a Hugging Face model folder) or --preset NAME")
+    | (null | ""), p ->
+        torch.manual_seed seed |> ignore
+        LanguageModels.FromPreset(p, Nullable tok.VocabSize)
+    | d, _ -> LanguageModels.FromFolder d
+
+/// The tokenizer of --tokenizer, else of the model folder.
+let loadTokenizer (tokDir: string) (modelDir: string) : ITextTokenizer * string =
+    let dir =
+        match tokDir, modelDir with
+        | (null | ""), (null | "") -> raise (ArgumentException "give --tokenizer DIR (or a --model folder that holds a tokenizer)")
+        | (null | ""), m -> m
+        | t, _ -> t
+    TokenizerLoader.FromFolder dir, dir
+
+/// The tokenizer files in a folder (to copy next to saved weights).
+let tokenizerFiles (dir: string) =
+    [ "tokenizer.model"; "spiece.model"; "vocab.json"; "merges.txt"; "tokenizer_config.json"; "special_tokens_map.json" ]
+    |> List.map (fun f -> Path.Combine(dir, f))
+    |> List.filter File.Exists

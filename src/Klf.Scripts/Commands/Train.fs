@@ -1,0 +1,85 @@
+/// `klf train`: fine-tune a model on one benchmark task and save a checkpoint.
+module Klf.Cli.Train
+
+open System
+open System.IO
+open System.Text.Json.Nodes
+open Klf.Models
+open Klf.Adapters
+open Klf.Training
+open Klf.Checkpoints
+open Klf.Pipelines
+open Klf.Cli.Cli
+open Klf.Cli.Common
+
+let private model = opt<string> "--model" "Hugging Face model folder to start from." None
+let private preset = opt<string> "--preset" "Start from a randomly initialised preset instead (vocabulary = tokenizer's)." None
+let private tokenizer = opt<string> "--tokenizer" "Tokenizer folder (default: the model folder)." None
+let private benchmark = opt<string> "--benchmark" "Benchmark root with {train,dev,test}/<task>.json (default: the shared Long Sequence benchmark)." None
+let private task = req<string> "--task" "Task name, e.g. agnews."
+let private nTrain = opt<int> "--train-examples" "Training examples sampled from the train split (0 = all)." (Some 0)
+let private nHeld = opt<int> "--heldout-examples" "Held-out validation examples taken from the train split (never dev)." (Some 100)
+let private steps = opt<int> "--steps" "Optimizer steps (0 = use --epochs)." (Some 0)
+let private epochs = opt<int> "--epochs" "Passes over the training examples." (Some 1)
+let private batch = opt<int> "--batch" "Examples per micro-batch." (Some 8)
+let private accum = opt<int> "--accumulation" "Micro-batches per optimizer step." (Some 1)
+let private lr = opt<float> "--lr" "Peak learning rate (AdamW)." (Some 3e-4)
+let private warmup = opt<int> "--warmup" "Linear warm-up steps." (Some 50)
+let private maxLen = opt<int> "--max-length" "Maximum sequence (decoder-only) or source (encoder-decoder) length." (Some 512)
+let private seed = opt<int> "--seed" "Seed for sampling, initialisation, dropout and batching." (Some 1)
+let private loraR = opt<int> "--lora-r" "Train a LoRA adapter of this rank instead of all weights (0 = full fine-tuning)." (Some 0)
+let private loraTargets = opt<string> "--lora-targets" "Comma-separated module names for LoRA (default: q_proj,v_proj for LLaMA; q,v for T5)." None
+let private out = req<string> "--out" "Output folder: a checkpoint (or the LoRA adapter) plus the tokenizer files."
+
+let cmd =
+    command "train" "Fine-tune a model on one task of a benchmark and save a checkpoint." [ model; preset; tokenizer; benchmark; task; nTrain; nHeld; steps; epochs; batch; accum; lr; warmup; maxLen; seed; loraR; loraTargets; out ] (fun pr ->
+        Klf.Native.TorchNative.EnsureLoaded()
+        let tok, tokDir = loadTokenizer (pr.GetValue tokenizer) (pr.GetValue model)
+        let m = loadModel (pr.GetValue model) (pr.GetValue preset) tok (int64 (pr.GetValue seed))
+        let root = benchmarkRoot (pr.GetValue benchmark)
+        let all = Benchmark.load root "train" (pr.GetValue task) |> Benchmark.sample (pr.GetValue seed) Int32.MaxValue
+        let held = min (pr.GetValue nHeld) (all.Length / 5)
+        let heldOut, rest = all[.. held - 1], all[held ..]
+        let train = if pr.GetValue nTrain > 0 then rest[.. min rest.Length (pr.GetValue nTrain) - 1] else rest
+        let r = pr.GetValue loraR
+        if r > 0 then
+            let targets =
+                match pr.GetValue loraTargets with
+                | null | "" -> if m.Family = ModelFamily.DecoderOnly then [| "q_proj"; "v_proj" |] else [| "q"; "v" |]
+                | s -> s.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
+            Lora.Apply(m.Module, LoraConfig(R = r, Alpha = float (2 * r), Dropout = 0.05, TargetModules = targets)) |> ignore
+        let options =
+            TrainerOptions(BatchSize = pr.GetValue batch, AccumulationSteps = pr.GetValue accum, Epochs = pr.GetValue epochs,
+                           MaxSteps = pr.GetValue steps, Seed = pr.GetValue seed, MaxLength = pr.GetValue maxLen,
+                           Optimizer = OptimizerOptions(LearningRate = pr.GetValue lr, WarmupSteps = pr.GetValue warmup))
+        let total = Trainer.PlannedSteps(train.Length, options)
+        let every = max 1 (total / 20)
+        printfn "training %s on %s: %d examples, %d held out, %d steps%s" m.ModelType (pr.GetValue task) train.Length heldOut.Length total
+            (if r > 0 then $", LoRA r={r}" else ", all weights")
+        let report =
+            Finetune.run m tok options (fun s ->
+                if s.Step % every = 0 || s.Step = total - 1 then
+                    printfn "step %5d/%d  loss %.4f  lr %.2e  grad-norm %.3f" (s.Step + 1) total s.Loss s.LearningRate s.GradNorm) train heldOut
+        printfn "train loss    %.4f -> %.4f" report.TrainLossBefore report.TrainLossAfter
+        printfn "held-out loss %.4f -> %.4f" report.HeldOutLossBefore report.HeldOutLossAfter
+        printfn "throughput    %.0f tokens/s" report.TokensPerSecond
+        let dir = pr.GetValue out
+        let extra = JsonObject()
+        extra["task"] <- JsonValue.Create(pr.GetValue task)
+        extra["steps"] <- JsonValue.Create report.Steps.Length
+        extra["train_loss_before"] <- JsonValue.Create report.TrainLossBefore
+        extra["train_loss_after"] <- JsonValue.Create report.TrainLossAfter
+        extra["heldout_loss_before"] <- JsonValue.Create report.HeldOutLossBefore
+        extra["heldout_loss_after"] <- JsonValue.Create report.HeldOutLossAfter
+        extra["tokens_per_second"] <- JsonValue.Create report.TokensPerSecond
+        extra["seed"] <- JsonValue.Create(pr.GetValue seed)
+        match Lora.Find m.Module with
+        | null -> Checkpoint.Save(m, dir, extra, tokenizerFiles tokDir) |> ignore; printfn "saved checkpoint to %s" (Path.GetFullPath dir)
+        | lora ->
+            let taskType = if m.Family = ModelFamily.DecoderOnly then "CAUSAL_LM" else "SEQ_2_SEQ_LM"
+            AtomicFile.WriteFolder(dir, fun tmp ->
+                lora.SaveAdapter(tmp, "default", taskType, (match pr.GetValue model with null | "" -> pr.GetValue preset | d -> Path.GetFullPath d))
+                for f in tokenizerFiles tokDir do File.Copy(f, Path.Combine(tmp, Path.GetFileName f)))
+            printfn "saved LoRA adapter to %s" (Path.GetFullPath dir)
+        m.Module.Dispose()
+        0)
