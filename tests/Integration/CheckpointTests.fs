@@ -101,6 +101,23 @@ let tests =
                 dispose tied; dispose untied)
         }
 
+        test "keys Hugging Face ignores (old LLaMA rotary inv_freq buffers) and tied aliases load without error" {
+            withTemp (fun dir ->
+                let a = create "llama-tiny-tied" 10L
+                HfWeights.Save(a, dir)
+                let path = Path.Combine(dir, "model.safetensors")
+                let tensors = SafeTensors.Load path
+                // As older transformers versions wrote them: the RoPE buffer per layer and the tied head.
+                tensors["model.layers.0.self_attn.rotary_emb.inv_freq"] <- torch.ones([| 8L |])
+                tensors["model.layers.1.self_attn.rotary_emb.inv_freq"] <- torch.ones([| 8L |])
+                tensors["lm_head.weight"] <- tensors["model.embed_tokens.weight"].clone()
+                SafeTensors.Save(path, tensors)
+                for t in tensors.Values do t.Dispose()
+                let b = LanguageModels.FromFolder dir
+                bitEqual a b
+                dispose a; dispose b)
+        }
+
         test "a checkpoint of another shape fails with the shape mismatches" {
             withTemp (fun dir ->
                 let gqa = create "llama-tiny-gqa" 6L

@@ -89,26 +89,29 @@ let suite (name: string) (create: int64 -> ILanguageModel) (targets: string[]) =
                 if IO.Directory.Exists dir then IO.Directory.Delete(dir, true)
         }
 
-        test "LoRA training: loss falls, same seed repeats exactly, no tensor leak" {
+        for lora in [ true; false ] do
+          let kind = if lora then "LoRA" else "full fine-tuning"
+          test $"{kind} training: loss falls, same seed repeats exactly, no tensor leak over 50 steps" {
             let run () =
                 let m = create 1L
                 try
-                    Lora.Apply(m.Module, LoraConfig(R = 8, Alpha = 16.0, Dropout = 0.05, TargetModules = targets)) |> ignore
+                    if lora then Lora.Apply(m.Module, LoraConfig(R = 8, Alpha = 16.0, Dropout = 0.05, TargetModules = targets)) |> ignore
                     let train = examples 7 128
                     let before = Trainer.EvaluateLoss(m, train.[.. 31])
                     let live0 = torch.Tensor.TotalCount
-                    let metrics = Trainer.Fit(m, train, TrainerOptions(BatchSize = 8, MaxSteps = 30, Seed = 3, Optimizer = OptimizerOptions(LearningRate = 1e-2, WarmupSteps = 3)))
+                    let lr = if lora then 1e-2 else 3e-3
+                    let metrics = Trainer.Fit(m, train, TrainerOptions(BatchSize = 8, MaxSteps = 50, Seed = 3, Optimizer = OptimizerOptions(LearningRate = lr, WarmupSteps = 3)))
                     let live1 = torch.Tensor.TotalCount
                     let after = Trainer.EvaluateLoss(m, train.[.. 31])
                     metrics |> Seq.map (fun s -> s.Loss) |> Array.ofSeq, before, after, live1 - live0
                 finally dispose m
             let losses, before, after, grown = run ()
             let losses2, _, _, _ = run ()
-            printfn "contract %s: eval loss %.3f -> %.3f over 30 LoRA steps; live tensors %+d" name before after grown
+            printfn "contract %s: eval loss %.3f -> %.3f over 50 %s steps; live tensors %+d" name before after kind grown
             Expect.isLessThan after before "evaluation loss falls"
             Expect.equal losses2 losses "same seed, same losses"
             Expect.isLessThanOrEqual grown 0L "no live tensors left behind by Fit"
-        }
+          }
     ]
 
 [<Tests>]

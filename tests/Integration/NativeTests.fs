@@ -52,6 +52,16 @@ let systemHasGlibcxx3432 () =
     |> Option.map (fun p -> (File.ReadAllBytes p |> Text.Encoding.ASCII.GetString).Contains "GLIBCXX_3.4.32")
     |> Option.defaultValue false
 
+/// A copy of this test program's output folder as a fresh build leaves it: LibTorchSharp exactly
+/// as shipped in the package. Returns (folder, path of LibTorchSharp in it).
+let freshOutputCopy (prefix: string) =
+    let tmp = Path.Combine(Path.GetTempPath(), prefix + Guid.NewGuid().ToString("N"))
+    mirror AppContext.BaseDirectory tmp
+    let lib = Path.Combine(tmp, "runtimes", "linux-x64", "native", "libLibTorchSharp.so")
+    File.Delete lib
+    File.Copy(pristineLibTorchSharp (), lib)
+    tmp, lib
+
 [<Tests>]
 let tests =
     testList "native" [
@@ -72,12 +82,8 @@ let tests =
 
         test "a freshly built output folder with the shipped library loads torch, two processes at once" {
             if not (OperatingSystem.IsLinux()) then skiptest "Linux only"
-            let tmp = Path.Combine(Path.GetTempPath(), "klf-native-" + Guid.NewGuid().ToString("N"))
+            let tmp, lib = freshOutputCopy "klf-native-"
             try
-                mirror AppContext.BaseDirectory tmp
-                let lib = Path.Combine(tmp, "runtimes", "linux-x64", "native", "libLibTorchSharp.so")
-                File.Delete lib
-                File.Copy(pristineLibTorchSharp (), lib)
                 let dll = Path.Combine(tmp, "Klf.Tests.Integration.dll")
                 let procs = [ for _ in 1..2 -> Threading.Tasks.Task.Run(fun () -> run "dotnet" [ dll; "--native-probe" ] 120000) ]
                 let results = procs |> List.map (fun t -> t.Result)
@@ -98,12 +104,8 @@ let tests =
 
         test "a dotnet fsi script that references the built assemblies runs torch" {
             if not (OperatingSystem.IsLinux()) then skiptest "Linux only"
-            let tmp = Path.Combine(Path.GetTempPath(), "klf-fsi-" + Guid.NewGuid().ToString("N"))
+            let tmp, _ = freshOutputCopy "klf-fsi-"
             try
-                mirror AppContext.BaseDirectory tmp
-                let lib = Path.Combine(tmp, "runtimes", "linux-x64", "native", "libLibTorchSharp.so")
-                File.Delete lib
-                File.Copy(pristineLibTorchSharp (), lib)
                 let script = Path.Combine(tmp, "probe.fsx")
                 let torchDll = Path.Combine(tmp, "TorchSharp.dll")
                 let coreDll = Path.Combine(tmp, "Klf.Core.dll")

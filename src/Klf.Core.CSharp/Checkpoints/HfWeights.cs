@@ -43,6 +43,23 @@ public static class HfWeights
     public const string IndexFile = "model.safetensors.index.json";
 
     /// <summary>
+    /// Checkpoint keys that Hugging Face itself ignores on load, per <c>model_type</c>: LLaMA
+    /// checkpoints written before transformers 4.31 carry the RoPE buffer
+    /// <c>model.layers.N.self_attn.rotary_emb.inv_freq</c> (recomputed, not learned); some T5
+    /// checkpoints carry an unused decoder cross-attention position bias.
+    /// </summary>
+    public static IReadOnlyDictionary<string, System.Text.RegularExpressions.Regex> IgnoredKeys { get; } =
+        new Dictionary<string, System.Text.RegularExpressions.Regex>
+        {
+            ["llama"] = new(@"\.rotary_emb\.inv_freq$"),
+            ["t5"] = new(@"^decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias\.weight$"),
+        };
+
+    /// <summary>Whether a checkpoint key is neither the model's nor an alias but one HF ignores (see <see cref="IgnoredKeys"/>).</summary>
+    public static bool IsIgnored(ILanguageModel model, string key) =>
+        IgnoredKeys.TryGetValue(model.ModelType, out var rx) && rx.IsMatch(key);
+
+    /// <summary>
     /// The weight files of a folder and which keys each holds (null = all keys of a single file).
     /// </summary>
     /// <exception cref="FileNotFoundException">Neither weights layout is present; names the folder and the files looked for.</exception>
@@ -79,7 +96,8 @@ public static class HfWeights
     /// Loads the weights of <paramref name="folder"/> into <paramref name="model"/> in place.
     /// With <paramref name="strict"/>, any missing or unexpected key or shape mismatch throws a
     /// <see cref="CheckpointMismatchException"/> before any parameter is changed; tied aliases
-    /// (<see cref="ILanguageModel.TiedAliases"/>) may be present or absent. Floating values are
+    /// (<see cref="ILanguageModel.TiedAliases"/>) may be present or absent, and keys HF ignores
+    /// (<see cref="IgnoredKeys"/>) are skipped. Floating values are
     /// converted to each parameter's dtype. Returns the keys that were loaded.
     /// </summary>
     public static IReadOnlyList<string> LoadInto(ILanguageModel model, string folder, bool strict = true)
@@ -92,7 +110,7 @@ public static class HfWeights
             foreach (var info in SafeTensors.ReadHeader(f).Tensors)
                 found[info.Name] = info;
         var missing = live.Keys.Where(k => !found.ContainsKey(k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
-        var unexpected = found.Keys.Where(k => !live.ContainsKey(k) && !model.TiedAliases.ContainsKey(k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
+        var unexpected = found.Keys.Where(k => !live.ContainsKey(k) && !model.TiedAliases.ContainsKey(k) && !IsIgnored(model, k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
         var shapes = found.Values.Where(i => live.TryGetValue(i.Name, out var t) && !t.shape.SequenceEqual(i.Shape))
             .Select(i => $"{i.Name}: checkpoint [{string.Join(",", i.Shape)}] vs model [{string.Join(",", live[i.Name].shape)}]").ToList();
         if (shapes.Count > 0 || (strict && (missing.Count > 0 || unexpected.Count > 0)))
