@@ -1,0 +1,59 @@
+/// The `klf` command line, run as a user runs it (the built klf.dll in a child process).
+module CliTests
+
+open System
+open System.IO
+open Expecto
+
+/// The klf.dll built beside this test program (same configuration).
+let private klfDll =
+    lazy (
+        let config = DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent.Name // bin/<config>/net10.0
+        let p = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "src", "Klf.Scripts", "bin", config, "net10.0", "klf.dll"))
+        if not (File.Exists p) then failtestf "klf.dll not found at %s: build the solution (./test.sh does)" p
+        p)
+
+let private klf (args: string list) = NativeTests.run "dotnet" (klfDll.Value :: args) 300000
+
+[<Tests>]
+let tests =
+    testSequenced <| testList "cli" [
+        test "--help lists the commands that exist" {
+            let code, out = klf [ "--help" ]
+            Expect.equal code 0 out
+            for c in [ "info"; "init"; "presets"; "train"; "generate"; "bench" ] do
+                Expect.stringContains out $"  {c} " $"lists {c}"
+        }
+
+        test "init, train on real agnews examples, generate with exact match; the checkpoint verifies" {
+            let tokDir = TokenizerTests.trained.Value.LlamaFolder
+            let dir = Directory.CreateTempSubdirectory("klf-cli-").FullName
+            try
+                let code, out = klf [ "init"; "--preset"; "llama-tiny"; "--vocab-size"; "2000"; "--out"; Path.Combine(dir, "init") ]
+                Expect.equal code 0 out
+                let ck = Path.Combine(dir, "ck")
+                let code, out =
+                    klf [ "train"; "--model"; Path.Combine(dir, "init"); "--tokenizer"; tokDir; "--task"; "agnews"
+                          "--train-examples"; "64"; "--heldout-examples"; "16"; "--steps"; "12"; "--lr"; "3e-3"; "--warmup"; "2"
+                          "--max-length"; "192"; "--out"; ck ]
+                Expect.equal code 0 out
+                Expect.stringContains out "held-out loss" "reports losses"
+                Expect.stringContains out "tokens/s" "reports throughput"
+                let manifest = Klf.Checkpoints.Checkpoint.ReadManifest ck
+                Expect.equal (manifest.Extra["task"].GetValue<string>()) "agnews" "manifest records the task"
+                Expect.isTrue (File.Exists(Path.Combine(ck, "tokenizer.model"))) "tokenizer copied beside the weights"
+                let code, out = klf [ "generate"; "--model"; ck; "--task"; "agnews"; "--n"; "6"; "--max-new-tokens"; "4" ]
+                Expect.equal code 0 out
+                Expect.stringContains out "exact match" "reports exact match"
+            finally
+                Directory.Delete(dir, true)
+        }
+
+        test "bad input: a clear error naming the folder, exit code 1" {
+            let missing = Path.Combine(Path.GetTempPath(), "klf-no-such-model-" + Guid.NewGuid().ToString("N"))
+            let code, out = klf [ "generate"; "--model"; missing; "--prompt"; "hi" ]
+            Expect.equal code 1 out
+            Expect.stringContains out missing "names the folder"
+            Expect.stringContains out "klf: error:" "one clear error line"
+        }
+    ]
