@@ -17,12 +17,12 @@ let private warmup = opt<int> "--warmup" "Unmeasured steps first." (Some 3)
 let private threads = opt<int> "--threads" "Torch intra-op threads (0: torch's default)." (Some 0)
 
 let cmd =
-    command "bench" "Measure training throughput (tokens/s through forward, backward and AdamW) of a model preset." [ preset; vocab; batch; seqLen; steps; warmup; threads ] (fun pr ->
+    command "bench" "Measure training throughput (tokens/s through forward, backward and AdamW) of a model preset." [ preset; vocab; batch; seqLen; steps; warmup; threads; Klf.Cli.Common.deviceOption ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
         if pr.GetValue threads > 0 then torch.set_num_threads (pr.GetValue threads)
         Trainer.Seed 1L
         let v = pr.GetValue vocab
-        let model = LanguageModels.FromPreset(pr.GetValue preset, (if v > 0 then Nullable v else Nullable()))
+        let model = LanguageModels.FromPreset(pr.GetValue preset, (if v > 0 then Nullable v else Nullable()), Klf.Cli.Common.device (pr.GetValue Klf.Cli.Common.deviceOption))
         let vocabSize = (model.ConfigJson()["vocab_size"]).GetValue<int>()
         let b, t = pr.GetValue batch, pr.GetValue seqLen
         let rng = Random(7)

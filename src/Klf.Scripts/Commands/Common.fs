@@ -21,14 +21,24 @@ let benchmarkRoot (given: string) =
             | None -> raise (DirectoryNotFoundException "no benchmark folder given (--benchmark) and no shared/benchmarks found above the current folder")
     | p -> p
 
-/// A model from a folder, or a fresh preset sized to the tokenizer's vocabulary.
-let loadModel (modelDir: string) (preset: string) (tok: ITextTokenizer) (seed: int64) : ILanguageModel =
+/// The --device option of the commands that compute.
+let deviceOption = Cli.opt<string> "--device" "Compute device: cpu, cuda or cuda:N." (Some "cpu")
+
+/// Parses a device name; CUDA without a CUDA build or GPU is a clear error.
+let device (name: string) : torch.Device =
+    if name.StartsWith("cuda", StringComparison.OrdinalIgnoreCase) && not (torch.cuda.is_available ()) then
+        raise (ArgumentException $"device {name} requested but CUDA is not available (this build uses LibTorch for the CPU unless built with -p:TorchBackend=cuda)")
+    try torch.device name
+    with _ -> raise (ArgumentException($"unknown device \"{name}\" (use cpu, cuda or cuda:N)"))
+
+/// A model from a folder, or a fresh preset sized to the tokenizer's vocabulary, on a device.
+let loadModel (modelDir: string) (preset: string) (tok: ITextTokenizer) (seed: int64) (dev: torch.Device) : ILanguageModel =
     match modelDir, preset with
     | (null | ""), (null | "") -> raise (ArgumentException "give --model DIR (a Hugging Face model folder) or --preset NAME")
     | (null | ""), p ->
         torch.manual_seed seed |> ignore
-        LanguageModels.FromPreset(p, Nullable tok.VocabSize)
-    | d, _ -> LanguageModels.FromFolder d
+        LanguageModels.FromPreset(p, Nullable tok.VocabSize, dev)
+    | d, _ -> LanguageModels.FromFolder(d, dev)
 
 /// The tokenizer of --tokenizer, else of the model folder.
 let loadTokenizer (tokDir: string) (modelDir: string) : ITextTokenizer * string =

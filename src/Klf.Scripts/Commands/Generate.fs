@@ -19,10 +19,10 @@ let private batch = opt<int> "--batch" "Prompts decoded together." (Some 16)
 let private noCache = opt<bool> "--no-cache" "Recompute the whole prefix every step (slow; for checking the cache)." (Some false)
 
 let cmd =
-    command "generate" "Greedy generation with the KV cache, for prompts or a benchmark split (reports exact match)." [ model; tokenizer; prompt; benchmark; task; split; n; maxNew; batch; noCache ] (fun pr ->
+    command "generate" "Greedy generation with the KV cache, for prompts or a benchmark split (reports exact match)." [ model; tokenizer; prompt; benchmark; task; split; n; maxNew; batch; noCache; deviceOption ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
         let tok, _ = loadTokenizer (pr.GetValue tokenizer) (pr.GetValue model)
-        let m = LanguageModels.FromFolder(pr.GetValue model)
+        let m = LanguageModels.FromFolder(pr.GetValue model, device (pr.GetValue deviceOption))
         let options = GenerationOptions(MaxNewTokens = pr.GetValue maxNew, BatchSize = pr.GetValue batch, UseCache = not (pr.GetValue noCache))
         match pr.GetValue task with
         | null | "" ->

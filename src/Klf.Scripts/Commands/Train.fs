@@ -32,10 +32,10 @@ let private loraTargets = opt<string> "--lora-targets" "Comma-separated module n
 let private out = req<string> "--out" "Output folder: a checkpoint (or the LoRA adapter) plus the tokenizer files."
 
 let cmd =
-    command "train" "Fine-tune a model on one task of a benchmark and save a checkpoint." [ model; preset; tokenizer; benchmark; task; nTrain; nHeld; steps; epochs; batch; accum; lr; warmup; maxLen; seed; loraR; loraTargets; out ] (fun pr ->
+    command "train" "Fine-tune a model on one task of a benchmark and save a checkpoint." [ model; preset; tokenizer; benchmark; task; nTrain; nHeld; steps; epochs; batch; accum; lr; warmup; maxLen; seed; loraR; loraTargets; deviceOption; out ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
         let tok, tokDir = loadTokenizer (pr.GetValue tokenizer) (pr.GetValue model)
-        let m = loadModel (pr.GetValue model) (pr.GetValue preset) tok (int64 (pr.GetValue seed))
+        let m = loadModel (pr.GetValue model) (pr.GetValue preset) tok (int64 (pr.GetValue seed)) (device (pr.GetValue deviceOption))
         let root = benchmarkRoot (pr.GetValue benchmark)
         let all = Benchmark.load root "train" (pr.GetValue task) |> Benchmark.sample (pr.GetValue seed) Int32.MaxValue
         let held = min (pr.GetValue nHeld) (all.Length / 5)
