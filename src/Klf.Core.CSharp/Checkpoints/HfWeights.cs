@@ -86,11 +86,13 @@ public static class HfWeights
     }
 
     /// <summary>
-    /// The model's own checkpoint entries: parameters and persistent buffers by their full names.
+    /// The model's own checkpoint entries: parameters and persistent buffers by their full names,
+    /// without LoRA adapter matrices (those are saved as PEFT adapters by
+    /// <see cref="Klf.Adapters.LoraModel.SaveAdapter"/>; a merged adapter is part of the base weights).
     /// The tensors are the live ones (not copies); do not dispose them.
     /// </summary>
     public static Dictionary<string, Tensor> LiveStateDict(ILanguageModel model) =>
-        model.Module.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value);
+        model.Module.state_dict().Where(kv => !Klf.Adapters.Lora.IsLoraPath(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
 
     /// <summary>
     /// Loads the weights of <paramref name="folder"/> into <paramref name="model"/> in place.
