@@ -6,9 +6,11 @@ namespace Klf.Tokenizers;
 
 /// <summary>
 /// Reads the parts of a Hugging Face <c>tokenizer.json</c> Klf supports: a <c>BPE</c> model with
-/// byte-level pre-tokenization (GPT-2, Llama 3, Qwen, SmolLM), Unicode normalizers, and Split /
-/// Digits / ByteLevel pre-tokenizers. Anything else is an <see cref="InvalidDataException"/> naming
-/// the file and the component.
+/// byte-level pre-tokenization (GPT-2, Llama 3, Qwen, SmolLM) or SentencePiece-style (Llama 2,
+/// TinyLlama: <c>Prepend</c> + <c>Replace</c> "▁" normalizer or a <c>Metaspace</c> pre-tokenizer, usually
+/// with <c>byte_fallback</c>); Unicode, Prepend, Replace and Lowercase normalizers; Split / Digits /
+/// ByteLevel / Metaspace pre-tokenizers. Anything else is an <see cref="InvalidDataException"/>
+/// naming the file and the component.
 /// </summary>
 internal static class TokenizerJsonFile
 {
@@ -17,7 +19,12 @@ internal static class TokenizerJsonFile
     /// <param name="Normalize">The normalizer (identity when there is none).</param>
     /// <param name="PreTokenize">Raw text to pre-tokens, before byte mapping.</param>
     /// <param name="UnkId">The model's <c>unk_token</c> id, if any.</param>
-    public sealed record Parsed(ByteLevelBpeEncoder Encoder, Func<string, string> Normalize, Func<string, List<string>> PreTokenize, int? UnkId);
+    /// <param name="ByteLevel">Byte-level BPE; false for SentencePiece-style files.</param>
+    /// <param name="StripLeadingSpace">Decoding drops one leading space (the "▁" the normalizer or Metaspace prepended).</param>
+    public sealed record Parsed(HfBpeEncoder Encoder, Func<string, string> Normalize, Func<string, List<string>> PreTokenize, int? UnkId,
+        bool ByteLevel, bool StripLeadingSpace);
+
+    private const string Metaspace = "\u2581";
 
     /// <summary>GPT-2's pre-tokenizer regex, which HF's ByteLevel pre-tokenizer applies when <c>use_regex</c> is true.</summary>
     public static readonly Regex Gpt2Split = new(
@@ -48,12 +55,15 @@ internal static class TokenizerJsonFile
                 throw Unsupported(path, $"BPE {field} '{s}'");
         }
 
-        var steps = new List<Func<string, IEnumerable<string>>>();
-        bool byteLevel = false;
-        ReadPreTokenizer(root["pre_tokenizer"], path, steps, ref byteLevel);
-        if (!byteLevel)
+        var steps = new List<Func<List<string>, List<string>>>();
+        bool byteLevel = false, metaspacePrepends = false;
+        ReadPreTokenizer(root["pre_tokenizer"], path, steps, ref byteLevel, ref metaspacePrepends);
+        bool normalizerPrepends = false, normalizerEscapesSpaces = false;
+        var normalize = ReadNormalizer(root["normalizer"], path, ref normalizerPrepends, ref normalizerEscapesSpaces);
+        bool sentencePieceStyle = !byteLevel && (metaspacePrepends || normalizerEscapesSpaces || HasMetaspace(root["pre_tokenizer"]));
+        if (!byteLevel && !sentencePieceStyle)
             throw Unsupported(path, $"BPE without a ByteLevel pre-tokenizer (pre_tokenizer {Describe(root["pre_tokenizer"])}, normalizer {Describe(root["normalizer"])}); "
-                + "SentencePiece-style files (Metaspace, byte_fallback) load from tokenizer.model when it is in the same folder");
+                + "neither byte-level nor SentencePiece-style (Metaspace or a Replace ' ' -> '▁' normalizer)");
 
         var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
         if (model["vocab"] is not JsonObject vocabJson) throw Unsupported(path, "a BPE model without a 'vocab' object");
@@ -80,17 +90,26 @@ internal static class TokenizerJsonFile
             unkId = vocab.TryGetValue(unkToken, out int u) ? u : null;
         bool ignoreMerges = model["ignore_merges"] is JsonValue im && im.GetValue<bool>();
         bool byteFallback = model["byte_fallback"] is JsonValue bf && bf.GetValue<bool>();
-        var encoder = new ByteLevelBpeEncoder(vocab, merges, ignoreMerges, byteFallback, unkId, $"'{path}'");
+        bool fuseUnk = model["fuse_unk"] is JsonValue fu && fu.GetValue<bool>();
+        var encoder = new HfBpeEncoder(vocab, merges, ignoreMerges, byteFallback, unkId, $"'{path}'", byteLevel, fuseUnk);
 
-        return new Parsed(encoder, ReadNormalizer(root["normalizer"], path), text =>
+        return new Parsed(encoder, normalize, text =>
         {
             var pieces = new List<string> { text };
-            foreach (var step in steps) pieces = pieces.SelectMany(step).Where(p => p.Length > 0).ToList();
+            foreach (var step in steps) pieces = step(pieces).Where(p => p.Length > 0).ToList();
             return pieces;
-        }, unkId);
+        }, unkId, byteLevel, sentencePieceStyle && (normalizerPrepends || metaspacePrepends));
     }
 
-    private static void ReadPreTokenizer(JsonNode? node, string path, List<Func<string, IEnumerable<string>>> steps, ref bool byteLevel)
+    private static bool HasMetaspace(JsonNode? node) =>
+        node?["type"]?.GetValue<string>() == "Metaspace"
+        || (node?["pretokenizers"] as JsonArray ?? []).Any(HasMetaspace);
+
+    private static Func<List<string>, List<string>> EachPiece(Func<string, IEnumerable<string>> f) =>
+        pieces => pieces.SelectMany(f).ToList();
+
+    private static void ReadPreTokenizer(JsonNode? node, string path, List<Func<List<string>, List<string>>> steps,
+        ref bool byteLevel, ref bool metaspacePrepends)
     {
         if (node is null) return;
         string type = node["type"]?.GetValue<string>() ?? "(no type)";
@@ -98,33 +117,49 @@ internal static class TokenizerJsonFile
         switch (type)
         {
             case "Sequence":
-                foreach (JsonNode? inner in node["pretokenizers"] as JsonArray ?? []) ReadPreTokenizer(inner, path, steps, ref byteLevel);
+                foreach (JsonNode? inner in node["pretokenizers"] as JsonArray ?? []) ReadPreTokenizer(inner, path, steps, ref byteLevel, ref metaspacePrepends);
                 break;
             case "ByteLevel":
                 bool addPrefixSpace = node["add_prefix_space"] is JsonValue a && a.GetValue<bool>();
                 bool useRegex = node["use_regex"] is not JsonValue r || r.GetValue<bool>();
-                steps.Add(piece =>
+                steps.Add(EachPiece(piece =>
                 {
                     if (addPrefixSpace && !piece.StartsWith(' ')) piece = " " + piece;
                     return useRegex ? Isolate(Gpt2Split, piece) : [piece];
-                });
+                }));
                 byteLevel = true;
                 break;
             case "Split":
                 if (node["invert"] is JsonValue inv && inv.GetValue<bool>()) throw Unsupported(path, "Split pre-tokenizer with invert: true");
                 Regex regex = SplitPattern(node["pattern"], path);
                 string behavior = node["behavior"]?.GetValue<string>() ?? "(none)";
-                steps.Add(behavior switch
+                steps.Add(EachPiece(behavior switch
                 {
                     "Isolated" => piece => Isolate(regex, piece),
                     "Removed" => piece => Isolate(regex, piece, keepMatches: false),
                     _ => throw Unsupported(path, $"Split pre-tokenizer behavior '{behavior}' (Isolated and Removed are supported)"),
-                });
+                }));
                 break;
             case "Digits":
                 bool individual = node["individual_digits"] is JsonValue d && d.GetValue<bool>();
                 var digits = new Regex(individual ? @"\p{N}" : @"\p{N}+", RegexOptions.Compiled);
-                steps.Add(piece => Isolate(digits, piece));
+                steps.Add(EachPiece(piece => Isolate(digits, piece)));
+                break;
+            case "Metaspace":
+                string replacement = node["replacement"]?.GetValue<string>() ?? Metaspace;
+                // prepend_scheme (newer files) or add_prefix_space (older ones, true meaning "always").
+                string scheme = node["prepend_scheme"]?.GetValue<string>()
+                    ?? (node["add_prefix_space"] is JsonValue aps && !aps.GetValue<bool>() ? "never" : "always");
+                if (scheme is not ("always" or "first" or "never")) throw Unsupported(path, $"Metaspace prepend_scheme '{scheme}'");
+                bool split = node["split"] is not JsonValue sp || sp.GetValue<bool>();
+                metaspacePrepends = scheme != "never";
+                steps.Add(pieces => pieces.SelectMany((piece, index) =>
+                {
+                    piece = piece.Replace(" ", replacement);
+                    if ((scheme == "always" || (scheme == "first" && index == 0)) && !piece.StartsWith(replacement, StringComparison.Ordinal))
+                        piece = replacement + piece;
+                    return split ? SplitBefore(piece, replacement) : [piece];
+                }).ToList());
                 break;
             default:
                 throw Unsupported(path, $"pre-tokenizer '{type}'");
@@ -134,7 +169,7 @@ internal static class TokenizerJsonFile
     private static Regex SplitPattern(JsonNode? pattern, string path)
     {
         string source = pattern?["Regex"]?.GetValue<string>() ?? Regex.Escape(pattern?["String"]?.GetValue<string>()
-            ?? throw Unsupported(path, $"Split pattern {pattern?.ToJsonString()}"));
+            ?? throw Unsupported(path, $"pattern {pattern?.ToJsonString()}"));
         try
         {
             return new Regex(source, RegexOptions.Compiled | RegexOptions.CultureInvariant);
@@ -161,7 +196,21 @@ internal static class TokenizerJsonFile
         return pieces;
     }
 
-    private static Func<string, string> ReadNormalizer(JsonNode? node, string path)
+    /// <summary>Splits before every occurrence of <paramref name="marker"/> (HF's "MergedWithNext").</summary>
+    private static List<string> SplitBefore(string text, string marker)
+    {
+        var pieces = new List<string>();
+        int at = 0;
+        for (int i = text.IndexOf(marker, 1, StringComparison.Ordinal); i > 0; i = text.IndexOf(marker, i + marker.Length, StringComparison.Ordinal))
+        {
+            pieces.Add(text[at..i]);
+            at = i;
+        }
+        pieces.Add(text[at..]);
+        return pieces;
+    }
+
+    private static Func<string, string> ReadNormalizer(JsonNode? node, string path, ref bool prepends, ref bool escapesSpaces)
     {
         if (node is null) return s => s;
         string type = node["type"]?.GetValue<string>() ?? "(no type)";
@@ -172,8 +221,18 @@ internal static class TokenizerJsonFile
             case "NFKC": return s => s.Normalize(NormalizationForm.FormKC);
             case "NFKD": return s => s.Normalize(NormalizationForm.FormKD);
             case "Lowercase": return s => s.ToLowerInvariant();
+            case "Prepend":
+                string prefix = node["prepend"]?.GetValue<string>() ?? throw Unsupported(path, "a Prepend normalizer without 'prepend'");
+                prepends |= prefix == Metaspace;
+                return s => s.Length == 0 ? s : prefix + s;
+            case "Replace":
+                Regex pattern = SplitPattern(node["pattern"], path);
+                string content = node["content"]?.GetValue<string>() ?? "";
+                escapesSpaces |= content == Metaspace && pattern.IsMatch(" ");
+                return s => pattern.Replace(s, content.Replace("$", "$$"));
             case "Sequence":
-                var parts = (node["normalizers"] as JsonArray ?? []).Select(n => ReadNormalizer(n, path)).ToList();
+                var parts = new List<Func<string, string>>();
+                foreach (JsonNode? n in node["normalizers"] as JsonArray ?? []) parts.Add(ReadNormalizer(n, path, ref prepends, ref escapesSpaces));
                 return s => parts.Aggregate(s, (acc, f) => f(acc));
             default:
                 throw Unsupported(path, $"normalizer '{type}'");

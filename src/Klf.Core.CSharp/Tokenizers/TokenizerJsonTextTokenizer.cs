@@ -1,8 +1,9 @@
 namespace Klf.Tokenizers;
 
 /// <summary>
-/// A byte-level BPE <c>tokenizer.json</c> (GPT-2, Llama 3, Qwen, SmolLM style): normalizer, the
-/// file's pre-tokenizers (Split regex read from the file, ByteLevel), then BPE. Added tokens are
+/// A BPE <c>tokenizer.json</c>, byte-level (GPT-2, Llama 3, Qwen, SmolLM style) or
+/// SentencePiece-style (Llama 2, TinyLlama): normalizer, the file's pre-tokenizers (Split regex read
+/// from the file, ByteLevel, Metaspace), then BPE. Added tokens are
 /// matched by <see cref="AddedTokensTextTokenizer"/> around it. Create through <see cref="TokenizerLoader"/>.
 /// </summary>
 /// <remarks>
@@ -30,7 +31,7 @@ public sealed class TokenizerJsonTextTokenizer : ITextTokenizer
     }
 
     /// <inheritdoc/>
-    public TokenizerKind Kind => TokenizerKind.ByteLevelBpe;
+    public TokenizerKind Kind => _parsed.ByteLevel ? TokenizerKind.ByteLevelBpe : TokenizerKind.SentencePieceBpe;
 
     /// <inheritdoc/>
     public string Name { get; }
@@ -76,6 +77,7 @@ public sealed class TokenizerJsonTextTokenizer : ITextTokenizer
         {
             if ((uint)id >= (uint)VocabSize) throw new ArgumentOutOfRangeException(nameof(ids), id, $"Token id outside the vocabulary of {VocabSize}.");
         }
-        return _parsed.Encoder.Decode(ids.Where(id => !_special.Contains(id)));
+        string text = _parsed.Encoder.Decode(ids.Where(id => !_special.Contains(id)));
+        return _parsed.StripLeadingSpace && text.StartsWith(' ') ? text[1..] : text;
     }
 }

@@ -7,11 +7,12 @@ namespace Klf.Tokenizers;
 /// </summary>
 /// <remarks>
 /// Files are looked for in this order: <c>tokenizer.model</c> (SentencePiece, LLaMA),
-/// <c>spiece.model</c> (SentencePiece, T5), <c>tokenizer.json</c> (Hugging Face byte-level BPE:
-/// GPT-2, Llama 3, Qwen, SmolLM), then <c>vocab.json</c> with <c>merges.txt</c> (GPT-2 byte-level BPE).
-/// A SentencePiece model wins over a <c>tokenizer.json</c> beside it (Llama 2 and T5 folders ship
-/// both; the <c>.model</c> is the reference and SentencePiece-style <c>tokenizer.json</c> files are not
-/// supported on their own). Unsupported <c>tokenizer.json</c> components are an error naming them.
+/// <c>spiece.model</c> (SentencePiece, T5), <c>tokenizer.json</c> (Hugging Face BPE, byte-level as
+/// GPT-2, Llama 3, Qwen, SmolLM or SentencePiece-style as Llama 2), then <c>vocab.json</c> with
+/// <c>merges.txt</c> (GPT-2 byte-level BPE). A SentencePiece model wins over a <c>tokenizer.json</c>
+/// beside it (Llama 2 and T5 folders ship both; the <c>.model</c> is the reference, and T5's
+/// <c>tokenizer.json</c> is Unigram, which is not supported in JSON); the <c>tokenizer.json</c> then
+/// contributes only its added tokens. Unsupported <c>tokenizer.json</c> components are an error naming them.
 /// <para>Added tokens (<c>tokenizer.json</c>'s <c>added_tokens</c>, <c>added_tokens.json</c>,
 /// <c>tokenizer_config.json</c>'s <c>added_tokens_decoder</c>, T5's <c>&lt;extra_id_N&gt;</c>) wrap the
 /// tokenizer in an <see cref="AddedTokensTextTokenizer"/>; see <see cref="AddedTokens"/>.</para>
@@ -134,7 +135,8 @@ public static class TokenizerLoader
             bos: lookup("<|begin_of_text|>") ?? lookup("<s>") ?? endOfText,
             eos: endOfText,
             unk: parsed.UnkId ?? lookup("<unk>") ?? eos,
-            padFallback: partial => partial.Eos,
+            // As for the .model files: SentencePiece-style files pad with unk, byte-level ones with eos.
+            padFallback: partial => parsed.ByteLevel ? partial.Eos : partial.Unk,
             pad: null);
         string source = Path.GetFileName(folder) + "/tokenizer.json";
         return WithAdded(new TokenizerJsonTextTokenizer(parsed, source, ids), added, ids);

@@ -4,14 +4,16 @@ using System.Text;
 namespace Klf.Tokenizers;
 
 /// <summary>
-/// Byte-level BPE as Hugging Face <c>tokenizers</c> runs it for a <c>tokenizer.json</c>: each
-/// pre-token's UTF-8 bytes are spelled with GPT-2's printable byte characters, then adjacent
-/// symbols are merged lowest merge rank first (leftmost on ties) until no listed merge applies.
-/// With <c>ignore_merges</c> a pre-token that is itself in the vocabulary is one token (Llama 3).
-/// A symbol outside the vocabulary becomes its <c>&lt;0xXX&gt;</c> byte pieces with byte fallback,
-/// else the unknown id, else is dropped (as HF does without <c>unk_token</c>).
+/// BPE as Hugging Face <c>tokenizers</c> runs it for a <c>tokenizer.json</c>. Byte-level: each
+/// pre-token's UTF-8 bytes are spelled with GPT-2's printable byte characters; otherwise
+/// (SentencePiece-style files) the symbols are the characters themselves. Adjacent symbols are
+/// merged lowest merge rank first (leftmost on ties) until no listed merge applies. With
+/// <c>ignore_merges</c> a pre-token that is itself in the vocabulary is one token (Llama 3). A
+/// symbol outside the vocabulary becomes its <c>&lt;0xXX&gt;</c> byte pieces with byte fallback,
+/// else the unknown id (consecutive ones fused into one with <c>fuse_unk</c>), else is dropped (as
+/// HF does without <c>unk_token</c>).
 /// </summary>
-internal sealed class ByteLevelBpeEncoder
+internal sealed class HfBpeEncoder
 {
     /// <summary>GPT-2's byte → character table: printable Latin-1 bytes stand for themselves, the rest take code points from 256 up in byte order.</summary>
     public static readonly char[] ByteToChar = BuildByteToChar();
@@ -23,13 +25,13 @@ internal sealed class ByteLevelBpeEncoder
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _vocabBySpan;
     private readonly string[] _tokens;
     private readonly Dictionary<(string, string), int> _ranks;
-    private readonly bool _ignoreMerges, _byteFallback;
+    private readonly bool _ignoreMerges, _byteFallback, _byteLevel, _fuseUnk;
     private readonly int? _unkId;
     private readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
 
     /// <summary>Builds the encoder; a merge whose parts or result are not in the vocabulary is an error naming <paramref name="source"/>.</summary>
-    public ByteLevelBpeEncoder(Dictionary<string, int> vocab, IReadOnlyList<(string Left, string Right)> merges,
-        bool ignoreMerges, bool byteFallback, int? unkId, string source)
+    public HfBpeEncoder(Dictionary<string, int> vocab, IReadOnlyList<(string Left, string Right)> merges,
+        bool ignoreMerges, bool byteFallback, int? unkId, string source, bool byteLevel = true, bool fuseUnk = false)
     {
         _vocab = vocab;
         _vocabBySpan = vocab.GetAlternateLookup<ReadOnlySpan<char>>();
@@ -50,6 +52,8 @@ internal sealed class ByteLevelBpeEncoder
         _ignoreMerges = ignoreMerges;
         _byteFallback = byteFallback;
         _unkId = unkId;
+        _byteLevel = byteLevel;
+        _fuseUnk = fuseUnk;
     }
 
     /// <summary>One more than the highest vocabulary id.</summary>
@@ -64,13 +68,16 @@ internal sealed class ByteLevelBpeEncoder
         if (preToken.Length == 0) return;
         if (!_cache.TryGetValue(preToken, out int[]? cached))
         {
-            cached = EncodeWord(ToByteChars(preToken));
-            if (_cache.Count < 200_000) _cache.TryAdd(preToken, cached);
+            cached = EncodeWord(_byteLevel ? ToByteChars(preToken) : preToken);
+            if (_cache.Count < 200_000 && preToken.Length <= 256) _cache.TryAdd(preToken, cached);
         }
         ids.AddRange(cached);
     }
 
-    /// <summary>Concatenates the tokens of <paramref name="ids"/> and turns the byte characters back into UTF-8 text.</summary>
+    /// <summary>
+    /// Concatenates the tokens of <paramref name="ids"/> and turns them back into UTF-8 text: byte
+    /// characters (byte-level) or <c>&lt;0xXX&gt;</c> pieces back to bytes; otherwise "▁" becomes a space.
+    /// </summary>
     public string Decode(IEnumerable<int> ids)
     {
         var bytes = new List<byte>();
@@ -83,6 +90,11 @@ internal sealed class ByteLevelBpeEncoder
                 && byte.TryParse(token.AsSpan(3, 2), System.Globalization.NumberStyles.HexNumber, null, out byte raw))
             {
                 bytes.Add(raw);
+                continue;
+            }
+            if (!_byteLevel)
+            {
+                bytes.AddRange(Encoding.UTF8.GetBytes(token.Replace('\u2581', ' ')));
                 continue;
             }
             for (int i = 0; i < token.Length; i++)
@@ -113,29 +125,48 @@ internal sealed class ByteLevelBpeEncoder
     private int[] EncodeWord(string word)
     {
         if (_ignoreMerges && _vocabBySpan.TryGetValue(word, out int whole)) return [whole];
-        var symbols = new List<string>(word.Length);
-        foreach (char c in word) symbols.Add(c.ToString());
-        while (symbols.Count > 1)
+        // Symbols: spans of word in a linked list; a merged-away symbol has length 0.
+        var start = new List<int>(word.Length);
+        for (int i = 0; i < word.Length; i += char.IsSurrogatePair(word, i) ? 2 : 1) start.Add(i);
+        int count = start.Count;
+        var length = new int[count];
+        var next = new int[count];
+        var prev = new int[count];
+        for (int i = 0; i < count; i++)
         {
-            int best = -1, bestRank = int.MaxValue;
-            for (int i = 0; i + 1 < symbols.Count; i++)
-            {
-                if (_ranks.TryGetValue((symbols[i], symbols[i + 1]), out int rank) && rank < bestRank)
-                {
-                    bestRank = rank;
-                    best = i;
-                }
-            }
-            if (best < 0) break;
-            symbols[best] += symbols[best + 1];
-            symbols.RemoveAt(best + 1);
+            length[i] = (i + 1 < count ? start[i + 1] : word.Length) - start[i];
+            next[i] = i + 1 < count ? i + 1 : -1;
+            prev[i] = i - 1;
         }
+        // Lowest rank first, leftmost among equal ranks; stale entries are recognised by their lengths.
+        var agenda = new PriorityQueue<(int Left, int Right, int LeftLength, int RightLength), (int Rank, int Position)>();
+        void TryAdd(int left, int right)
+        {
+            if (left < 0 || right < 0) return;
+            var pair = (word.Substring(start[left], length[left]), word.Substring(start[right], length[right]));
+            if (_ranks.TryGetValue(pair, out int rank)) agenda.Enqueue((left, right, length[left], length[right]), (rank, start[left]));
+        }
+        for (int i = 0; i + 1 < count; i++) TryAdd(i, i + 1);
+        while (agenda.TryDequeue(out var top, out _))
+        {
+            if (next[top.Left] != top.Right || length[top.Left] != top.LeftLength || length[top.Right] != top.RightLength) continue;
+            length[top.Left] += length[top.Right];
+            length[top.Right] = 0;
+            next[top.Left] = next[top.Right];
+            if (next[top.Right] >= 0) prev[next[top.Right]] = top.Left;
+            TryAdd(prev[top.Left], top.Left);
+            TryAdd(top.Left, next[top.Left]);
+        }
+        var symbols = new List<string>();
+        for (int i = 0; i >= 0; i = next[i]) symbols.Add(word.Substring(start[i], length[i]));
         var ids = new List<int>(symbols.Count);
+        bool previousUnknown = false;
         foreach (string symbol in symbols)
         {
             if (_vocab.TryGetValue(symbol, out int id)) ids.Add(id);
             else if (_byteFallback && ByteFallbackIds(symbol) is List<int> byteIds) ids.AddRange(byteIds);
-            else if (_unkId is int unk) ids.Add(unk);
+            else if (_unkId is int unk && !(_fuseUnk && ids.Count > 0 && ids[^1] == unk && previousUnknown)) ids.Add(unk);
+            previousUnknown = !_vocab.ContainsKey(symbol);
         }
         return ids.ToArray();
     }
