@@ -239,6 +239,9 @@ let tests =
                 let tok = TokenizerLoader.FromFolder dir
                 Expect.equal plain.VocabSize 2000 "a bare spiece.model keeps its pieces"
                 Expect.equal tok.VocabSize 2100 "config.json model_type t5: 100 extra ids"
+                File.WriteAllText(Path.Combine(dir, "config.json"), """{"model_type": "t5", "vocab_size": 2000}""")
+                Expect.equal (TokenizerLoader.FromFolder dir).VocabSize 2000 "no extra ids when the model's vocab_size has no room (Klf's presets)"
+                File.WriteAllText(Path.Combine(dir, "config.json"), """{"model_type": "t5", "vocab_size": 2128, "pad_token_id": 0, "eos_token_id": 1}""")
                 let text = "The <extra_id_0> walks in <extra_id_1> park <extra_id_99>"
                 let expected =
                     Array.concat [ plain.Encode "The "; [| 2099 |]; plain.Encode " walks in "; [| 2098 |]; plain.Encode " park "; [| 2000 |] ]

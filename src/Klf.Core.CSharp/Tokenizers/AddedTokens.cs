@@ -77,7 +77,7 @@ internal static class AddedTokens
 
             if (isSentencePiece)
             {
-                int extra = T5ExtraIdCount(folder, config);
+                int extra = T5ExtraIdCount(folder, config, baseVocabSize);
                 for (int i = 0; i < extra; i++)
                 {
                     int id = baseVocabSize + extra - 1 - i;
@@ -100,15 +100,18 @@ internal static class AddedTokens
     /// <summary>
     /// How many <c>&lt;extra_id_N&gt;</c> tokens HF's T5Tokenizer appends: <c>tokenizer_config.json</c>'s
     /// <c>extra_ids</c> when present; else 100 when the folder is a T5 one (<c>config.json</c>
-    /// <c>model_type</c> "t5"/"mt5" or a <c>tokenizer_class</c> starting with "T5"); else 0, so a bare
-    /// SentencePiece file keeps exactly its pieces.
+    /// <c>model_type</c> "t5"/"mt5" or a <c>tokenizer_class</c> starting with "T5") and <c>config.json</c>'s
+    /// <c>vocab_size</c>, if given, has room for them (a model sized to the bare pieces, as Klf's presets
+    /// are, keeps its vocabulary); else 0, so a bare SentencePiece file keeps exactly its pieces.
     /// </summary>
-    public static int T5ExtraIdCount(string folder, JsonObject? tokenizerConfig)
+    public static int T5ExtraIdCount(string folder, JsonObject? tokenizerConfig, int pieces)
     {
         if (tokenizerConfig?["extra_ids"] is JsonValue n && n.TryGetValue(out int count)) return Math.Max(0, count);
+        var modelConfig = LoadJson(folder, "config.json");
         bool t5Class = tokenizerConfig?["tokenizer_class"] is JsonValue c && c.TryGetValue(out string? cls) && cls.StartsWith("T5", StringComparison.Ordinal);
-        bool t5Model = LoadJson(folder, "config.json")?["model_type"] is JsonValue m && m.TryGetValue(out string? type) && type is "t5" or "mt5";
-        return t5Class || t5Model ? 100 : 0;
+        bool t5Model = modelConfig?["model_type"] is JsonValue m && m.TryGetValue(out string? type) && type is "t5" or "mt5";
+        bool room = modelConfig?["vocab_size"] is not JsonValue v || !v.TryGetValue(out int size) || size >= pieces + 100;
+        return (t5Class || t5Model) && room ? 100 : 0;
     }
 
     private static HashSet<string> SpecialTokenStrings(string folder)
