@@ -8,8 +8,8 @@ namespace Klf.Tokenizers;
 /// </summary>
 /// <remarks>
 /// Klf's own implementation of HF <c>tokenizers</c>' BPE (not Microsoft.ML.Tokenizers' BpeTokenizer),
-/// because the library has no <c>ignore_merges</c> (Llama 3) and loads vocabularies from files or
-/// streams rather than a parsed <c>tokenizer.json</c>. The post-processor (e.g. Llama 3's
+/// because the library's BPE (which agrees on GPT-2-style files; see the tests) has no
+/// <c>ignore_merges</c> (Llama 3) and no <c>byte_fallback</c> (Llama 2 style files). The post-processor (e.g. Llama 3's
 /// template adding <c>&lt;|begin_of_text|&gt;</c>) is not applied: pass <c>addBos</c> to <see cref="Encode"/>.
 /// </remarks>
 public sealed class TokenizerJsonTextTokenizer : ITextTokenizer
