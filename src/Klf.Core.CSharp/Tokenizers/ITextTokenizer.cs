@@ -3,11 +3,11 @@ namespace Klf.Tokenizers;
 /// <summary>The tokenizer algorithms Klf can load from a model folder.</summary>
 public enum TokenizerKind
 {
-    /// <summary>SentencePiece BPE (<c>tokenizer.model</c>), as LLaMA uses.</summary>
+    /// <summary>SentencePiece BPE (<c>tokenizer.model</c>, or a SentencePiece-style <c>tokenizer.json</c>), as LLaMA uses.</summary>
     SentencePieceBpe,
     /// <summary>SentencePiece Unigram (<c>spiece.model</c>), as T5 uses.</summary>
     SentencePieceUnigram,
-    /// <summary>GPT-2 style byte-level BPE (<c>vocab.json</c> + <c>merges.txt</c>).</summary>
+    /// <summary>GPT-2 style byte-level BPE (<c>vocab.json</c> + <c>merges.txt</c>, or a byte-level <c>tokenizer.json</c>).</summary>
     ByteLevelBpe,
 }
 
@@ -44,7 +44,8 @@ public interface ITextTokenizer
 
     /// <summary>
     /// Encodes <paramref name="text"/> to ids. Special-token text inside <paramref name="text"/>
-    /// (e.g. the literal "&lt;/s&gt;") is treated as ordinary text, as SentencePiece does.
+    /// (e.g. the literal "&lt;/s&gt;") is treated as ordinary text, as SentencePiece does, unless the
+    /// folder declares it as an added token (<see cref="AddedTokensTextTokenizer"/>): then it maps to its id.
     /// </summary>
     /// <param name="text">The text to encode.</param>
     /// <param name="addBos">Prepend <see cref="BosId"/>; throws <see cref="InvalidOperationException"/> if there is none.</param>

@@ -40,7 +40,7 @@ public sealed class SentencePieceTextTokenizer : ITextTokenizer
         _isControl = model.Types.Select(t => t == SentencePieceModelFile.PieceType.Control).ToArray();
         foreach (int? id in new[] { ids.Bos, ids.Eos, ids.Pad })
         {
-            if (id is int v) _isControl[v] = true;
+            if (id is int v && v < VocabSize) _isControl[v] = true;  // ids beyond the pieces are added tokens
         }
         BosId = ids.Bos;
         EosId = ids.Eos;

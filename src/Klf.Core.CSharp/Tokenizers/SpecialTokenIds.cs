@@ -72,8 +72,8 @@ internal sealed class SpecialTokenConfig
     /// <summary>
     /// The id for <paramref name="role"/> ("bos", "eos", "pad" or "unk"): the config.json id, else the
     /// configured token string looked up with <paramref name="lookup"/>, else <paramref name="fallback"/>.
-    /// A configured token the vocabulary lacks is ignored (added tokens beyond the model vocabulary
-    /// are not supported).
+    /// A configured token <paramref name="lookup"/> does not know (the loader's lookup includes added
+    /// tokens) is ignored.
     /// </summary>
     public int? Resolve(string role, Func<string, int?> lookup, int? fallback)
     {

@@ -7,23 +7,33 @@ namespace Klf.Tokenizers;
 /// </summary>
 /// <remarks>
 /// Files are looked for in this order: <c>tokenizer.model</c> (SentencePiece, LLaMA),
-/// <c>spiece.model</c> (SentencePiece, T5), then <c>vocab.json</c> with <c>merges.txt</c>
-/// (GPT-2 byte-level BPE).
+/// <c>spiece.model</c> (SentencePiece, T5), <c>tokenizer.json</c> (Hugging Face BPE, byte-level as
+/// GPT-2, Llama 3, Qwen, SmolLM or SentencePiece-style as Llama 2), then <c>vocab.json</c> with
+/// <c>merges.txt</c> (GPT-2 byte-level BPE). A SentencePiece model wins over a <c>tokenizer.json</c>
+/// beside it (Llama 2 and T5 folders ship both; the <c>.model</c> is the reference, and T5's
+/// <c>tokenizer.json</c> is Unigram, which is not supported in JSON); the <c>tokenizer.json</c> then
+/// contributes only its added tokens. Unsupported <c>tokenizer.json</c> components are an error naming them.
+/// <para>Added tokens (<c>tokenizer.json</c>'s <c>added_tokens</c>, <c>added_tokens.json</c>,
+/// <c>tokenizer_config.json</c>'s <c>added_tokens_decoder</c>, T5's <c>&lt;extra_id_N&gt;</c>) wrap the
+/// tokenizer in an <see cref="AddedTokensTextTokenizer"/>; see <see cref="AddedTokens"/>.</para>
 /// <para>Special ids come from <c>config.json</c> ids, then token strings in
-/// <c>special_tokens_map.json</c> / <c>tokenizer_config.json</c>, then the defaults of the kind:</para>
+/// <c>special_tokens_map.json</c> / <c>tokenizer_config.json</c> (looked up among added tokens, then the
+/// model's vocabulary), then the defaults of the kind:</para>
 /// <list type="bullet">
 /// <item>SentencePiece: the ids stored in the model's trainer spec (T5: pad 0, eos 1, unk 2, no bos;
 /// LLaMA: unk 0, bos 1, eos 2, no pad). A model without a pad id pads with its <b>unk</b> id: with
 /// byte fallback unk never occurs in real encodings, and unlike eos it cannot be confused with a
 /// real end of sequence when labels are masked by pad id.</item>
-/// <item>Byte-level BPE: bos = eos = <c>&lt;|endoftext|&gt;</c>; unk = <c>&lt;unk&gt;</c> if present, else eos
-/// (byte-level BPE never produces unk); pad = eos, the GPT-2 convention.</item>
+/// <item>Byte-level BPE: eos = <c>&lt;|endoftext|&gt;</c> (for <c>tokenizer.json</c> also
+/// <c>&lt;|end_of_text|&gt;</c> or <c>&lt;/s&gt;</c>); bos = eos (for <c>tokenizer.json</c>
+/// <c>&lt;|begin_of_text|&gt;</c> or <c>&lt;s&gt;</c> first); unk = the model's <c>unk_token</c> or
+/// <c>&lt;unk&gt;</c> if present, else eos (byte-level BPE never produces unk); pad = eos, the GPT-2 convention.</item>
 /// </list>
 /// </remarks>
 public static class TokenizerLoader
 {
     /// <summary>The files <see cref="FromFolder"/> looks for, in order.</summary>
-    public static IReadOnlyList<string> KnownFiles { get; } = ["tokenizer.model", "spiece.model", "vocab.json + merges.txt"];
+    public static IReadOnlyList<string> KnownFiles { get; } = ["tokenizer.model", "spiece.model", "tokenizer.json", "vocab.json + merges.txt"];
 
     /// <summary>Loads the tokenizer in <paramref name="folder"/>.</summary>
     /// <param name="folder">A model folder.</param>
@@ -40,11 +50,14 @@ public static class TokenizerLoader
         foreach (string name in new[] { "tokenizer.model", "spiece.model" })
         {
             string path = Path.Combine(full, name);
-            if (File.Exists(path)) return FromSentencePieceModel(path, SpecialTokenConfig.Read(full));
+            if (File.Exists(path)) return FromSentencePieceModel(path, SpecialTokenConfig.Read(full), full);
         }
 
+        string json = Path.Combine(full, "tokenizer.json");
+        if (File.Exists(json)) return FromTokenizerJson(json, SpecialTokenConfig.Read(full), full);
+
         string vocab = Path.Combine(full, "vocab.json"), merges = Path.Combine(full, "merges.txt");
-        if (File.Exists(vocab) && File.Exists(merges)) return FromByteLevelBpe(vocab, merges, SpecialTokenConfig.Read(full));
+        if (File.Exists(vocab) && File.Exists(merges)) return FromByteLevelBpe(vocab, merges, SpecialTokenConfig.Read(full), full);
         if (File.Exists(vocab) || File.Exists(merges))
             throw new FileNotFoundException($"Tokenizer folder '{full}' has only one of vocab.json and merges.txt; byte-level BPE needs both.");
 
@@ -55,15 +68,18 @@ public static class TokenizerLoader
     /// <param name="path">A SentencePiece model file.</param>
     /// <exception cref="InvalidDataException">The file is not a SentencePiece model; the message names it.</exception>
     public static ITextTokenizer FromSentencePieceFile(string path) =>
-        FromSentencePieceModel(Path.GetFullPath(path), new SpecialTokenConfig());
+        FromSentencePieceModel(Path.GetFullPath(path), new SpecialTokenConfig(), folder: null);
 
-    private static SentencePieceTextTokenizer FromSentencePieceModel(string path, SpecialTokenConfig config)
+    private static ITextTokenizer FromSentencePieceModel(string path, SpecialTokenConfig config, string? folder)
     {
         var model = SentencePieceModelFile.Parse(File.ReadAllBytes(path), path);
         var pieceIds = new Dictionary<string, int>();
         for (int i = model.Pieces.Count - 1; i >= 0; i--) pieceIds[model.Pieces[i]] = i;
-        int? Lookup(string token) => pieceIds.TryGetValue(token, out int id) ? id : null;
-        var ids = config.ResolveAll(Lookup, model.Pieces.Count, path,
+        // tokenizer.json beside a .model contributes only its added tokens.
+        var added = folder is null ? []
+            : AddedTokens.Read(folder, AddedTokens.LoadJson(folder, "tokenizer.json"), model.Pieces.Count, isSentencePiece: true);
+        var lookup = WithAdded(added, t => pieceIds.TryGetValue(t, out int id) ? id : null);
+        var ids = config.ResolveAll(lookup, VocabSize(model.Pieces.Count, added), path,
             bos: model.BosId >= 0 ? model.BosId : null,
             eos: model.EosId >= 0 ? model.EosId : null,
             unk: model.UnkId,
@@ -71,7 +87,7 @@ public static class TokenizerLoader
             pad: model.PadId >= 0 ? model.PadId : null);
         try
         {
-            return new SentencePieceTextTokenizer(model, ids);
+            return WithAdded(new SentencePieceTextTokenizer(model, ids), added, ids);
         }
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or IndexOutOfRangeException or FormatException)
         {
@@ -79,7 +95,7 @@ public static class TokenizerLoader
         }
     }
 
-    private static ByteLevelBpeTextTokenizer FromByteLevelBpe(string vocabPath, string mergesPath, SpecialTokenConfig config)
+    private static ITextTokenizer FromByteLevelBpe(string vocabPath, string mergesPath, SpecialTokenConfig config, string folder)
     {
         BpeTokenizer inner;
         try
@@ -94,15 +110,49 @@ public static class TokenizerLoader
         {
             throw new InvalidDataException($"Could not load byte-level BPE from '{vocabPath}' and '{mergesPath}': {e.Message}", e);
         }
-        int? Lookup(string token) => inner.Vocabulary.TryGetValue(token, out int id) ? id : null;
         int vocabSize = inner.Vocabulary.Count == 0 ? 0 : inner.Vocabulary.Values.Max() + 1;
-        int? endOfText = Lookup("<|endoftext|>");
-        var ids = config.ResolveAll(Lookup, vocabSize, vocabPath,
+        var added = AddedTokens.Read(folder, null, vocabSize, isSentencePiece: false);
+        var lookup = WithAdded(added, t => inner.Vocabulary.TryGetValue(t, out int id) ? id : null);
+        int? endOfText = lookup("<|endoftext|>");
+        var ids = config.ResolveAll(lookup, VocabSize(vocabSize, added), vocabPath,
             bos: endOfText,
             eos: endOfText,
-            unk: Lookup("<unk>") ?? config.Resolve("eos", Lookup, endOfText),
+            unk: lookup("<unk>") ?? config.Resolve("eos", lookup, endOfText),
             padFallback: partial => partial.Eos,
             pad: null);
-        return new ByteLevelBpeTextTokenizer(inner, Path.GetFileName(Path.GetDirectoryName(vocabPath)) + "/vocab.json", ids);
+        return WithAdded(new ByteLevelBpeTextTokenizer(inner, Path.GetFileName(Path.GetDirectoryName(vocabPath)) + "/vocab.json", ids), added, ids);
     }
+
+    private static ITextTokenizer FromTokenizerJson(string path, SpecialTokenConfig config, string folder)
+    {
+        var root = AddedTokens.LoadJson(folder, "tokenizer.json") ?? throw new InvalidDataException($"'{path}' holds JSON null.");
+        var parsed = TokenizerJsonFile.Parse(root, path);
+        var added = AddedTokens.Read(folder, root, parsed.Encoder.VocabSize, isSentencePiece: false);
+        var lookup = WithAdded(added, parsed.Encoder.Lookup);
+        int? endOfText = lookup("<|endoftext|>") ?? lookup("<|end_of_text|>") ?? lookup("</s>");
+        int? eos = config.Resolve("eos", lookup, endOfText);
+        var ids = config.ResolveAll(lookup, VocabSize(parsed.Encoder.VocabSize, added), path,
+            bos: lookup("<|begin_of_text|>") ?? lookup("<s>") ?? endOfText,
+            eos: endOfText,
+            unk: parsed.UnkId ?? lookup("<unk>") ?? eos,
+            // As for the .model files: SentencePiece-style files pad with unk, byte-level ones with eos.
+            padFallback: partial => parsed.ByteLevel ? partial.Eos : partial.Unk,
+            pad: null);
+        string source = Path.GetFileName(folder) + "/tokenizer.json";
+        return WithAdded(new TokenizerJsonTextTokenizer(parsed, source, ids), added, ids);
+    }
+
+    /// <summary>A token lookup that tries the added tokens (by content) before <paramref name="vocab"/>.</summary>
+    private static Func<string, int?> WithAdded(IReadOnlyList<AddedToken> added, Func<string, int?> vocab)
+    {
+        var byContent = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var t in added) byContent.TryAdd(t.Content, t.Id);
+        return token => byContent.TryGetValue(token, out int id) ? id : vocab(token);
+    }
+
+    private static int VocabSize(int modelSize, IReadOnlyList<AddedToken> added) =>
+        Math.Max(modelSize, added.Count == 0 ? 0 : added.Max(t => t.Id) + 1);
+
+    private static ITextTokenizer WithAdded(ITextTokenizer inner, IReadOnlyList<AddedToken> added, SpecialTokenIds ids) =>
+        added.Count == 0 ? inner : new AddedTokensTextTokenizer(inner, added, ids);
 }

@@ -51,6 +51,7 @@ let loadTokenizer (tokDir: string) (modelDir: string) : ITextTokenizer * string 
 
 /// The tokenizer files in a folder (to copy next to saved weights).
 let tokenizerFiles (dir: string) =
-    [ "tokenizer.model"; "spiece.model"; "vocab.json"; "merges.txt"; "tokenizer_config.json"; "special_tokens_map.json" ]
+    [ "tokenizer.model"; "spiece.model"; "tokenizer.json"; "vocab.json"; "merges.txt"; "added_tokens.json"
+      "tokenizer_config.json"; "special_tokens_map.json" ]
     |> List.map (fun f -> Path.Combine(dir, f))
     |> List.filter File.Exists
