@@ -294,6 +294,14 @@ public sealed partial class LlamaForCausalLM : nn.Module, ILanguageModel
     public Tensor Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? positionIds = null, LlamaKvCache? cache = null)
     {
         using var scope = torch.NewDisposeScope();
+        var h = Hidden(inputIds, attentionMask, positionIds, cache);                    // (B, T, C)
+        return LmHead(h).MoveToOuterDisposeScope();                                     // (B, T, V)
+    }
+
+    /// <summary>Final hidden states (B, T, C), fresh; arguments and defaults as <see cref="Forward"/>.</summary>
+    Tensor Hidden(Tensor inputIds, Tensor? attentionMask, Tensor? positionIds, LlamaKvCache? cache)
+    {
+        using var scope = torch.NewDisposeScope();
         long B = inputIds.shape[0], T = inputIds.shape[1];
         long past = cache?.Length ?? 0;
         var device = inputIds.device;
@@ -301,11 +309,15 @@ public sealed partial class LlamaForCausalLM : nn.Module, ILanguageModel
         positionIds ??= torch.arange(past, past + T, ScalarType.Int64, device).unsqueeze(0).expand(B, T);   // (B, T)
         if (attentionMask.shape[1] != past + T)
             throw new ArgumentException($"attention mask covers {attentionMask.shape[1]} positions, expected past {past} + new {T}");
-        var h = model.Forward(inputIds, attentionMask, positionIds, cache);             // (B, T, C)
-        var logits = lm_head is not null
-            ? lm_head.call(h)                                                         // (B, T, V)
-            : F.linear(h, model.embed_tokens.weight!);                                   // (B, T, V)
-        return logits.MoveToOuterDisposeScope();
+        return model.Forward(inputIds, attentionMask, positionIds, cache).MoveToOuterDisposeScope();   // (B, T, C)
+    }
+
+    /// <summary>Logits (..., V) of hidden states (..., C): lm_head, or the embedding matrix when tied. Fresh tensor.</summary>
+    Tensor LmHead(Tensor h)
+    {
+        if (lm_head is not null) return lm_head.call(h);
+        using var scope = torch.NewDisposeScope();
+        return F.linear(h, model.embed_tokens.weight!).MoveToOuterDisposeScope();   // the weight handle is scoped
     }
 
     /// <summary>Position ids (B, T) = cumsum(mask) - 1 clamped at 0, for a (B, T) int64 mask. Fresh tensor.</summary>
@@ -320,15 +332,22 @@ public sealed partial class LlamaForCausalLM : nn.Module, ILanguageModel
     /// HF causal-LM loss: logits[:, :-1] against labels[:, 1:], positions with label -100 ignored,
     /// mean over the rest, cross-entropy in float32. Positions are 0..T-1 (right padding assumed,
     /// as HF without position ids). Fresh scalar float32 tensor, owned by the caller.
+    /// The LM head and the cross-entropy run only on the N positions that have a target (the
+    /// others cannot contribute to the loss or its gradient), so logits are (N, V), not (B, T, V):
+    /// with loss on answer tokens only this skips most of the head. One device-to-host sync (N).
     /// </summary>
     public Tensor ComputeLoss(LmBatch batch)
     {
         using var scope = torch.NewDisposeScope();
-        var logits = Forward(batch.InputIds, batch.AttentionMask);                    // (B, T, V)
-        long V = logits.shape[2];
-        var shiftLogits = logits[.., ..^1, ..].to(ScalarType.Float32).reshape(-1, V); // (B*(T-1), V)
-        var shiftLabels = batch.Labels[.., 1..].reshape(-1);                          // (B*(T-1))
-        var loss = F.cross_entropy(shiftLogits, shiftLabels, ignore_index: -100);
+        var h = Hidden(batch.InputIds, batch.AttentionMask, null, null);               // (B, T, C)
+        long B = h.shape[0], T = h.shape[1], C = h.shape[2];
+        // targets[b, t] = labels[b, t + 1]; the last position has none.
+        var none = torch.full(B, 1, -100L, ScalarType.Int64, batch.Labels.device);
+        var targets = torch.cat(new[] { batch.Labels[.., 1..], none }, 1).view(B * T); // (B*T)
+        var rows = targets.ne(-100).nonzero().view(-1);                                // (N) flat positions with a target
+        var hSel = h.view(B * T, C).index_select(0, rows);                             // (N, C)
+        var logits = LmHead(hSel).to(ScalarType.Float32);                              // (N, V)
+        var loss = F.cross_entropy(logits, targets.index_select(0, rows));             // mean over N
         return loss.MoveToOuterDisposeScope();
     }
 }
