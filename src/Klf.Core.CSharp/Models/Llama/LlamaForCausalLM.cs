@@ -7,8 +7,8 @@ using F = TorchSharp.torch.nn.functional;
 
 namespace Klf.Models.Llama;
 
-// LLaMA, as Hugging Face's modeling_llama, top to bottom: rotary embedding, attention, MLP,
-// decoder layer, the stack, the causal LM (forward, loss). RoPE: LlamaRotary.cs; greedy
+// LLaMA, as Hugging Face's modeling_llama, top to bottom: attention, MLP, decoder layer, the
+// stack, the causal LM (forward, loss). RoPE and rope_scaling: LlamaRotary.cs; greedy
 // generation: LlamaGeneration.cs.
 // Shapes: B batch, T new tokens, S = past + T key positions, C hidden, H query heads,
 // Hkv key/value heads, D head dim, V vocabulary. Field names are the HF checkpoint keys.
