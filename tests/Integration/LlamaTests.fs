@@ -8,28 +8,10 @@ open TorchSharp
 open Klf.Models
 open Klf.Models.Llama
 
+open LlamaTestKit
+open LlamaRopeTests
+
 type Tensor = torch.Tensor
-
-let private seed = 20261126L
-
-/// A freshly initialised model of a preset, the global generator seeded first.
-let private create (preset: string) =
-    torch.manual_seed seed |> ignore
-    new LlamaForCausalLM(LlamaConfig.Preset preset)
-
-let private ids (rows: int64[][]) : Tensor =
-    let t = rows.[0].Length
-    torch.tensor(Array.concat rows).view(int64 rows.Length, int64 t)
-
-/// A copy of generation options with some fields changed (F# cannot use C#'s `with`).
-let private withOpts (o: GenerationOptions) (cache: bool option) (eos: int[] option) (batch: int option) =
-    GenerationOptions(o.MaxNewTokens, defaultArg eos o.EosTokenIds, defaultArg cache o.UseCache, defaultArg batch o.BatchSize)
-
-let private randomPrompt (rng: Random) len = Array.init len (fun _ -> rng.Next(3, 256))
-
-let private maxAbsDiff (a: Tensor) (b: Tensor) =
-    use d = (a.to_type(torch.ScalarType.Float32) - b.to_type(torch.ScalarType.Float32)).abs().max()
-    d.item<float32>() |> float
 
 let private approvedDir = Path.Combine(__SOURCE_DIRECTORY__, "approved")
 
@@ -57,7 +39,8 @@ let private namesAndShapes =
                                   $"model.layers.{cfg.NumHiddenLayers - 1}.mlp.down_proj.weight"; "model.norm.weight" ] do
                     Expect.contains names expected $"{expected} is a parameter"
                 Expect.equal (Array.contains "lm_head.weight" names) (not cfg.TieWordEmbeddings) "lm_head.weight present iff untied"
-                let expectedCount = 9 * cfg.NumHiddenLayers + 2 + (if cfg.TieWordEmbeddings then 0 else 1)
+                let biases = (if cfg.AttentionBias then 4 else 0) + (if cfg.MlpBias then 3 else 0)
+                let expectedCount = (9 + biases) * cfg.NumHiddenLayers + 2 + (if cfg.TieWordEmbeddings then 0 else 1)
                 Expect.equal names.Length expectedCount "parameter count"
                 let stateKeys = m.state_dict().Keys |> Seq.toArray
                 Expect.equal stateKeys names "state dict holds exactly the parameters (no buffers)"
@@ -442,15 +425,6 @@ let private loss =
         }
     ]
 
-let private sampleConfig = """{
-  "architectures": ["LlamaForCausalLM"], "attention_bias": false, "bos_token_id": 128000,
-  "eos_token_id": [128001, 128008, 128009], "hidden_act": "silu", "hidden_size": 2048,
-  "initializer_range": 0.02, "intermediate_size": 8192, "max_position_embeddings": 131072,
-  "model_type": "llama", "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8,
-  "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
-  "transformers_version": "4.45.0", "use_cache": true, "vocab_size": 128256
-}"""
-
 let private config =
     testList "config" [
         test "preset round trip through JSON" {
@@ -506,4 +480,4 @@ let private config =
 [<Tests>]
 let tests =
     // Sequenced: models are seeded through torch's global generator.
-    testSequenced <| testList "llama" [ namesAndShapes; generation; leaks; masking; layers; variants; loss; config; throughput ]
+    testSequenced <| testList "llama" [ namesAndShapes; generation; leaks; masking; layers; variants; loss; config; ropeScaling; throughput ]

@@ -29,7 +29,13 @@ public sealed record LlamaConfig
     public double RmsNormEps { get; init; } = 1e-6;
     /// <summary><c>rope_theta</c> (default 10000).</summary>
     public double RopeTheta { get; init; } = 10000.0;
-    /// <summary><c>max_position_embeddings</c> (informational: RoPE has no table to overflow).</summary>
+    /// <summary><c>rope_scaling</c>, or null for plain RoPE (as <c>rope_type</c> <c>default</c>).</summary>
+    public LlamaRopeScaling? RopeScaling { get; init; }
+    /// <summary><c>attention_bias</c>: q/k/v/o projections have a bias (default false).</summary>
+    public bool AttentionBias { get; init; }
+    /// <summary><c>mlp_bias</c>: gate/up/down projections have a bias (default false).</summary>
+    public bool MlpBias { get; init; }
+    /// <summary><c>max_position_embeddings</c> (RoPE has no table to overflow; <c>dynamic</c> rope scaling starts beyond it).</summary>
     public int MaxPositionEmbeddings { get; init; } = 2048;
     /// <summary><c>tie_word_embeddings</c>: the LM head reuses the token embedding matrix.</summary>
     public bool TieWordEmbeddings { get; init; }
@@ -56,7 +62,7 @@ public sealed record LlamaConfig
         "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
         "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta", "max_position_embeddings",
         "tie_word_embeddings", "initializer_range", "bos_token_id", "eos_token_id", "pad_token_id",
-        "torch_dtype", "hidden_act", "model_type",
+        "torch_dtype", "hidden_act", "model_type", "rope_scaling", "attention_bias", "mlp_bias",
     };
 
     /// <summary>Reads a <c>config.json</c>; errors name the file and the field.</summary>
@@ -105,11 +111,18 @@ public sealed record LlamaConfig
         var act = OptString("hidden_act") ?? "silu";
         if (act != "silu")
             throw Error("hidden_act", $"must be \"silu\", got \"{act}\"");
-        if (Get("rope_scaling") is JsonNode rs)
-            throw Error("rope_scaling", $"is not supported (got {rs.ToJsonString()}); only plain RoPE is implemented");
-        foreach (var biasField in new[] { "attention_bias", "mlp_bias" })
-            if (Get(biasField) is JsonNode b && b.GetValueKind() == JsonValueKind.True)
-                throw Error(biasField, "= true is not supported (LLaMA projections have no bias here)");
+        LlamaRopeScaling? ropeScaling = Get("rope_scaling") switch
+        {
+            null => null,
+            JsonObject rs => LlamaRopeScaling.FromJson(rs, sourceName),
+            var rs => throw Error("rope_scaling", $"must be an object or null, got {rs.ToJsonString()}"),
+        };
+        bool OptBool(string field) => Get(field) switch
+        {
+            null => false,
+            var b when b.GetValueKind() is JsonValueKind.True or JsonValueKind.False => b.GetValue<bool>(),
+            var b => throw Error(field, $"must be true or false, got {b.ToJsonString()}"),
+        };
 
         var heads = ReqInt("num_attention_heads");
         var hidden = ReqInt("hidden_size");
@@ -149,6 +162,9 @@ public sealed record LlamaConfig
             RmsNormEps = OptDouble("rms_norm_eps") ?? 1e-6,
             RopeTheta = OptDouble("rope_theta") ?? 10000.0,
             MaxPositionEmbeddings = OptInt("max_position_embeddings") ?? 2048,
+            RopeScaling = ropeScaling,
+            AttentionBias = OptBool("attention_bias"),
+            MlpBias = OptBool("mlp_bias"),
             TieWordEmbeddings = Get("tie_word_embeddings") is JsonNode t && t.GetValueKind() == JsonValueKind.True,
             InitializerRange = OptDouble("initializer_range") ?? 0.02,
             BosTokenId = OptInt("bos_token_id"),
@@ -174,6 +190,9 @@ public sealed record LlamaConfig
         o["hidden_act"] = "silu";
         o["rms_norm_eps"] = RmsNormEps;
         o["rope_theta"] = RopeTheta;
+        o["rope_scaling"] = RopeScaling?.Json.DeepClone();
+        o["attention_bias"] = AttentionBias;
+        o["mlp_bias"] = MlpBias;
         o["max_position_embeddings"] = MaxPositionEmbeddings;
         o["tie_word_embeddings"] = TieWordEmbeddings;
         o["initializer_range"] = InitializerRange;
@@ -191,6 +210,7 @@ public sealed record LlamaConfig
         && IntermediateSize == other.IntermediateSize && NumHiddenLayers == other.NumHiddenLayers
         && NumAttentionHeads == other.NumAttentionHeads && NumKeyValueHeads == other.NumKeyValueHeads
         && HeadDim == other.HeadDim && RmsNormEps == other.RmsNormEps && RopeTheta == other.RopeTheta
+        && Equals(RopeScaling, other.RopeScaling) && AttentionBias == other.AttentionBias && MlpBias == other.MlpBias
         && MaxPositionEmbeddings == other.MaxPositionEmbeddings && TieWordEmbeddings == other.TieWordEmbeddings
         && InitializerRange == other.InitializerRange && BosTokenId == other.BosTokenId
         && EosTokenIds.SequenceEqual(other.EosTokenIds) && PadTokenId == other.PadTokenId
@@ -203,7 +223,7 @@ public sealed record LlamaConfig
     // ---------------------------------------------------------------- presets
 
     /// <summary>Names accepted by <see cref="Preset"/>.</summary>
-    public static IReadOnlyList<string> PresetNames { get; } = new[] { "llama-tiny", "llama-tiny-gqa", "llama-tiny-tied", "llama-5m" };
+    public static IReadOnlyList<string> PresetNames { get; } = new[] { "llama-tiny", "llama-tiny-gqa", "llama-tiny-tied", "llama-tiny-bias", "llama-5m" };
 
     /// <summary>Every preset with its default vocabulary size (256 for the tiny ones, 4096 for llama-5m).</summary>
     public static IReadOnlyDictionary<string, LlamaConfig> Presets =>
@@ -216,6 +236,7 @@ public sealed record LlamaConfig
     /// <item><c>llama-tiny</c>: hidden 64, 2 layers, 4 heads (D 16), MLP 128 (~115k params at vocab 256).</item>
     /// <item><c>llama-tiny-gqa</c>: as tiny with 2 key/value heads.</item>
     /// <item><c>llama-tiny-tied</c>: as tiny with tied embeddings.</item>
+    /// <item><c>llama-tiny-bias</c>: as tiny with attention and MLP biases, llama3 rope scaling (factor 8, original 64).</item>
     /// <item><c>llama-5m</c>: hidden 256, 4 layers, 4 heads, MLP 688, vocab 4096 (~5.3M params).</item>
     /// </list>
     /// </summary>
@@ -234,6 +255,15 @@ public sealed record LlamaConfig
             "llama-tiny" => tiny,
             "llama-tiny-gqa" => tiny with { NumKeyValueHeads = 2 },
             "llama-tiny-tied" => tiny with { TieWordEmbeddings = true },
+            "llama-tiny-bias" => tiny with
+            {
+                AttentionBias = true, MlpBias = true,
+                RopeScaling = LlamaRopeScaling.FromJson(new JsonObject
+                {
+                    ["rope_type"] = "llama3", ["factor"] = 8.0, ["low_freq_factor"] = 1.0,
+                    ["high_freq_factor"] = 4.0, ["original_max_position_embeddings"] = 64,
+                }, name),
+            },
             "llama-5m" => tiny with
             {
                 VocabSize = vocabSize ?? 4096, HiddenSize = 256, IntermediateSize = 688, NumHiddenLayers = 4,

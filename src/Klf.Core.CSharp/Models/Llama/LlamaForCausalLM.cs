@@ -7,62 +7,22 @@ using F = TorchSharp.torch.nn.functional;
 
 namespace Klf.Models.Llama;
 
-// LLaMA, as Hugging Face's modeling_llama, top to bottom: rotary embedding, attention, MLP,
-// decoder layer, the stack, the causal LM (loss, forward, greedy generation).
+// LLaMA, as Hugging Face's modeling_llama, top to bottom: attention, MLP, decoder layer, the
+// stack, the causal LM (forward, loss). RoPE and rope_scaling: LlamaRotary.cs; greedy
+// generation: LlamaGeneration.cs.
 // Shapes: B batch, T new tokens, S = past + T key positions, C hidden, H query heads,
 // Hkv key/value heads, D head dim, V vocabulary. Field names are the HF checkpoint keys.
-
-/// <summary>Rotary position embedding as HF LLaMA (rotate-half convention, float32 angles).</summary>
-public static class LlamaRotary
-{
-    /// <summary>
-    /// cos and sin, each (B, T, D) in <paramref name="dtype"/>, for int64 <paramref name="positionIds"/>
-    /// (B, T): inv_freq = 1 / theta^(2i/D) in float32, angles = position * inv_freq, duplicated over
-    /// the two halves of D. Fresh tensors on the positions' device, owned by the caller.
-    /// </summary>
-    public static (Tensor Cos, Tensor Sin) CosSin(Tensor positionIds, int headDim, double theta, ScalarType dtype)
-    {
-        using var scope = torch.NewDisposeScope();
-        var device = positionIds.device;
-        var exponents = torch.arange(0, headDim, 2, ScalarType.Int64, device).to(ScalarType.Float32) / headDim;  // (D/2)
-        var invFreq = torch.pow(torch.tensor(theta, ScalarType.Float32, device), exponents).reciprocal();        // (D/2)
-        var freqs = positionIds.to(ScalarType.Float32).unsqueeze(-1) * invFreq.view(1, 1, -1);                 // (B, T, D/2)
-        var emb = torch.cat(new[] { freqs, freqs }, -1);                                                        // (B, T, D)
-        var cos = emb.cos().to(dtype);
-        var sin = emb.sin().to(dtype);
-        return (cos.MoveToOuterDisposeScope(), sin.MoveToOuterDisposeScope());
-    }
-
-    /// <summary>(x1, x2) → (-x2, x1) over the two halves of the last dimension. Fresh tensor.</summary>
-    public static Tensor RotateHalf(Tensor x)
-    {
-        var half = x.shape[^1] / 2;
-        using var x1 = x[.., .., .., ..(int)half];
-        using var x2 = x[.., .., .., (int)half..];
-        using var negX2 = x2.neg();
-        return torch.cat(new[] { negX2, x1 }, -1);
-    }
-
-    /// <summary>x * cos + rotate_half(x) * sin for x (B, H, T, D) and cos/sin (B, T, D). Fresh tensor.</summary>
-    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
-    {
-        using var scope = torch.NewDisposeScope();
-        var c = cos.unsqueeze(1);   // (B, 1, T, D)
-        var s = sin.unsqueeze(1);   // (B, 1, T, D)
-        return (x * c + RotateHalf(x) * s).MoveToOuterDisposeScope();
-    }
-}
 
 /// <summary>Multi-head attention with grouped-query key/value heads and RoPE (HF <c>LlamaAttention</c>).</summary>
 public sealed class LlamaAttention : nn.Module
 {
-    /// <summary>(H*D, C) query projection, no bias.</summary>
+    /// <summary>(H*D, C) query projection; bias iff <c>attention_bias</c>.</summary>
     public readonly Linear q_proj;
-    /// <summary>(Hkv*D, C) key projection, no bias.</summary>
+    /// <summary>(Hkv*D, C) key projection; bias iff <c>attention_bias</c>.</summary>
     public readonly Linear k_proj;
-    /// <summary>(Hkv*D, C) value projection, no bias.</summary>
+    /// <summary>(Hkv*D, C) value projection; bias iff <c>attention_bias</c>.</summary>
     public readonly Linear v_proj;
-    /// <summary>(C, H*D) output projection, no bias.</summary>
+    /// <summary>(C, H*D) output projection; bias iff <c>attention_bias</c>.</summary>
     public readonly Linear o_proj;
 
     readonly int nHead, nKvHead, headDim;
@@ -73,10 +33,11 @@ public sealed class LlamaAttention : nn.Module
         nHead = config.NumAttentionHeads;
         nKvHead = config.NumKeyValueHeads;
         headDim = config.HeadDim;
-        q_proj = nn.Linear(config.HiddenSize, nHead * headDim, hasBias: false);
-        k_proj = nn.Linear(config.HiddenSize, nKvHead * headDim, hasBias: false);
-        v_proj = nn.Linear(config.HiddenSize, nKvHead * headDim, hasBias: false);
-        o_proj = nn.Linear(nHead * headDim, config.HiddenSize, hasBias: false);
+        var bias = config.AttentionBias;
+        q_proj = nn.Linear(config.HiddenSize, nHead * headDim, hasBias: bias);
+        k_proj = nn.Linear(config.HiddenSize, nKvHead * headDim, hasBias: bias);
+        v_proj = nn.Linear(config.HiddenSize, nKvHead * headDim, hasBias: bias);
+        o_proj = nn.Linear(nHead * headDim, config.HiddenSize, hasBias: bias);
         RegisterComponents();
     }
 
@@ -116,19 +77,19 @@ public sealed class LlamaAttention : nn.Module
 /// <summary>SwiGLU feed-forward: down(silu(gate(x)) * up(x)) (HF <c>LlamaMLP</c>).</summary>
 public sealed class LlamaMLP : nn.Module<Tensor, Tensor>
 {
-    /// <summary>(I, C) gate projection, no bias.</summary>
+    /// <summary>(I, C) gate projection; bias iff <c>mlp_bias</c>.</summary>
     public readonly Linear gate_proj;
-    /// <summary>(I, C) up projection, no bias.</summary>
+    /// <summary>(I, C) up projection; bias iff <c>mlp_bias</c>.</summary>
     public readonly Linear up_proj;
-    /// <summary>(C, I) down projection, no bias.</summary>
+    /// <summary>(C, I) down projection; bias iff <c>mlp_bias</c>.</summary>
     public readonly Linear down_proj;
 
     /// <summary>Creates the projections from <paramref name="config"/>.</summary>
     public LlamaMLP(LlamaConfig config) : base(nameof(LlamaMLP))
     {
-        gate_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: false);
-        up_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: false);
-        down_proj = nn.Linear(config.IntermediateSize, config.HiddenSize, hasBias: false);
+        gate_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: config.MlpBias);
+        up_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: config.MlpBias);
+        down_proj = nn.Linear(config.IntermediateSize, config.HiddenSize, hasBias: config.MlpBias);
         RegisterComponents();
     }
 
@@ -207,7 +168,10 @@ public sealed class LlamaModel : nn.Module
     {
         using var scope = torch.NewDisposeScope();
         var x = embed_tokens.forward(inputIds);                                           // (B, T, C)
-        var (cos, sin) = LlamaRotary.CosSin(positionIds, config.HeadDim, config.RopeTheta, x.dtype);  // (B, T, D)
+        // RoPE angles once per forward, shared by every layer. Only dynamic NTK scaling depends on
+        // the sequence: it reads the largest position id (one device-to-host sync).
+        var maxPos = config.RopeScaling?.RopeType == "dynamic" ? positionIds.max().item<long>() : 0;
+        var (cos, sin) = LlamaRotary.CosSin(positionIds, LlamaRotary.InvFreq(config, maxPos), x.dtype);  // (B, T, D)
         var mask = BuildMask(attentionMask, inputIds.shape[1], x.dtype);                  // (B, 1, T, S)
         for (var i = 0; i < layers.Count; i++)
             x = layers[i].Forward(x, cos, sin, mask, cache);
@@ -240,7 +204,7 @@ public sealed class LlamaModel : nn.Module
 /// <c>model.norm.weight</c>, <c>lm_head.weight</c>). With tied embeddings there is no
 /// <c>lm_head</c> module: logits use <c>model.embed_tokens.weight</c>.
 /// </summary>
-public sealed class LlamaForCausalLM : nn.Module, ILanguageModel
+public sealed partial class LlamaForCausalLM : nn.Module, ILanguageModel
 {
     /// <summary>The transformer stack.</summary>
     public readonly LlamaModel model;
@@ -252,7 +216,7 @@ public sealed class LlamaForCausalLM : nn.Module, ILanguageModel
 
     /// <summary>
     /// A model with freshly initialised weights on the CPU in float32 (normal(0, initializer_range)
-    /// for linear and embedding weights, pad embedding row zero, norms one; the generator is
+    /// for linear and embedding weights, biases zero, pad embedding row zero, norms one; the generator is
     /// torch's global one, seed it with <c>torch.manual_seed</c>). See <see cref="Create"/>.
     /// </summary>
     public LlamaForCausalLM(LlamaConfig config) : base(nameof(LlamaForCausalLM))
@@ -292,6 +256,7 @@ public sealed class LlamaForCausalLM : nn.Module, ILanguageModel
         foreach (var (name, p) in named_parameters())
         {
             if (name.EndsWith("norm.weight")) nn.init.ones_(p);
+            else if (name.EndsWith(".bias")) nn.init.zeros_(p);
             else nn.init.normal_(p, 0.0, Config.InitializerRange);
         }
         if (Config.PadTokenId is int pad)
@@ -329,6 +294,14 @@ public sealed class LlamaForCausalLM : nn.Module, ILanguageModel
     public Tensor Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? positionIds = null, LlamaKvCache? cache = null)
     {
         using var scope = torch.NewDisposeScope();
+        var h = Hidden(inputIds, attentionMask, positionIds, cache);                    // (B, T, C)
+        return LmHead(h).MoveToOuterDisposeScope();                                     // (B, T, V)
+    }
+
+    /// <summary>Final hidden states (B, T, C), fresh; arguments and defaults as <see cref="Forward"/>.</summary>
+    Tensor Hidden(Tensor inputIds, Tensor? attentionMask, Tensor? positionIds, LlamaKvCache? cache)
+    {
+        using var scope = torch.NewDisposeScope();
         long B = inputIds.shape[0], T = inputIds.shape[1];
         long past = cache?.Length ?? 0;
         var device = inputIds.device;
@@ -336,11 +309,15 @@ public sealed class LlamaForCausalLM : nn.Module, ILanguageModel
         positionIds ??= torch.arange(past, past + T, ScalarType.Int64, device).unsqueeze(0).expand(B, T);   // (B, T)
         if (attentionMask.shape[1] != past + T)
             throw new ArgumentException($"attention mask covers {attentionMask.shape[1]} positions, expected past {past} + new {T}");
-        var h = model.Forward(inputIds, attentionMask, positionIds, cache);             // (B, T, C)
-        var logits = lm_head is not null
-            ? lm_head.call(h)                                                         // (B, T, V)
-            : F.linear(h, model.embed_tokens.weight!);                                   // (B, T, V)
-        return logits.MoveToOuterDisposeScope();
+        return model.Forward(inputIds, attentionMask, positionIds, cache).MoveToOuterDisposeScope();   // (B, T, C)
+    }
+
+    /// <summary>Logits (..., V) of hidden states (..., C): lm_head, or the embedding matrix when tied. Fresh tensor.</summary>
+    Tensor LmHead(Tensor h)
+    {
+        if (lm_head is not null) return lm_head.call(h);
+        using var scope = torch.NewDisposeScope();
+        return F.linear(h, model.embed_tokens.weight!).MoveToOuterDisposeScope();   // the weight handle is scoped
     }
 
     /// <summary>Position ids (B, T) = cumsum(mask) - 1 clamped at 0, for a (B, T) int64 mask. Fresh tensor.</summary>
@@ -355,108 +332,22 @@ public sealed class LlamaForCausalLM : nn.Module, ILanguageModel
     /// HF causal-LM loss: logits[:, :-1] against labels[:, 1:], positions with label -100 ignored,
     /// mean over the rest, cross-entropy in float32. Positions are 0..T-1 (right padding assumed,
     /// as HF without position ids). Fresh scalar float32 tensor, owned by the caller.
+    /// The LM head and the cross-entropy run only on the N positions that have a target (the
+    /// others cannot contribute to the loss or its gradient), so logits are (N, V), not (B, T, V):
+    /// with loss on answer tokens only this skips most of the head. One device-to-host sync (N).
     /// </summary>
     public Tensor ComputeLoss(LmBatch batch)
     {
         using var scope = torch.NewDisposeScope();
-        var logits = Forward(batch.InputIds, batch.AttentionMask);                    // (B, T, V)
-        long V = logits.shape[2];
-        var shiftLogits = logits[.., ..^1, ..].to(ScalarType.Float32).reshape(-1, V); // (B*(T-1), V)
-        var shiftLabels = batch.Labels[.., 1..].reshape(-1);                          // (B*(T-1))
-        var loss = F.cross_entropy(shiftLogits, shiftLabels, ignore_index: -100);
+        var h = Hidden(batch.InputIds, batch.AttentionMask, null, null);               // (B, T, C)
+        long B = h.shape[0], T = h.shape[1], C = h.shape[2];
+        // targets[b, t] = labels[b, t + 1]; the last position has none.
+        var none = torch.full(B, 1, -100L, ScalarType.Int64, batch.Labels.device);
+        var targets = torch.cat(new[] { batch.Labels[.., 1..], none }, 1).view(B * T); // (B*T)
+        var rows = targets.ne(-100).nonzero().view(-1);                                // (N) flat positions with a target
+        var hSel = h.view(B * T, C).index_select(0, rows);                             // (N, C)
+        var logits = LmHead(hSel).to(ScalarType.Float32);                              // (N, V)
+        var loss = F.cross_entropy(logits, targets.index_select(0, rows));             // mean over N
         return loss.MoveToOuterDisposeScope();
-    }
-
-    // ------------------------------------------------------------------ greedy generation
-
-    /// <summary>
-    /// Batched greedy decoding (see <see cref="ILanguageModel.GenerateGreedy"/>). Prompts are
-    /// left-padded with <see cref="PadTokenId"/>; positions are cumsum(mask) - 1. A row stops after
-    /// emitting one of <see cref="GenerationOptions.EosTokenIds"/> (default: the config's EOS ids)
-    /// and is then fed pads. Returns new tokens only, without the EOS. Prompts must be non-empty.
-    /// </summary>
-    public int[][] GenerateGreedy(IReadOnlyList<int[]> prompts, GenerationOptions options)
-    {
-        if (options.BatchSize <= 0) throw new ArgumentException("BatchSize must be positive", nameof(options));
-        for (var i = 0; i < prompts.Count; i++)
-            if (prompts[i].Length == 0) throw new ArgumentException($"prompt {i} is empty", nameof(prompts));
-        var eos = new HashSet<int>(options.EosTokenIds ?? Config.EosTokenIds);
-        var results = new int[prompts.Count][];
-        var wasTraining = training;
-        eval();
-        try
-        {
-            using var _ = torch.no_grad();
-            for (var start = 0; start < prompts.Count; start += options.BatchSize)
-            {
-                var chunk = prompts.Skip(start).Take(options.BatchSize).ToArray();
-                var outs = GenerateChunk(chunk, options.MaxNewTokens, eos, options.UseCache);
-                for (var i = 0; i < outs.Length; i++) results[start + i] = outs[i];
-            }
-        }
-        finally
-        {
-            train(wasTraining);
-        }
-        return results;
-    }
-
-    int[][] GenerateChunk(int[][] prompts, int maxNew, HashSet<int> eos, bool useCache)
-    {
-        var device = ParameterDevice();
-        int B = prompts.Length, P = prompts.Max(p => p.Length);
-        // Host-side state across steps: the sequence so far (left-padded prompt + generated) and its mask.
-        var ids = new List<long>[B];
-        var mask = new List<long>[B];
-        for (var b = 0; b < B; b++)
-        {
-            var pad = P - prompts[b].Length;
-            ids[b] = Enumerable.Repeat((long)PadTokenId, pad).Concat(prompts[b].Select(t => (long)t)).ToList();
-            mask[b] = Enumerable.Repeat(0L, pad).Concat(Enumerable.Repeat(1L, prompts[b].Length)).ToList();
-        }
-        var outputs = Enumerable.Range(0, B).Select(_ => new List<int>()).ToArray();
-        var finished = new bool[B];
-        using var cache = useCache ? new LlamaKvCache(Config.NumHiddenLayers) : null;
-
-        for (var step = 0; step < maxNew && !finished.All(f => f); step++)
-        {
-            using var scope = torch.NewDisposeScope();
-            var S = ids[0].Count;
-            var maskT = ToTensor(mask, 0, S, device);                                  // (B, S)
-            var allPos = PositionIdsFromMask(maskT);                                   // (B, S)
-            Tensor logits;
-            if (useCache && step > 0)
-            {
-                var input = ToTensor(ids, S - 1, S, device);                          // (B, 1)
-                logits = Forward(input, maskT, allPos[.., (S - 1)..], cache);          // (B, 1, V)
-            }
-            else
-            {
-                var input = ToTensor(ids, 0, S, device);                              // (B, S)
-                logits = Forward(input, maskT, allPos, cache);                         // (B, S, V)
-            }
-            var next = logits[.., -1, ..].argmax(-1).to(ScalarType.Int64).cpu().data<long>().ToArray();  // (B)
-            for (var b = 0; b < B; b++)
-            {
-                long token = PadTokenId;
-                if (!finished[b])
-                {
-                    token = next[b];
-                    if (eos.Contains((int)token)) finished[b] = true;
-                    else outputs[b].Add((int)token);
-                }
-                ids[b].Add(token);
-                mask[b].Add(1);
-            }
-        }
-        return outputs.Select(o => o.ToArray()).ToArray();
-    }
-
-    static Tensor ToTensor(List<long>[] rows, int from, int to, Device device)
-    {
-        var data = new long[rows.Length * (to - from)];
-        for (var b = 0; b < rows.Length; b++)
-            rows[b].CopyTo(from, data, b * (to - from), to - from);
-        return torch.tensor(data, new long[] { rows.Length, to - from }, ScalarType.Int64).to(device);
     }
 }
