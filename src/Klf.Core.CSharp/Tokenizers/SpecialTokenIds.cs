@@ -30,7 +30,7 @@ internal sealed class SpecialTokenConfig
         // Lowest precedence first: later files overwrite.
         foreach (string name in new[] { "tokenizer_config.json", "special_tokens_map.json" })
         {
-            if (Load(folder, name) is not JsonObject json) continue;
+            if (AddedTokens.LoadJson(folder, name) is not JsonObject json) continue;
             foreach (string role in new[] { "bos", "eos", "pad", "unk" })
             {
                 string? token = json[role + "_token"] switch
@@ -42,7 +42,7 @@ internal sealed class SpecialTokenConfig
                 if (token is not null) config._tokens[role] = token;
             }
         }
-        if (Load(folder, "config.json") is JsonObject model)
+        if (AddedTokens.LoadJson(folder, "config.json") is JsonObject model)
         {
             foreach (string role in new[] { "bos", "eos", "pad" })
             {
@@ -53,20 +53,6 @@ internal sealed class SpecialTokenConfig
             }
         }
         return config;
-    }
-
-    private static JsonNode? Load(string folder, string name)
-    {
-        string path = Path.Combine(folder, name);
-        if (!File.Exists(path)) return null;
-        try
-        {
-            return JsonNode.Parse(File.ReadAllText(path));
-        }
-        catch (JsonException e)
-        {
-            throw new InvalidDataException($"'{path}' is not valid JSON: {e.Message}", e);
-        }
     }
 
     /// <summary>
