@@ -55,3 +55,14 @@ public interface ISkillUnitPartitioner
     /// <summary>The units of <paramref name="model"/>'s current trainable parameters.</summary>
     SkillUnitMap Partition(ILanguageModel model);
 }
+
+/// <summary>Tensor access to unit slices.</summary>
+public static class UnitSliceExtensions
+{
+    /// <summary>
+    /// A view of <paramref name="parameter"/> covering the slice (no copy: writes through the view
+    /// change the parameter). The caller disposes the returned handle (a dispose scope does).
+    /// </summary>
+    public static TorchSharp.torch.Tensor View(this UnitSlice slice, TorchSharp.torch.Tensor parameter) =>
+        slice.IsWhole ? parameter.alias() : parameter.narrow(slice.Dim, slice.Start, slice.Length);
+}
