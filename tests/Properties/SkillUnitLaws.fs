@@ -44,7 +44,7 @@ let spec (key: int) : Spec =
         j.["attention_bias"] <- (rng.Next 3 = 0)
         j.["mlp_bias"] <- (rng.Next 3 = 0)
         let targets = [| "q_proj"; "k_proj"; "v_proj"; "o_proj"; "gate_proj"; "up_proj"; "down_proj" |]
-        { Key = key; Family = "llama"; Json = j.ToJsonString(); Mode = pick rng [| "full"; "partial"; "lora"; "lora2"; "lora+base" |]
+        { Key = key; Family = "llama"; Json = j.ToJsonString(); Mode = pick rng [| "full"; "partial"; "lora"; "lora2"; "lora2both"; "loraA"; "lora+base" |]
           LoraR = rng.Next(1, 5); Targets = Array.append [| "q_proj" |] (targets |> Array.filter (fun _ -> rng.Next 3 = 0)) }
     else
         let gated = rng.Next 2 = 0
@@ -58,7 +58,7 @@ let spec (key: int) : Spec =
         j.["relative_attention_num_buckets"] <- 4
         let ff = if gated then [| "wi_0"; "wi_1"; "wo" |] else [| "wi"; "wo" |]
         let targets = Array.append [| "q"; "k"; "v"; "o" |] ff
-        { Key = key; Family = "t5"; Json = j.ToJsonString(); Mode = pick rng [| "full"; "partial"; "lora"; "lora2"; "lora+base" |]
+        { Key = key; Family = "t5"; Json = j.ToJsonString(); Mode = pick rng [| "full"; "partial"; "lora"; "lora2"; "lora2both"; "loraA"; "lora+base" |]
           LoraR = rng.Next(1, 5); Targets = Array.append [| "v" |] (targets |> Array.filter (fun _ -> rng.Next 3 = 0)) }
 
 /// Builds the model of a spec (weights from `weightSeed`) and sets its trainable parameters.
@@ -78,6 +78,14 @@ let build (s: Spec) (weightSeed: int64) : ILanguageModel =
         Lora.Apply(m.Module, lora "old") |> ignore
         let h = Lora.Apply(m.Module, lora "default")
         h.SetTrainableAdapters [| "default" |]
+    | "lora2both" ->
+        Lora.Apply(m.Module, lora "old") |> ignore
+        let h = Lora.Apply(m.Module, LoraConfig(R = s.LoraR + 1, Alpha = 4.0, Dropout = 0.0, TargetModules = [| s.Targets.[0] |]))
+        h.SetTrainableAdapters [| "old"; "default" |]
+    | "loraA" -> // only the A matrices train: rank-1 units are single rows
+        Lora.Apply(m.Module, lora "default") |> ignore
+        for struct (n, p) in m.Module.named_parameters() do
+            if n.Contains ".lora_B." then p.requires_grad_(false) |> ignore
     | "lora+base" ->
         let h = Lora.Apply(m.Module, lora "default")
         for struct (n, p) in m.Module.named_parameters() do
@@ -233,6 +241,25 @@ let tests =
             for (name, layer, kind) in cases do
                 Expect.equal (UnitNames.Layer name) layer $"layer of {name}"
                 Expect.equal (UnitNames.ModuleType name) kind $"module type of {name}"
+        }
+
+        test "scores: a missing or misshapen score tensor is an error naming the parameter" {
+            let s = { spec 3 with Mode = "full" }
+            withModel s 1L (fun m ->
+                let map = FullFineTuningPartitioner().Partition m
+                let scores = randomScores m 3
+                try
+                    let all = scores |> List.map (fun (n, _, t) -> KeyValuePair(n, t)) |> Dictionary
+                    let first = map.Units.[0].Slices.[0].Parameter
+                    let missing = Dictionary(all)
+                    missing.Remove first |> ignore
+                    Expect.throwsT<KeyNotFoundException> (fun () -> UnitScores.Compute(map, missing) |> ignore) "missing"
+                    use wrong = torch.zeros(3L, 5L)
+                    let bad = Dictionary(all)
+                    bad.[first] <- wrong
+                    Expect.throwsT<ArgumentException> (fun () -> UnitScores.Compute(map, m, bad) |> ignore) "shape"
+                finally
+                    for (_, _, t) in scores do t.Dispose())
         }
 
         test "ByName knows the four partitioners and rejects others" {
