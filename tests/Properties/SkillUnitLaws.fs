@@ -15,7 +15,7 @@ open Klf.SkillUnits
 
 /// The fixed seed of every property here (printed by Expecto on failure too).
 let seed = (20261126UL, 4711UL, None)
-let private config = { FsCheckConfig.defaultConfig with maxTest = 50; replay = Some seed }
+let private config = { FsCheckConfig.defaultConfig with maxTest = 100; replay = Some seed }
 
 /// A random tiny model and trainable set, fully determined by `key` (printable, replayable).
 type Spec =
@@ -28,11 +28,16 @@ type Spec =
 
 let private pick (rng: Random) (xs: 'a[]) = xs.[rng.Next xs.Length]
 
+/// Trainable sets; base-trainable ones twice as likely (they are what the head partitioner splits).
+let private modes = [| "full"; "full"; "partial"; "partial"; "lora"; "lora2"; "lora2both"; "loraA"; "lora+base"; "lora+base" |]
+
 let spec (key: int) : Spec =
     let rng = Random key
     if rng.Next 5 < 3 then
-        let heads = pick rng [| 1; 2; 4 |]
-        let kv = pick rng ([| 1; 2; 4 |] |> Array.filter (fun k -> heads % k = 0))
+        let heads = pick rng [| 1; 2; 4; 6 |]
+        let divisors = [| 1; 2; 3; 4; 6 |] |> Array.filter (fun k -> heads % k = 0)
+        // grouped-query attention (kv < heads) two times in three when possible
+        let kv = if heads > 1 && rng.Next 3 > 0 then pick rng (divisors |> Array.filter ((<>) heads)) else heads
         let j = Klf.Models.Llama.LlamaConfig.Preset("llama-tiny", 16).ToJson()
         j.["hidden_size"] <- pick rng [| 8; 12; 16 |]
         j.["intermediate_size"] <- 16
@@ -44,7 +49,7 @@ let spec (key: int) : Spec =
         j.["attention_bias"] <- (rng.Next 3 = 0)
         j.["mlp_bias"] <- (rng.Next 3 = 0)
         let targets = [| "q_proj"; "k_proj"; "v_proj"; "o_proj"; "gate_proj"; "up_proj"; "down_proj" |]
-        { Key = key; Family = "llama"; Json = j.ToJsonString(); Mode = pick rng [| "full"; "partial"; "lora"; "lora2"; "lora2both"; "loraA"; "lora+base" |]
+        { Key = key; Family = "llama"; Json = j.ToJsonString(); Mode = pick rng modes
           LoraR = rng.Next(1, 5); Targets = Array.append [| "q_proj" |] (targets |> Array.filter (fun _ -> rng.Next 3 = 0)) }
     else
         let gated = rng.Next 2 = 0
@@ -58,7 +63,7 @@ let spec (key: int) : Spec =
         j.["relative_attention_num_buckets"] <- 4
         let ff = if gated then [| "wi_0"; "wi_1"; "wo" |] else [| "wi"; "wo" |]
         let targets = Array.append [| "q"; "k"; "v"; "o" |] ff
-        { Key = key; Family = "t5"; Json = j.ToJsonString(); Mode = pick rng [| "full"; "partial"; "lora"; "lora2"; "lora2both"; "loraA"; "lora+base" |]
+        { Key = key; Family = "t5"; Json = j.ToJsonString(); Mode = pick rng modes
           LoraR = rng.Next(1, 5); Targets = Array.append [| "v" |] (targets |> Array.filter (fun _ -> rng.Next 3 = 0)) }
 
 /// Builds the model of a spec (weights from `weightSeed`) and sets its trainable parameters.
