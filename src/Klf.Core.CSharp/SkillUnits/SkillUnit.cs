@@ -38,8 +38,8 @@ public enum UnitAggregation
 /// <param name="Id">Stable identity derived from parameter names (plus slice); equal across save/load and processes.</param>
 /// <param name="Slices">The parameter parts the unit consists of (disjoint from every other unit's).</param>
 /// <param name="Aggregation">How element scores become the unit score.</param>
-/// <param name="Layer">Group label: the layer (e.g. <c>model.layers.3</c>, <c>encoder.block.1</c>) or <c>embeddings</c>/<c>head</c>/<c>other</c>.</param>
-/// <param name="ModuleType">Group label: the module kind (e.g. <c>q_proj</c>, <c>mlp.up_proj</c>, <c>norm</c>, <c>lora_A</c>).</param>
+/// <param name="Layer">Group label: the layer (e.g. <c>model.layers.3</c>, <c>encoder.block.1</c>) or <c>embeddings</c>/<c>head</c>/<c>final_norm</c>/<c>other</c> (scheme: <see cref="UnitNames"/>).</param>
+/// <param name="ModuleType">Group label: the module kind (e.g. <c>self_attn.q_proj</c>, <c>mlp.up_proj</c>, <c>input_layernorm</c>, <c>SelfAttention.q</c>, <c>self_attn.q_proj.lora_A</c>; scheme: <see cref="UnitNames"/>).</param>
 /// <param name="ElementCount">Number of parameter elements in the unit.</param>
 public sealed record SkillUnit(string Id, IReadOnlyList<UnitSlice> Slices, UnitAggregation Aggregation, string Layer, string ModuleType, long ElementCount);
 
