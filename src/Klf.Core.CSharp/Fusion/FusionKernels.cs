@@ -42,7 +42,7 @@ public static class FusionKernels
         var n = taskVector.numel();
         if (fraction >= 1.0 || n == 0) return taskVector.clone();
         if (fraction <= 0.0) return zeros_like(taskVector);
-        var keep = Math.Max(1L, (long)Math.Ceiling(fraction * n));
+        var keep = Math.Min(n, Math.Max(1L, (long)Math.Ceiling(fraction * n - 1e-9))); // 1e-9: 0.2·15 is 3, not 3.0000000000000004
         using var mag = taskVector.abs();
         using var flat = mag.flatten();
         var (kth, idx) = flat.kthvalue(n - keep + 1, 0, false); // keep-th largest = (n−keep+1)-th smallest
