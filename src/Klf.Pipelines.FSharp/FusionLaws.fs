@@ -49,11 +49,6 @@ module FusionLaws =
           CurrentScore: float
           Category: UnitCategory
           Seed: int64 }
-        override c.ToString() =
-            let show (a: float[]) = a |> Array.map (sprintf "%g") |> String.concat "; "
-            sprintf "shape [%s] %O, scores (prev %g, cur %g), %O, seed %d\n  base [%s]\n  prev [%s]\n  cur  [%s]"
-                (c.Shape |> Array.map string |> String.concat "x") c.Dtype c.PreviousScore c.CurrentScore c.Category c.Seed
-                (show c.Base) (show c.Previous) (show c.Current)
 
     /// How the laws are checked.
     type Settings =

@@ -20,9 +20,7 @@ public static class FusionKernels
         if (double.IsNaN(lambda)) throw new ArgumentException("λ is NaN", nameof(lambda));
         if (lambda == 0.0) return previous.clone();
         if (lambda == 1.0) return current.clone();
-        using var diff = current - previous;
-        using var step = diff * lambda;
-        var fused = previous + step;
+        var fused = previous.lerp(current, lambda); // one kernel; exact at the ends, symmetric formula around ½
         if (lambda is > 0.0 and < 1.0)
         {
             using var lo = minimum(previous, current);
