@@ -139,4 +139,26 @@ let tests =
                 parameters m |> Map.map (fun _ p -> bits p)
             Expect.equal (runDare ()) (runDare ()) "same seed, same fused model"
         }
+
+        test "Apply leaves no tensor alive: every rule, and a refused fusion" {
+            let m = llama 11L
+            use _model = owned m
+            use previous = ParameterSnapshot.TakeTrainable m
+            perturb m 12L
+            let map = wholeTensorMap m
+            let rules : IFusionRule list = [ KifStaticRule(); KifAdaptiveRule(); AverageRule(); TaskArithmeticRule(); TiesRule(); DareRule(); MagMaxRule() ]
+            let run (rule: IFusionRule) = ModelFusion.Apply(m, previous, null, map, scores map 1, scores map 2, categoriesFor map, rule, 3L) |> ignore
+            rules |> List.iter run // warm-up
+            let live () = DisposeScopeManager.Statistics.ThreadTotalLiveCount
+            let live0 = live ()
+            rules |> List.iter run
+            Expect.equal (live ()) live0 "no tensor left alive by Apply"
+            do
+                use _ng = torch.no_grad()
+                use nan = torch.tensor(Single.NaN)
+                (parameters m).[map.Units.[1].Id].view(-1L).[0L] <- nan
+            let live1 = live ()
+            Expect.throwsT<UnsafeFusionException> (fun () -> run (KifStaticRule(neither = 0.4, previousOnly = 0.4))) "refused"
+            Expect.equal (live ()) live1 "no tensor left alive by a refused fusion"
+        }
     ]
