@@ -15,22 +15,11 @@ let private rules = opt<string> "--rules" "Comma-separated rules: kif-static, ki
 let private repeats = opt<int> "--repeats" "Measured fusions per rule." (Some 5)
 let private threads = opt<int> "--threads" "Torch intra-op threads (0: torch's default)." (Some 0)
 
-let private ruleOf (name: string) : IFusionRule =
-    match name.Trim() with
-    | "kif-static" -> KifStaticRule()
-    | "kif-adaptive" -> KifAdaptiveRule()
-    | "average" -> AverageRule()
-    | "task-arithmetic" -> TaskArithmeticRule()
-    | "ties" -> TiesRule()
-    | "dare" -> DareRule()
-    | "magmax" -> MagMaxRule()
-    | other -> raise (ArgumentException $"unknown fusion rule \"{other}\"")
-
 let cmd =
     command "bench-fusion" "Measure fusion throughput (elements/s of ModelFusion.Apply) of a model preset with whole-tensor units." [ preset; rules; repeats; threads; Klf.Cli.Common.deviceOption ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
         if pr.GetValue threads > 0 then torch.set_num_threads (pr.GetValue threads)
-        let rules = (pr.GetValue rules).Split(',', StringSplitOptions.RemoveEmptyEntries) |> Array.map ruleOf
+        let rules = (pr.GetValue rules).Split(',', StringSplitOptions.RemoveEmptyEntries) |> Array.map Klf.Pipelines.Fusion.rule
         Trainer.Seed 1L
         let model = LanguageModels.FromPreset(pr.GetValue preset, Nullable(), Klf.Cli.Common.device (pr.GetValue Klf.Cli.Common.deviceOption))
         try
