@@ -29,8 +29,9 @@ public sealed class ParameterSnapshot : IDisposable
         {
             foreach (var n in wanted)
             {
-                var c = live[n].detach().clone();
-                c.DetachFromDisposeScope();
+                using var detached = live[n].detach();
+                var c = detached.clone();
+                c.DetachFromDisposeScope(); // owned by the snapshot, not by a caller's dispose scope
                 copies[n] = c;
             }
         }
