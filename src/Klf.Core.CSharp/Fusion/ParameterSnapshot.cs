@@ -1,0 +1,86 @@
+using Klf.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Klf.Fusion;
+
+/// <summary>
+/// Detached copies of chosen named parameters of a model (θ̄_{k−1} before a task, or the pre-trained
+/// base). Owns its tensors: each is a clone with the parameter's shape, dtype and device, without
+/// gradient history, released by <see cref="Dispose"/>. Later training of the model does not change
+/// the snapshot.
+/// </summary>
+public sealed class ParameterSnapshot : IDisposable
+{
+    private readonly Dictionary<string, Tensor> _tensors;
+    private bool _disposed;
+
+    private ParameterSnapshot(Dictionary<string, Tensor> tensors) => _tensors = tensors;
+
+    /// <summary>Copies of the named parameters of <paramref name="model"/> (unknown names throw <see cref="ArgumentException"/>).</summary>
+    public static ParameterSnapshot Take(ILanguageModel model, IEnumerable<string> names)
+    {
+        var live = LiveParameters(model);
+        var wanted = names.Distinct().ToList();
+        var missing = wanted.Where(n => !live.ContainsKey(n)).ToList();
+        if (missing.Count > 0) throw new ArgumentException($"snapshot: the model has no parameter {string.Join(", ", missing.Take(5))}{(missing.Count > 5 ? ", …" : "")}");
+        var copies = new Dictionary<string, Tensor>(wanted.Count);
+        using (no_grad())
+        {
+            foreach (var n in wanted)
+            {
+                using var detached = live[n].detach();
+                var c = detached.clone();
+                c.DetachFromDisposeScope(); // owned by the snapshot, not by a caller's dispose scope
+                copies[n] = c;
+            }
+        }
+        return new ParameterSnapshot(copies);
+    }
+
+    /// <summary>Copies of every trainable parameter (<c>requires_grad</c>) of <paramref name="model"/>.</summary>
+    public static ParameterSnapshot TakeTrainable(ILanguageModel model) =>
+        Take(model, LiveParameters(model).Where(kv => kv.Value.requires_grad).Select(kv => kv.Key));
+
+    /// <summary>Copies of every parameter of <paramref name="model"/>.</summary>
+    public static ParameterSnapshot TakeAll(ILanguageModel model) => Take(model, LiveParameters(model).Keys);
+
+    /// <summary>The parameter names held, in the order they were taken.</summary>
+    public IReadOnlyCollection<string> Names => _tensors.Keys;
+
+    /// <summary>Whether a copy of <paramref name="name"/> is held.</summary>
+    public bool Contains(string name) => _tensors.ContainsKey(name);
+
+    /// <summary>
+    /// The copy of parameter <paramref name="name"/>: owned by the snapshot (do not dispose or modify
+    /// it; it is valid until the snapshot is disposed).
+    /// </summary>
+    public Tensor this[string name]
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _tensors.TryGetValue(name, out var t) ? t : throw new KeyNotFoundException($"snapshot holds no parameter '{name}'");
+        }
+    }
+
+    /// <summary>Total number of elements held.</summary>
+    public long ElementCount => _tensors.Values.Sum(t => t.numel());
+
+    /// <summary>Releases every copy.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        foreach (var t in _tensors.Values) t.Dispose();
+        _tensors.Clear();
+    }
+
+    /// <summary>The model's parameters by full name (the live Parameter objects; not owned by the caller).</summary>
+    internal static Dictionary<string, Tensor> LiveParameters(ILanguageModel model)
+    {
+        var d = new Dictionary<string, Tensor>();
+        foreach (var (n, p) in model.Module.named_parameters()) d.TryAdd(n, p);
+        return d;
+    }
+}

@@ -1,0 +1,39 @@
+// A new fusion rule written in F#, checked against the library's fusion laws in one line.
+// Build first, then run:
+//   dotnet build src/Klf.Scripts -c Release
+//   dotnet fsi src/Klf.Scripts/experiments/custom-fusion-rule.fsx
+#r "../bin/Release/net10.0/TorchSharp.dll"
+#r "../bin/Release/net10.0/FsCheck.dll"
+#r "../bin/Release/net10.0/Klf.Core.dll"
+#r "../bin/Release/net10.0/Klf.Pipelines.dll"
+
+open TorchSharp
+open Klf.Fusion
+open Klf.Pipelines
+
+Klf.Native.TorchNative.EnsureLoaded()
+
+/// KIF's adaptive rule with λ clipped to [lo, hi]: never fully keeps or fully replaces a unit, and
+/// PreviousOnly / CurrentOnly units still get exactly the old / new values (λ = 0 / 1, bit-identical).
+type ClippedAdaptiveRule(lo: float, hi: float, temperature: float) =
+    let adaptive = KifAdaptiveRule(temperature)
+    member _.Lambda(context: UnitFusionContext) =
+        match context.Category with
+        | UnitCategory.PreviousOnly -> 0.0
+        | UnitCategory.CurrentOnly -> 1.0
+        | _ -> adaptive.LambdaFor context |> max lo |> min hi
+    interface IFusionRule with
+        member _.Name = $"kif-adaptive-clipped[{lo},{hi}]"
+        member this.LambdaFor context = this.Lambda context
+        // A fresh tensor of the inputs' shape, dtype and device; inputs untouched (the caller disposes it).
+        member this.Fuse(inputs, context) = FusionKernels.Interpolate(inputs.Previous, inputs.Current, this.Lambda context)
+
+let rule = ClippedAdaptiveRule(0.2, 0.8, 0.25)
+
+// The one line: the core laws plus the two opt-in laws this rule promises. Prints a summary and
+// throws with a counterexample if a law fails.
+FusionLaws.checkWith [ FusionLaws.Between; FusionLaws.RespectsCategories ] rule
+
+// The same laws can show what a rule does NOT promise: task arithmetic leaves [prev, cur].
+let outcome = FusionLaws.run FusionLaws.defaults [ FusionLaws.Between ] (TaskArithmeticRule())
+for o in outcome do printfn "task-arithmetic %-20s %s" (sprintf "%A" o.Law) (if o.Passed then "ok" else "fails (as expected for Between)")
