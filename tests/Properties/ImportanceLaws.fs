@@ -117,6 +117,29 @@ let tests =
             Expect.equal (tracker.StepsCounted, tracker.StepsSeen) (0, 0) "counters"
         }
 
+        test "Attach uses the configured hook list; Detach and Dispose remove the hook; a second Attach throws" {
+            let none : struct (string * TorchSharp.Modules.Parameter) seq = Seq.empty
+            for point in [ ImportanceHookPoint.AfterOptimizerStep; ImportanceHookPoint.AfterClip ] do
+                let hooks = StepHooks()
+                let tracker = new ImportanceTracker(ImportanceOptions(HookPoint = point))
+                tracker.Attach(hooks, none)
+                let counts () = hooks.AfterClip.Count, hooks.AfterOptimizerStep.Count
+                Expect.equal (counts ()) (if point = ImportanceHookPoint.AfterClip then (1, 0) else (0, 1)) $"{point}"
+                Expect.throwsT<InvalidOperationException> (fun () -> tracker.Attach(hooks, none)) "attached twice"
+                tracker.Detach()
+                Expect.equal (counts ()) (0, 0) "detached"
+                tracker.Attach(hooks, none)
+                tracker.Dispose()
+                Expect.equal (counts ()) (0, 0) "disposed"
+        }
+
+        test "Counts: SkipLastStep needs TotalSteps > 0; SkipFirstStep drops step 0 only" {
+            let o = ImportanceOptions()
+            Expect.equal [ for s in 0 .. 4 -> o.Counts(s, 5) ] [ false; true; true; true; false ] "both skips, 5 steps"
+            Expect.equal [ for s in 0 .. 4 -> o.Counts(s, 0) ] [ false; true; true; true; true ] "unknown total: last not skipped"
+            Expect.equal [ for s in 0 .. 2 -> ImportanceOptions(SkipFirstStep = false, SkipLastStep = false).Counts(s, 3) ] [ true; true; true ] "no skips"
+        }
+
         testPropertyWithConfig config "MinMax: in [0,1], min 0 and max 1 unless constant (then all 0)" <| fun (xs: NormalFloat[]) ->
             xs |> Array.map (fun x -> x.Get) |> finite |> ImportanceMath.MinMax |> isNormalised
 
