@@ -123,13 +123,14 @@ public sealed class ImportanceTracker : IDisposable
                 unc.mul_(b2).add_(sens, alpha: 1 - b2);         // |0 − Ī| = Ī (Ī ≥ 0)
                 continue;
             }
+            // One temporary (s) per parameter; every other operation is in place.
             var w = p.dtype == ScalarType.Float32 ? p : p.to(ScalarType.Float32);
             var s = w.mul(g.dtype == ScalarType.Float32 ? g : g.to(ScalarType.Float32));   // w·g
-            if (Options.Order == ImportanceOrder.Second) s.sub_(s.square().mul_(0.5));  // w·g − ½(w·g)²
+            if (Options.Order == ImportanceOrder.Second) s.addcmul_(s, s, -0.5);         // w·g − ½(w·g)²
             s.abs_();
-            sens.mul_(b1).add_(s, alpha: 1 - b1);               // Ī ← β1·Ī + (1−β1)·s
+            sens.lerp_(s, 1 - b1);                              // Ī ← β1·Ī + (1−β1)·s  (= Ī + (1−β1)(s − Ī))
             s.sub_(sens).abs_();                                // |s − Ī| with the new Ī (reference order)
-            unc.mul_(b2).add_(s, alpha: 1 - b2);                // Ū ← β2·Ū + (1−β2)·|s − Ī|
+            unc.lerp_(s, 1 - b2);                               // Ū ← β2·Ū + (1−β2)·|s − Ī|
         }
         StepsCounted++;
     }
