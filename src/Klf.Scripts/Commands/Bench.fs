@@ -64,8 +64,13 @@ let cmd =
             sw.Elapsed.TotalSeconds, tokens, m.Loss
         let step () = stepWith null
         for _ in 1 .. pr.GetValue warmup do (if withImportance then stepWith hooks else step ()) |> ignore
-        // With --importance the measured steps alternate plain / tracked, so load drift hits both alike.
-        let pairs = [ for _ in 1 .. pr.GetValue steps -> step (), (if withImportance then Some (stepWith hooks) else None) ]
+        // With --importance the measured steps alternate plain / tracked in ABBA order, so load drift and
+        // any first-or-second-in-pair effect hit both alike.
+        let pairs =
+            [ for i in 1 .. pr.GetValue steps ->
+                if not withImportance then step (), None
+                elif i % 2 = 1 then let a = step () in a, Some (stepWith hooks)
+                else let b = stepWith hooks in step (), Some b ]
         let results = pairs |> List.map fst
         let secs = results |> List.sumBy (fun (s, _, _) -> s)
         let toks = results |> List.sumBy (fun (_, n, _) -> n)
