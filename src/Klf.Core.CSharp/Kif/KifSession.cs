@@ -1,0 +1,139 @@
+using Klf.Fusion;
+using Klf.Importance;
+using Klf.Models;
+using Klf.SkillUnits;
+using Klf.Training;
+using static TorchSharp.torch;
+
+namespace Klf.Kif;
+
+/// <summary>What KIF identified and did after one task (plain data).</summary>
+/// <param name="Task">The task's name.</param>
+/// <param name="TaskIndex">1-based position in the sequence.</param>
+/// <param name="RawScores">S_k: unit scores from the element scores Ī ⊙ Ū, aligned with the map.</param>
+/// <param name="Normalised">Ŝ_k: normalised unit scores in [0,1].</param>
+/// <param name="ImportantCurrent">Units in the top fraction of Ŝ_k.</param>
+/// <param name="ImportantPrevious">Units in the top fraction of Â_{k−1}; null for the first task.</param>
+/// <param name="Fusion">The fusion report; null for the first task (θ̄_1 = θ_1).</param>
+/// <param name="Accumulated">Â_k after this task.</param>
+/// <param name="StepsCounted">Optimizer steps whose gradients entered the importance.</param>
+public sealed record KifTaskResult(string Task, int TaskIndex, double[] RawScores, double[] Normalised, bool[] ImportantCurrent,
+    bool[]? ImportantPrevious, FusionReport? Fusion, double[] Accumulated, int StepsCounted);
+
+/// <summary>
+/// The KIF loop around any training: <see cref="BeginTask"/> snapshots θ̄_{k−1} and starts
+/// importance tracking on the step hooks it returns; train with those hooks; <see cref="EndTask"/>
+/// scores the skill units, normalises and classifies them, fuses θ̄_{k−1} with θ_k in place
+/// (from the second task on) and accumulates importance. Owns the tracker's buffers and the
+/// snapshots: dispose it when the sequence ends.
+/// </summary>
+public sealed class KifSession : IDisposable
+{
+    private readonly ILanguageModel _model;
+    private readonly ImportanceTracker _tracker;
+    private ParameterSnapshot? _previous;
+    private ParameterSnapshot? _baseline;
+    private StepHooks? _hooks;
+    private string? _task;
+    private bool _disposed;
+
+    /// <summary>A session for <paramref name="model"/>; nothing is allocated until the first task begins.</summary>
+    public KifSession(ILanguageModel model, KifOptions? options = null)
+    {
+        _model = model;
+        Options = options ?? KifOptions.FullFineTuning();
+        Options.Importance.Validate();
+        _tracker = new ImportanceTracker(Options.Importance);
+    }
+
+    /// <summary>The settings in use.</summary>
+    public KifOptions Options { get; }
+
+    /// <summary>The skill units, fixed when the first task begins (from the parameters trainable then).</summary>
+    public SkillUnitMap? Map { get; private set; }
+
+    /// <summary>Â after the last completed task (null before the first).</summary>
+    public double[]? Accumulated { get; private set; }
+
+    /// <summary>Results of the completed tasks, in order.</summary>
+    public List<KifTaskResult> History { get; } = new();
+
+    /// <summary>
+    /// Starts task <paramref name="task"/>: fixes the unit map (first task), snapshots the units'
+    /// parameters (θ̄_{k−1}), resets importance and attaches the tracker to <paramref name="hooks"/>
+    /// (a new set when null). Returns the hooks to pass to the trainer.
+    /// </summary>
+    public StepHooks BeginTask(string task, StepHooks? hooks = null)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_task != null) throw new InvalidOperationException($"task '{_task}' has not ended");
+        Map ??= Options.Partitioner.Partition(_model);
+        if (Map.Count == 0) throw new InvalidOperationException("the model has no trainable parameters to form skill units");
+        var names = Map.Units.SelectMany(u => u.Slices).Select(s => s.Parameter).Distinct().ToArray();
+        if (Options.KeepBaseline && _baseline == null) _baseline = ParameterSnapshot.Take(_model, names);
+        _previous?.Dispose();
+        _previous = ParameterSnapshot.Take(_model, names);
+        _tracker.Reset();
+        _hooks = hooks ?? new StepHooks();
+        _tracker.Attach(_hooks, _model.Module.named_parameters().Where(p => names.Contains(p.name)).Select(p => (p.name, p.parameter)));
+        _task = task;
+        return _hooks;
+    }
+
+    /// <summary>
+    /// Ends the current task: Ŝ_k from the tracked importance; for k = 1, Â_1 = Ŝ_1 and the model is
+    /// left as trained; for k &gt; 1 the model is fused in place with θ̄_{k−1} by the rule and
+    /// Â_k = minmax(γ·Â_{k−1} + (1−γ)·Ŝ_k). A fusion that would produce NaN/Inf throws and leaves the
+    /// model as trained (and the session ready to retry <see cref="EndTask"/> with other options is
+    /// not supported: begin the task again).
+    /// </summary>
+    public KifTaskResult EndTask()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_task == null || Map == null || _previous == null || _hooks == null) throw new InvalidOperationException("no task has begun");
+        _tracker.Detach();
+        double[] raw;
+        using (NewDisposeScope())
+            raw = UnitScores.Compute(Map, _model, _tracker.ElementScores());
+        var current = ImportanceMath.Normalise(Map, raw, Options.Normalisation);
+        var importantCurrent = ImportanceMath.TopFraction(current, Options.TopFraction);
+        bool[]? importantPrevious = null;
+        FusionReport? report = null;
+        double[] accumulated;
+        if (Accumulated == null)
+        {
+            accumulated = current;
+        }
+        else
+        {
+            importantPrevious = ImportanceMath.TopFraction(Accumulated, Options.TopFraction);
+            var categories = Categories.Classify(importantPrevious, importantCurrent);
+            report = ModelFusion.Apply(_model, _previous, _baseline, Map, Accumulated, current, categories, Options.Rule, Options.Seed + History.Count);
+            accumulated = ImportanceMath.Accumulate(Accumulated, current, Options.Gamma);
+        }
+        var result = new KifTaskResult(_task, History.Count + 1, raw, current, importantCurrent, importantPrevious, report, accumulated, _tracker.StepsCounted);
+        Accumulated = accumulated;
+        History.Add(result);
+        _previous.Dispose();
+        _previous = null;
+        _task = null;
+        _hooks = null;
+        return result;
+    }
+
+    /// <summary>The accumulated importance as a profile keyed by unit id (with the map's fingerprint).</summary>
+    public ImportanceProfile Profile() =>
+        Map != null && Accumulated != null
+            ? ImportanceProfile.FromMap(Map, Accumulated, History.Select(h => new TaskImportance(h.Task, h.Normalised)).ToList())
+            : throw new InvalidOperationException("no task has been completed");
+
+    /// <summary>Frees the tracker buffers and snapshots.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _tracker.Dispose();
+        _previous?.Dispose();
+        _baseline?.Dispose();
+    }
+}
