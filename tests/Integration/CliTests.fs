@@ -49,6 +49,17 @@ let tests =
                 Directory.Delete(dir, true)
         }
 
+        test "the shipped .fsx scripts run under dotnet fsi against the built assemblies" {
+            klfDll.Value |> ignore // the scripts reference the klf build output
+            let scripts = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "src", "Klf.Scripts"))
+            let code, out = NativeTests.run "dotnet" [ "fsi"; "--quiet"; Path.Combine(scripts, "experiments", "custom-fusion-rule.fsx") ] 300000
+            Expect.equal code 0 out
+            Expect.stringContains out "fails (as expected" "the script shows a law catching a rule that breaks it"
+            let code, out = NativeTests.run "dotnet" [ "fsi"; "--quiet"; Path.Combine(scripts, "scripts", "quickstart.fsx"); TokenizerTests.trained.Value.LlamaFolder ] 300000
+            Expect.equal code 0 out
+            Expect.stringContains out "held-out exact match" "quickstart trains and generates"
+        }
+
         test "bad input: a clear error naming the folder, exit code 1" {
             let missing = Path.Combine(Path.GetTempPath(), "klf-no-such-model-" + Guid.NewGuid().ToString("N"))
             let code, out = klf [ "generate"; "--model"; missing; "--prompt"; "hi" ]
