@@ -83,9 +83,9 @@ public sealed class KifSession : IDisposable
     /// <summary>
     /// Ends the current task: Ŝ_k from the tracked importance; for k = 1, Â_1 = Ŝ_1 and the model is
     /// left as trained; for k &gt; 1 the model is fused in place with θ̄_{k−1} by the rule and
-    /// Â_k = minmax(γ·Â_{k−1} + (1−γ)·Ŝ_k). A fusion that would produce NaN/Inf throws and leaves the
-    /// model as trained (and the session ready to retry <see cref="EndTask"/> with other options is
-    /// not supported: begin the task again).
+    /// Â_k = minmax(γ·Â_{k−1} + (1−γ)·Ŝ_k). A fusion that would produce NaN/Inf throws
+    /// <see cref="UnsafeFusionException"/> and leaves the model as trained; call
+    /// <see cref="AbortTask"/> before beginning another task.
     /// </summary>
     public KifTaskResult EndTask()
     {
@@ -119,6 +119,20 @@ public sealed class KifSession : IDisposable
         _task = null;
         _hooks = null;
         return result;
+    }
+
+    /// <summary>
+    /// Abandons the current task (e.g. training failed): detaches the tracker and drops the
+    /// snapshot; no fusion, no accumulation. The model keeps whatever training did to it.
+    /// </summary>
+    public void AbortTask()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _tracker.Detach();
+        _previous?.Dispose();
+        _previous = null;
+        _task = null;
+        _hooks = null;
     }
 
     /// <summary>The accumulated importance as a profile keyed by unit id (with the map's fingerprint).</summary>
