@@ -115,4 +115,27 @@ let tests =
                 if not (Lora.IsLoraPath k) then Expect.equal (bytesOf live[k]) (bytesOf t) $"{k}: frozen base weight unchanged"
             disposeAll previous; disposeAll current
         }
+    
+        test "session: misuse is a clear error, AbortTask recovers, the profile round-trips by unit id" {
+            torch.manual_seed 7L |> ignore
+            use model = new Klf.Models.Llama.LlamaForCausalLM(Klf.Models.Llama.LlamaConfig.Preset "llama-tiny")
+            use session = new KifSession(model, KifOptions.FullFineTuning())
+            Expect.throwsT<InvalidOperationException> (fun () -> session.EndTask() |> ignore) "EndTask before BeginTask"
+            let train = LmContract.examples 3 32
+            let h = session.BeginTask "a"
+            Expect.throwsT<InvalidOperationException> (fun () -> session.BeginTask "b" |> ignore) "BeginTask twice"
+            session.AbortTask()
+            for name in [ "a"; "b" ] do
+                let h = session.BeginTask name
+                Trainer.Fit(model, train, TrainerOptions(BatchSize = 8, MaxSteps = 6, Seed = 1), h) |> ignore
+                session.EndTask() |> ignore
+            Expect.equal session.History.Count 2 "two completed tasks"
+            let path = IO.Path.Combine(IO.Path.GetTempPath(), $"klf-profile-{Guid.NewGuid():N}.json")
+            try
+                session.Profile().Save path
+                let loaded = Klf.Importance.ImportanceProfile.Load(path, session.Map)
+                Expect.equal (loaded.AlignTo session.Map) session.Accumulated "accumulated importance round-trips by unit id"
+                Expect.equal loaded.History.Count 2 "per-task history kept"
+            finally IO.File.Delete path
+        }
     ]
