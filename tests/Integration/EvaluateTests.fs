@@ -45,6 +45,8 @@ let tests =
 
             let noCache = Evaluate.taskWith model tok (GenerationOptions(MaxNewTokens = maxNew, UseCache = false)) Metric.ExactMatch heldOut
             Expect.equal noCache score "same score without the KV cache"
+            let noCacheAnswers = Evaluate.predictionsWith model tok (GenerationOptions(MaxNewTokens = maxNew, UseCache = false)) heldOut
+            Expect.equal noCacheAnswers answers "same answers without the KV cache"
             let batchOfOne = Evaluate.taskWith model tok (GenerationOptions(MaxNewTokens = maxNew, BatchSize = 1)) Metric.ExactMatch heldOut
             Expect.equal batchOfOne score "same score one prompt at a time"
 
