@@ -1,0 +1,32 @@
+namespace Klf.Pipelines
+
+open Klf.Models
+open Klf.Tokenizers
+
+/// Evaluating a model on a task's examples: batched greedy generation (Prompt.generate, with the
+/// KV cache by default) scored by a Metric, in percent.
+[<RequireQualifiedAccess>]
+module Evaluate =
+
+    /// Per-task cap on generated tokens: the longest reference answer (Output) in tokens, plus one
+    /// (room for the end-of-sequence token or one extra piece). 1 when there are no examples.
+    let maxNewTokensFor (tok: ITextTokenizer) (examples: Example[]) : int =
+        let longest = examples |> Array.fold (fun m e -> max m (tok.Encode(e.Output).Length)) 0
+        longest + 1
+
+    /// Greedy answers of the model to the examples' inputs, decoded to text, with explicit
+    /// generation options (batch size, KV cache on or off, cap on new tokens).
+    let predictionsWith (model: ILanguageModel) (tok: ITextTokenizer) (options: GenerationOptions) (examples: Example[]) : string[] =
+        Prompt.generate model tok options (examples |> Array.map (fun e -> e.Input))
+
+    /// Score (percent) of the model on the examples with explicit generation options: the mean of
+    /// the metric's per-example scores of the generated answers against the examples' Outputs.
+    let taskWith (model: ILanguageModel) (tok: ITextTokenizer) (options: GenerationOptions) (metric: Metric) (examples: Example[]) : float =
+        let predictions = predictionsWith model tok options examples
+        Scoring.score metric predictions (examples |> Array.map (fun e -> e.Output))
+
+    /// Score (percent) of the model on the examples: batched greedy generation with the KV cache,
+    /// at most `maxNewTokens` new tokens per answer (see maxNewTokensFor), then Scoring.score.
+    /// Raises ArgumentException when there are no examples.
+    let task (model: ILanguageModel) (tok: ITextTokenizer) (metric: Metric) (maxNewTokens: int) (examples: Example[]) : float =
+        taskWith model tok (GenerationOptions(MaxNewTokens = maxNewTokens, UseCache = true)) metric examples
