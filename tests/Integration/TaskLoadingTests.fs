@@ -1,0 +1,157 @@
+/// Loading real benchmark tasks and orders, the other task-file formats, and located errors.
+module TaskLoadingTests
+
+open System
+open System.IO
+open Expecto
+open Klf.Pipelines
+
+let private longSequence () = Path.Combine(BenchmarkData.benchmarksRoot.Value, "long_sequence")
+let private ordersPath () = Path.Combine(BenchmarkData.benchmarksRoot.Value, "orders.json")
+
+/// A fresh temporary folder, deleted after f.
+let private withTemp (f: string -> unit) =
+    let dir = Directory.CreateTempSubdirectory("klf-tasks-").FullName
+    try f dir finally Directory.Delete(dir, true)
+
+let private write (dir: string) (relative: string) (text: string) =
+    let file = Path.Combine(dir, relative)
+    Directory.CreateDirectory(Path.GetDirectoryName file) |> ignore
+    File.WriteAllText(file, text)
+    file
+
+let private messageOf (f: unit -> unit) = Expect.throwsC f (fun e -> e.Message)
+
+[<Tests>]
+let tests =
+    testList "tasks" [
+        testList "real benchmark" [
+            test "Task.load reads train and test of a long_sequence task, as the files hold them" {
+                let task = Task.load (longSequence ()) "cb"
+                Expect.equal task.Name "cb" "name"
+                Expect.equal (task.Train.Length, task.Validation.Length, task.Test.Length) (250, 0, 56) "split sizes from the benchmark README"
+                Expect.equal task.Metric "exact-match" "metric"
+                let records = BenchmarkData.records "train" "cb" |> List.map (fun r -> { Id = r.Id; Input = r.Input; Output = r.Output })
+                Expect.equal (List.ofArray task.Train) records "train = the file, in order"
+                Expect.equal task.Test (Benchmark.load (longSequence ()) "test" "cb") "Benchmark.load agrees"
+            }
+
+            test "orders.json: standard.order1 is dbpedia, amazon, yahoo, agnews; every long_sequence order has the 15 tasks" {
+                let orders = Orders.load (ordersPath ())
+                Expect.equal (orders |> Orders.get "standard" "order1") [ "dbpedia"; "amazon"; "yahoo"; "agnews" ] "standard.order1"
+                let tasks = Directory.GetFiles(Path.Combine(longSequence (), "train"), "*.json") |> Array.map Path.GetFileNameWithoutExtension |> set
+                for o in [ "order1"; "order2"; "order3" ] do
+                    let order = orders |> Orders.get "long_sequence" o
+                    Expect.equal order.Length 15 $"long_sequence.{o} length"
+                    Expect.equal (set order) tasks $"long_sequence.{o} = the shipped tasks"
+            }
+
+            test "orders: unknown names fail, listing the known ones" {
+                let orders = Orders.load (ordersPath ())
+                let m = messageOf (fun () -> orders |> Orders.get "standard" "order9" |> ignore)
+                Expect.stringContains m "order9" "names the unknown order"
+                Expect.stringContains m "order1, order2, order3" "lists the known orders"
+                let m = messageOf (fun () -> orders |> Orders.get "nope" "order1" |> ignore)
+                Expect.stringContains m "long_sequence, standard, superni" "lists the known benchmarks"
+            }
+
+            test "a standard sequence: ofOrder, subsample, validation from train, take" {
+                let root = longSequence ()
+                let s =
+                    TaskSequence.ofOrder root (Orders.load (ordersPath ())) "standard" "order1"
+                    |> TaskSequence.subsample 7 { Train = 50; Test = 20 }
+                    |> TaskSequence.withValidation 7 10
+                    |> TaskSequence.take 3
+                Expect.equal s.Name "standard/order1" "sequence name"
+                Expect.equal (TaskSequence.names s) [ "dbpedia"; "amazon"; "yahoo" ] "first three of standard.order1"
+                for t in s.Tasks do
+                    Expect.equal (t.Train.Length, t.Validation.Length, t.Test.Length) (40, 10, 20) $"{t.Name} sizes"
+                    let trainFile = Benchmark.load root "train" t.Name |> Array.map (fun e -> e.Input) |> set
+                    let testFile = Benchmark.load root "test" t.Name |> Array.map (fun e -> e.Input) |> set
+                    Expect.isTrue (t.Validation |> Array.forall (fun e -> trainFile.Contains e.Input)) $"{t.Name}: validation comes from the train file"
+                    Expect.isTrue (t.Test |> Array.forall (fun e -> testFile.Contains e.Input)) $"{t.Name}: test comes from the test file"
+                let again =
+                    TaskSequence.ofOrder root (Orders.load (ordersPath ())) "standard" "order1"
+                    |> TaskSequence.subsample 7 { Train = 50; Test = 20 }
+                    |> TaskSequence.withValidation 7 10
+                    |> TaskSequence.take 3
+                Expect.equal again s "the same seed gives the same sequence"
+                let reordered = s |> TaskSequence.order [ "yahoo"; "dbpedia" ]
+                Expect.equal (TaskSequence.names reordered) [ "yahoo"; "dbpedia" ] "order selects and reorders"
+            }
+
+            test "max new tokens of a real task from its longest label" {
+                let task = Task.load (longSequence ()) "cb"
+                let words (s: string) = s.Split(' ', StringSplitOptions.RemoveEmptyEntries) |> Array.map (fun _ -> 0)
+                Expect.equal (Task.maxNewTokens words task) 2 "one-word labels + EOS"
+                let chars (s: string) = Array.zeroCreate s.Length
+                Expect.equal (Task.maxNewTokens chars task) ("contradiction".Length + 1) "longest cb label in characters + EOS"
+            }
+        ]
+
+        testList "formats" [
+            test "the {instruction, input, output} variant: instruction + newline + input; empty input gives the instruction" {
+                withTemp (fun dir ->
+                    write dir "train/x.json" """[
+                      {"id": "a", "instruction": "Translate.", "input": "chat", "output": "cat"},
+                      {"instruction": "Say hi.", "input": "", "output": "hi"},
+                      {"instruction": "Say yes.", "output": "yes"}
+                    ]""" |> ignore
+                    write dir "test/x.json" """[{"id": 3, "input": "plain", "output": 42}]""" |> ignore
+                    let t = Task.load dir "x"
+                    Expect.equal t.Train [| { Id = "a"; Input = "Translate.\nchat"; Output = "cat" }
+                                            { Id = "x_1"; Input = "Say hi."; Output = "hi" }
+                                            { Id = "x_2"; Input = "Say yes."; Output = "yes" } |] "instruction variant"
+                    Expect.equal t.Test [| { Id = "3"; Input = "plain"; Output = "42" } |] "numbers read as text")
+            }
+
+            test "JSONL: one object per line, either shape, blank lines skipped" {
+                withTemp (fun dir ->
+                    write dir "train/y.jsonl" "{\"id\": \"p\", \"input\": \"one\", \"output\": \"1\"}\n\n{\"instruction\": \"Do.\", \"input\": \"two\", \"output\": \"2\"}\n" |> ignore
+                    write dir "test/y.jsonl" "{\"input\": \"three\", \"output\": \"3\"}\n" |> ignore
+                    let t = Task.load dir "y"
+                    Expect.equal t.Train [| { Id = "p"; Input = "one"; Output = "1" }; { Id = "y_1"; Input = "Do.\ntwo"; Output = "2" } |] "train"
+                    Expect.equal t.Test [| { Id = "y_0"; Input = "three"; Output = "3" } |] "test")
+            }
+        ]
+
+        testList "errors" [
+            test "a malformed element names the file, the element and the field" {
+                withTemp (fun dir ->
+                    let file = write dir "train/bad.json" """[{"input": "a", "output": "b"}, {"input": "c"}]"""
+                    let m = messageOf (fun () -> Benchmark.load dir "train" "bad" |> ignore)
+                    Expect.stringContains m file "names the file"
+                    Expect.stringContains m "element 1" "names the element"
+                    Expect.stringContains m "\"output\"" "names the missing field")
+            }
+
+            test "a wrong field type and a non-object element are located" {
+                withTemp (fun dir ->
+                    let file = write dir "train/bad.json" """[{"input": ["a"], "output": "b"}]"""
+                    let m = messageOf (fun () -> TaskFile.load file |> ignore)
+                    Expect.stringContains m "element 0" "element"
+                    Expect.stringContains m "\"input\" must be a string" "problem"
+                    let file = write dir "train/bad2.json" """[{"input": "a", "output": "b"}, 7]"""
+                    let m = messageOf (fun () -> TaskFile.load file |> ignore)
+                    Expect.stringContains m $"{file}: element 1: expected an object" "non-object element")
+            }
+
+            test "JSONL errors name the line; a JSON file that is not an array is named" {
+                withTemp (fun dir ->
+                    let file = write dir "train/bad.jsonl" "{\"input\": \"a\", \"output\": \"b\"}\n\n{\"input\": \"a\", \n"
+                    let m = messageOf (fun () -> TaskFile.load file |> ignore)
+                    Expect.stringContains m $"{file}: line 3: not valid JSON" "JSONL line (1-based, blank lines counted)"
+                    let file = write dir "train/obj.json" """{"input": "a", "output": "b"}"""
+                    let m = messageOf (fun () -> TaskFile.load file |> ignore)
+                    Expect.stringContains m $"{file}: expected a JSON array" "not an array")
+            }
+
+            test "a missing split names the expected file" {
+                withTemp (fun dir ->
+                    write dir "train/z.json" """[{"input": "a", "output": "b"}]""" |> ignore
+                    let m = messageOf (fun () -> Task.load dir "z" |> ignore)
+                    Expect.stringContains m (Path.Combine(dir, "test", "z.json")) "names the missing test file"
+                    Expect.stringContains m "z.jsonl" "mentions the JSONL alternative")
+            }
+        ]
+    ]

@@ -1,0 +1,120 @@
+/// Laws of the task combinators: seeded subsampling, validation held out of train, and the
+/// task-sequence combinators (order, take, concat, map), on generated tasks.
+module TaskSequenceLaws
+
+open System
+open Expecto
+open FsCheck
+open FsCheck.FSharp
+open Klf.Pipelines
+
+/// Fixed, printable seed: rerun a failure with the same config.
+let private config = { FsCheckConfig.defaultConfig with maxTest = 200; replay = Some(20261126UL, 4245UL, Some 1) }
+
+/// A task with `train` and `test` examples whose ids are unique within the task.
+let private mkTask (name: string) (train: int) (test: int) : TaskData =
+    let ex split i = { Id = $"{name}-{split}-{i}"; Input = $"input {i} of {name}"; Output = $"label {i % 3}" }
+    Task.create name (Array.init train (ex "train")) (Array.init test (ex "test"))
+
+/// A sequence of k tasks named t0..t(k-1) with small sizes picked from a seed.
+let private mkSequence (name: string) (k: int) (sizeSeed: int) : TaskSequence =
+    let rng = Random(sizeSeed)
+    TaskSequence.create name [ for i in 0 .. k - 1 -> mkTask $"{name}.t{i}" (rng.Next 40) (rng.Next 20) ]
+
+let private ids (xs: Example[]) = xs |> Array.map (fun e -> e.Id)
+let private isSubset (sub: Example[]) (all: Example[]) = Set.isSubset (set sub) (set all)
+
+[<Tests>]
+let tests =
+    testList "task sequence laws" [
+        testPropertyWithConfig config "subsample is deterministic for a seed" <| fun (seed: int) (NonNegativeInt n) (NonNegativeInt m) (NonNegativeInt size) ->
+            let task = mkTask "t" (size % 60) (size % 25)
+            let sizes = { Train = n % 70; Test = m % 30 }
+            Task.subsample seed sizes task = Task.subsample seed sizes task
+
+        testPropertyWithConfig config "subsample keeps a subset of the requested size (all when fewer), distinct, in file order" <| fun (seed: int) (NonNegativeInt n) (NonNegativeInt m) (NonNegativeInt size) ->
+            let task = mkTask "t" (size % 60) (size % 25)
+            let sizes = { Train = n % 70; Test = m % 30 }
+            let s = Task.subsample seed sizes task
+            let inOrder (sub: Example[]) (all: Example[]) =
+                let pos = all |> Array.mapi (fun i e -> e.Id, i) |> Map
+                sub |> Array.map (fun e -> pos[e.Id]) |> Array.pairwise |> Array.forall (fun (a, b) -> a < b)
+            s.Train.Length = min sizes.Train task.Train.Length
+            && s.Test.Length = min sizes.Test task.Test.Length
+            && isSubset s.Train task.Train && isSubset s.Test task.Test
+            && inOrder s.Train task.Train && inOrder s.Test task.Test
+            && s.Name = task.Name && s.Validation = task.Validation && s.Metric = task.Metric
+
+        testPropertyWithConfig config "withValidation partitions train: validation ∪ train' = train, disjoint, test untouched" <| fun (seed: int) (NonNegativeInt n) (NonNegativeInt size) ->
+            let task = mkTask "t" (size % 60) 7
+            let v = Task.withValidation seed (n % 70) task
+            v.Validation.Length = min (n % 70) task.Train.Length
+            && v.Train.Length + v.Validation.Length = task.Train.Length
+            && Set.intersect (set (ids v.Train)) (set (ids v.Validation)) |> Set.isEmpty
+            && Set.union (set v.Train) (set v.Validation) = set task.Train
+            && v.Test = task.Test
+            && v = Task.withValidation seed (n % 70) task
+
+        testPropertyWithConfig config "order then names = the given order" <| fun (NonNegativeInt k) (sizeSeed: int) (permSeed: int) ->
+            let s = mkSequence "s" (k % 8) sizeSeed
+            let wanted = TaskSequence.names s |> Array.ofList
+            Random(permSeed).Shuffle wanted
+            let wanted = List.ofArray wanted
+            let o = s |> TaskSequence.order wanted
+            TaskSequence.names o = wanted && o.Name = s.Name
+            && (o.Tasks |> List.forall (fun t -> List.contains t s.Tasks))
+
+        testPropertyWithConfig config "take n keeps the first min(n, length) tasks" <| fun (NonNegativeInt k) (NonNegativeInt n) (sizeSeed: int) ->
+            let s = mkSequence "s" (k % 8) sizeSeed
+            let t = s |> TaskSequence.take (n % 10)
+            TaskSequence.length t = min (n % 10) (TaskSequence.length s)
+            && t.Tasks = List.truncate (n % 10) s.Tasks
+
+        testPropertyWithConfig config "concat: lengths add, names are a's then b's" <| fun (NonNegativeInt ka) (NonNegativeInt kb) (sizeSeed: int) ->
+            let a, b = mkSequence "a" (ka % 6) sizeSeed, mkSequence "b" (kb % 6) (sizeSeed + 1)
+            let c = TaskSequence.concat a b
+            TaskSequence.length c = TaskSequence.length a + TaskSequence.length b
+            && TaskSequence.names c = TaskSequence.names a @ TaskSequence.names b
+
+        testPropertyWithConfig config "map id is the identity (sequence and task)" <| fun (NonNegativeInt k) (sizeSeed: int) ->
+            let s = mkSequence "s" (k % 6) sizeSeed
+            TaskSequence.map id s = s && TaskSequence.map (Task.map id) s = s
+
+        testPropertyWithConfig config "sequence subsample = subsample of each task" <| fun (NonNegativeInt k) (sizeSeed: int) (seed: int) ->
+            let s = mkSequence "s" (k % 6) sizeSeed
+            let sizes = { Train = 10; Test = 5 }
+            (TaskSequence.subsample seed sizes s).Tasks = (s.Tasks |> List.map (Task.subsample seed sizes))
+
+        test "different tasks draw different streams from the same seed" {
+            let a, b = mkTask "alpha" 200 50, mkTask "beta" 200 50
+            let pos (t: TaskData) = t.Train |> Array.map (fun e -> e.Id.Split('-') |> Array.last)
+            let sizes = { Train = 10; Test = 5 }
+            Expect.notEqual (pos (Task.subsample 1 sizes a)) (pos (Task.subsample 1 sizes b)) "same positions picked for two tasks"
+            Expect.notEqual (ids (Task.subsample 1 sizes a).Train) (ids (Task.subsample 2 sizes a).Train) "same picks for two seeds"
+        }
+
+        test "the stream hash is stable (FNV-1a 64), not string.GetHashCode" {
+            Expect.equal (Task.stableHash "") 14695981039346656037UL "FNV-1a offset basis"
+            Expect.equal (Task.stableHash "a") 0xaf63dc4c8601ec8cUL "FNV-1a 64 of \"a\""
+            Expect.equal (Task.streamSeed 1 "agnews" "train") (Task.streamSeed 1 "agnews" "train") "same inputs, same stream"
+        }
+
+        test "order: unknown or repeated names fail, listing the known tasks" {
+            let s = mkSequence "s" 3 1
+            let e = Expect.throwsC (fun () -> s |> TaskSequence.order [ "s.t0"; "nope" ] |> ignore) id
+            Expect.stringContains e.Message "\"nope\"" "names the unknown task"
+            Expect.stringContains e.Message "s.t0, s.t1, s.t2" "lists the known tasks"
+            Expect.throws (fun () -> s |> TaskSequence.order [ "s.t0"; "s.t0" ] |> ignore) "a repeated name"
+        }
+
+        test "max new tokens: longest label plus one for EOS" {
+            let task = Task.create "t" [| { Id = "1"; Input = "x"; Output = "a b c" } |] [| { Id = "2"; Input = "y"; Output = "a b c d e" } |]
+            Expect.equal (Task.maxNewTokens (fun s -> Array.zeroCreate (s.Split(' ').Length)) task) 6 "5 words + EOS"
+        }
+
+        test "default metric: rouge-l for SuperNI generation tasks, exact match otherwise" {
+            Expect.equal (Task.defaultMetric "agnews") "exact-match" "classification"
+            Expect.equal (Task.defaultMetric "task1572") "rouge-l" "SuperNI generation"
+            Expect.equal (Task.defaultMetric "task363") "exact-match" "SuperNI sst2"
+        }
+    ]
