@@ -119,5 +119,17 @@ module Continual =
             run.Dispose ()
             model.Module.Dispose()
 
+    /// ã_i for FWT: for each task, a fresh model trained on that task alone (plain fine-tuning with
+    /// the same options), scored on its test split. Measured, never a constant.
+    let singleTaskScores (makeModel: unit -> ILanguageModel) (tok: ITextTokenizer) (options: TrainerOptions) (sequence: TaskSequence) : float[] =
+        sequence.Tasks
+        |> List.mapi (fun j task ->
+            let one = TaskSequence.create task.Name [ task ]
+            let o = options
+            let taskOptions = TrainerOptions(o.BatchSize, o.AccumulationSteps, o.Epochs, o.MaxSteps, o.Seed + j, o.PoolBatches, o.Optimizer, o.MaxLength, o.MaxTargetLength)
+            let r = runWith (fun _ _ _ -> ()) makeModel tok taskOptions Strategy.seqFT one
+            r.Matrix[0, 0])
+        |> Array.ofList
+
     /// Runs without progress output.
     let run makeModel tok options strategy sequence = runWith (fun _ _ _ -> ()) makeModel tok options strategy sequence

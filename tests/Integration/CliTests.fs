@@ -21,7 +21,7 @@ let tests =
         test "--help lists the commands that exist" {
             let code, out = klf [ "--help" ]
             Expect.equal code 0 out
-            for c in [ "info"; "init"; "presets"; "train"; "generate"; "bench" ] do
+            for c in [ "info"; "init"; "presets"; "train"; "generate"; "run"; "bench"; "bench-fusion" ] do
                 Expect.stringContains out $"  {c} " $"lists {c}"
         }
 
@@ -58,6 +58,27 @@ let tests =
             let code, out = NativeTests.run "dotnet" [ "fsi"; "--quiet"; Path.Combine(scripts, "scripts", "quickstart.fsx"); TokenizerTests.trained.Value.LlamaFolder ] 300000
             Expect.equal code 0 out
             Expect.stringContains out "held-out exact match" "quickstart trains and generates"
+        }
+
+        test "run writes metrics.json in the contract's shape (matrix per strategy, AP, FRa, FWT, BWT)" {
+            let dir = Directory.CreateTempSubdirectory("klf-run-").FullName
+            try
+                let code, out =
+                    klf [ "run"; "--preset"; "llama-tiny"; "--tokenizer"; TokenizerTests.trained.Value.LlamaFolder; "--tasks"; "dbpedia,agnews"
+                          "--strategies"; "seqft,kif"; "--train-examples"; "32"; "--test-examples"; "8"; "--steps"; "8"; "--lr"; "3e-3"; "--out"; dir ]
+                Expect.equal code 0 out
+                let json = Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "metrics.json")))
+                Expect.equal [ for t in json["tasks"].AsArray() -> t.GetValue<string>() ] [ "dbpedia"; "agnews" ] "tasks in order"
+                Expect.equal (json["seed"].GetValue<int>()) 1 "seed"
+                for s in [ "seqft"; "kif" ] do
+                    let o = json["strategies"].[s]
+                    let m = o["matrix"].AsArray()
+                    Expect.equal m.Count 2 $"{s}: 2x2 matrix"
+                    Expect.isNull (m[0].AsArray()[1]) $"{s}: above the diagonal is null"
+                    let last = [ for x in m[1].AsArray() -> x.GetValue<float>() ]
+                    Expect.floatClose Accuracy.veryHigh (o["AP"].GetValue<float>()) (List.average last) $"{s}: AP is the mean of the last row"
+                    for k in [ "FRa"; "FWT"; "BWT" ] do Expect.isNotNull o[k] $"{s}: {k} present"
+            finally Directory.Delete(dir, true)
         }
 
         test "bad input: a clear error naming the folder, exit code 1" {
