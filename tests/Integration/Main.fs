@@ -13,4 +13,6 @@ let main argv =
     | _ ->
         // Load TorchSharp's natives (patched if this system's libstdc++ needs it) before any test touches torch.
         Klf.Native.TorchNative.EnsureLoaded()
-        runTestsInAssemblyWithCLIArgs [] argv
+        // Sequenced: several tests count live tensors process-wide (leak checks), which tests running
+        // in parallel would disturb.
+        runTestsInAssemblyWithCLIArgs [ Sequenced ] argv
