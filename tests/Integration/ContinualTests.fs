@@ -11,7 +11,7 @@ open Klf.Pipelines
 [<Tests>]
 let tests =
     testSequenced <| testList "continual" [
-        test "SeqFT, SeqLoRA, KIF and KIF-LoRA complete a 3-task run on real Long Sequence slices and fill the matrix" {
+        test "every strategy (SeqFT, SeqLoRA, KIF, KIF-LoRA, IncLoRA, O-LoRA, EWC, Replay, KIF+replay, MTL) completes a 3-task run on real Long Sequence slices and fill the matrix" {
             let tok = Klf.Tokenizers.TokenizerLoader.FromFolder TokenizerTests.trained.Value.LlamaFolder
             let root = IO.Path.Combine(BenchmarkData.benchmarksRoot.Value, "long_sequence")
             let sequence =
@@ -42,7 +42,9 @@ let tests =
 
         test "strategies are selectable by name; unknown names list the known ones" {
             Expect.equal (Strategy.byName "KIF").Name "kif" "case-insensitive"
-            let msg = try Strategy.byName "ewc" |> ignore; "" with :? ArgumentException as e -> e.Message
+            let msg = try Strategy.byName "lwf" |> ignore; "" with :? ArgumentException as e -> e.Message
             Expect.stringContains msg "kif-lora" "lists the known strategies"
+            for name in [ "inclora"; "olora"; "ewc"; "replay"; "kif-replay"; "mtl" ] do
+                Expect.equal (Strategy.byName name).Name name $"{name} selectable"
         }
     ]
