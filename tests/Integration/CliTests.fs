@@ -21,7 +21,7 @@ let tests =
         test "--help lists the commands that exist" {
             let code, out = klf [ "--help" ]
             Expect.equal code 0 out
-            for c in [ "info"; "init"; "presets"; "train"; "generate"; "run"; "bench"; "bench-fusion" ] do
+            for c in [ "info"; "init"; "presets"; "train"; "generate"; "run"; "report"; "bench"; "bench-fusion" ] do
                 Expect.stringContains out $"  {c} " $"lists {c}"
         }
 

@@ -67,6 +67,28 @@ let tests =
                 | keep -> Directory.CreateDirectory keep |> ignore; for f in Directory.GetFiles dir do File.Copy(f, Path.Combine(keep, Path.GetFileName f), true)
         }
 
+        test "klf report's reader takes metrics.json back (null above the diagonal, FWT null or a number)" {
+            let dir = Directory.CreateTempSubdirectory("klf-report-read-").FullName
+            try
+                let json = """{ "tasks": ["dbpedia", "amazon"], "seed": 3, "strategies": {
+                      "seqft": { "matrix": [[90.0, null], [40.0, 80.0]], "AP": 60.0, "FRa": 50.0, "FWT": null, "BWT": -50.0 },
+                      "kif":   { "matrix": [[88.0, null], [85.0, 79.0]], "AP": 82.0, "FRa": 3.0, "FWT": 1.5, "BWT": -3.0 } } }"""
+                File.WriteAllText(Path.Combine(dir, "metrics.json"), json)
+                let tasks, seed, rs = Command.read (Path.Combine(dir, "metrics.json"))
+                Expect.equal tasks [ "dbpedia"; "amazon" ] "tasks"
+                Expect.equal seed (Some 3) "seed"
+                Expect.equal [ for r in rs -> r.Name ] [ "seqft"; "kif" ] "strategies in file order"
+                Expect.isTrue (Double.IsNaN rs[0].Matrix[0, 1]) "null above the diagonal is NaN"
+                Expect.equal rs[0].Matrix[1, 0] 40.0 "entry"
+                Expect.equal rs[0].Summary.FWT None "FWT null"
+                Expect.equal rs[1].Summary.FWT (Some 1.5) "FWT value"
+                let md = Markdown.render [] tasks rs
+                Expect.stringContains md "| amazon | 40.0 | 80.0 |" "renders"
+                Expect.throwsT<InvalidDataException> (fun () -> File.WriteAllText(Path.Combine(dir, "metrics.json"), "{}"); Command.read (Path.Combine(dir, "metrics.json")) |> ignore) "wrong shape: clear error"
+            finally
+                Directory.Delete(dir, true)
+        }
+
         test "plots draw text with the embedded font (a title changes the pixels)" {
             let m = results[0].Matrix
             let a = Plots.heatmap "a" tasks m
