@@ -119,7 +119,7 @@ let metrics (results: (string * MetricSummary) list) : byte[] =
         let bars = [| for s in 0 .. rs.Length - 1 -> Bar(Position = float s * 3.0 + offset, Value = value (snd rs[s]), FillColor = palette.GetColor k) |]
         let b = plt.Add.Bars(bars)
         b.LegendText <- label
-        for bar in bars do
+        for bar in bars |> Array.filter (fun b -> Double.IsFinite b.Value) do
             let v = bar.Value
             let txt = plt.Add.Text(v.ToString("F1", Globalization.CultureInfo.InvariantCulture), bar.Position, v)
             txt.LabelAlignment <- (if v >= 0.0 then Alignment.LowerCenter else Alignment.UpperCenter)
@@ -129,8 +129,9 @@ let metrics (results: (string * MetricSummary) list) : byte[] =
     plt.Add.HorizontalLine(0.0, 1.0f, Colors.Black) |> ignore
     plt.Axes.Bottom.SetTicks([| for s in 0 .. rs.Length - 1 -> float s * 3.0 + 0.5 |], Array.map fst rs)
     plt.Axes.Left.Label.Text <- "percent (AP) / points (BWT)"
-    let lo = rs |> Array.map (fun (_, s) -> min 0.0 s.BWT) |> Array.fold min 0.0
-    let hi = rs |> Array.map (fun (_, s) -> max s.AP s.BWT) |> Array.fold max 0.0
+    let finite = rs |> Array.collect (fun (_, s) -> [| s.AP; s.BWT |]) |> Array.filter Double.IsFinite
+    let lo = Array.fold min 0.0 finite
+    let hi = Array.fold max 0.0 finite
     let pad = max 5.0 ((hi - lo) * 0.12)
     plt.Axes.SetLimits(-1.0, float rs.Length * 3.0 - 0.5, lo - (if lo < 0.0 then pad else 0.0), hi + pad)
     plt.Title("AP and BWT per strategy")
