@@ -21,7 +21,7 @@ let tests =
         test "--help lists the commands that exist" {
             let code, out = klf [ "--help" ]
             Expect.equal code 0 out
-            for c in [ "info"; "init"; "presets"; "train"; "generate"; "run"; "bench"; "bench-fusion" ] do
+            for c in [ "info"; "init"; "presets"; "train"; "generate"; "run"; "report"; "bench"; "bench-fusion" ] do
                 Expect.stringContains out $"  {c} " $"lists {c}"
         }
 
@@ -78,6 +78,13 @@ let tests =
                     let last = [ for x in m[1].AsArray() -> x.GetValue<float>() ]
                     Expect.floatClose Accuracy.veryHigh (o["AP"].GetValue<float>()) (List.average last) $"{s}: AP is the mean of the last row"
                     for k in [ "FRa"; "FWT"; "BWT" ] do Expect.isNotNull o[k] $"{s}: {k} present"
+                let md = File.ReadAllText(Path.Combine(dir, "report.md"))
+                Expect.stringContains md "| strategy | AP | F.Ra | FWT | BWT |" "report.md has the metric table"
+                Expect.stringContains md "| after \\ task | dbpedia | agnews |" "report.md has the accuracy matrices"
+                for f in [ "heatmap-seqft.png"; "tasks-over-time-seqft.png"; "heatmap-kif.png"; "tasks-over-time-kif.png"; "metrics.png" ] do
+                    Expect.stringContains md $"]({f})" $"report.md links {f}"
+                    Expect.isGreaterThan (FileInfo(Path.Combine(dir, f)).Length) 1000L $"{f} written beside it"
+                Expect.stringContains out "report.md" "says where the report is"
             finally Directory.Delete(dir, true)
         }
 

@@ -1,4 +1,5 @@
-/// `klf run`: strategies over a task sequence; writes DIR/metrics.json (the stable contract).
+/// `klf run`: strategies over a task sequence; writes DIR/metrics.json (the stable contract),
+/// then DIR/report.md with PNG plots beside it.
 module Klf.Cli.Run
 
 open System
@@ -29,13 +30,13 @@ let private warmup = opt<int> "--warmup" "Warm-up steps per task." (Some 10)
 let private maxLen = opt<int> "--max-length" "Maximum sequence / source length." (Some 256)
 let private seed = opt<int> "--seed" "Seed of sampling, initialisation and training." (Some 1)
 let private noFwt = opt<bool> "--no-fwt" "Skip the single-task runs that FWT needs (FWT is then null)." (Some false)
-let private out = req<string> "--out" "Run directory: metrics.json is written there."
+let private out = req<string> "--out" "Run directory: metrics.json, report.md and the PNG plots are written there."
 
 let private matrixJson (m: AccuracyMatrix) =
     JsonArray([| for row in m.ToRows() -> JsonArray([| for a in row -> (if Double.IsNaN a then null else JsonValue.Create a :> JsonNode) |]) :> JsonNode |])
 
 let cmd =
-    command "run" "Run strategies over a task sequence and write DIR/metrics.json (accuracy matrices, AP, F.Ra, FWT, BWT in percent)."
+    command "run" "Run strategies over a task sequence and write DIR/metrics.json (accuracy matrices, AP, F.Ra, FWT, BWT in percent), DIR/report.md and plots."
         [ model; preset; tokenizer; benchmark; orders; order; tasksOpt; strategies; nTrain; nTest; steps; batch; lr; warmup; maxLen; seed; noFwt; deviceOption; out ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
         let tok, _ = loadTokenizer (pr.GetValue tokenizer) (pr.GetValue model)
@@ -89,4 +90,19 @@ let cmd =
         let path = Path.Combine(dir, "metrics.json")
         AtomicFile.WriteAllText(path, json.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true)))
         printfn "wrote %s" (Path.GetFullPath path)
+        let inv (x: float) = x.ToString(Globalization.CultureInfo.InvariantCulture)
+        let settings =
+            [ "sequence", sequence.Name + ": " + String.Join(" -> ", names)
+              "strategies", String.Join(", ", [ for name, _, _ in results -> name ])
+              "model", (match pr.GetValue model with null | "" -> "preset " + pr.GetValue preset + " (random init)" | m -> m)
+              "train / test examples per task", $"{pr.GetValue nTrain} / {pr.GetValue nTest}"
+              "steps per task, batch", $"{pr.GetValue steps}, {pr.GetValue batch}"
+              "learning rate, warm-up", $"{inv (pr.GetValue lr)}, {pr.GetValue warmup}"
+              "max length", string (pr.GetValue maxLen)
+              "seed", string s
+              "single-task runs (FWT)", (if single.IsSome then "yes" else "no (--no-fwt)") ]
+        let written =
+            Klf.Cli.Report.Markdown.write dir settings names
+                [ for name, r, summary in results -> { Name = name; Matrix = r.Matrix; Summary = summary } : Klf.Cli.Report.Markdown.StrategyResult ]
+        printfn "wrote %s and %d plots beside it" (Path.GetFullPath written.Head) written.Tail.Length
         0)

@@ -1,0 +1,101 @@
+/// DIR/report.md of a continual run: settings, per strategy the accuracy matrix, the metric
+/// table and links to the PNG plots written beside it (see Plots).
+module Klf.Cli.Report.Markdown
+
+open System
+open System.IO
+open System.Text
+open Klf.Checkpoints
+open Klf.Pipelines
+
+/// One strategy's results as the report needs them.
+type StrategyResult = { Name: string; Matrix: AccuracyMatrix; Summary: MetricSummary }
+
+let private inv = Globalization.CultureInfo.InvariantCulture
+let private pct (x: float) = if Double.IsNaN x then "" else x.ToString("F1", inv)
+let private cell (s: string) = s.Replace("|", "\\|")
+
+/// A file-name-safe form of a strategy name (letters, digits, '-', '_', '.'; others become '-').
+let slug (name: string) =
+    String(name.ToLowerInvariant() |> Seq.map (fun c -> if Char.IsAsciiLetterOrDigit c || c = '-' || c = '_' || c = '.' then c else '-') |> Array.ofSeq)
+
+let heatmapFile (strategy: string) = $"heatmap-{slug strategy}.png"
+let tasksOverTimeFile (strategy: string) = $"tasks-over-time-{slug strategy}.png"
+let [<Literal>] MetricsFile = "metrics.png"
+
+/// The accuracy matrix as a Markdown table: rows = after task j, columns = tasks, percent with one
+/// decimal, blank where not measured (above the diagonal).
+let matrixTable (tasks: string list) (m: AccuracyMatrix) =
+    let sb = StringBuilder()
+    let names = Array.ofList tasks
+    sb.Append("| after \\ task | ").Append(String.Join(" | ", names |> Array.map cell)).AppendLine(" |") |> ignore
+    sb.Append("| --- |").Append(String.replicate names.Length " ---: |").AppendLine() |> ignore
+    for j in 0 .. m.Size - 1 do
+        let row = [| for i in 0 .. m.Size - 1 -> pct m[j, i] |]
+        sb.Append($"| {cell names[j]} | ").Append(String.Join(" | ", row)).AppendLine(" |") |> ignore
+    sb.ToString()
+
+/// Strategy × AP / F.Ra / FWT / BWT (FWT "-" when no single-task runs were made).
+let metricTable (results: StrategyResult list) =
+    let sb = StringBuilder()
+    sb.AppendLine("| strategy | AP | F.Ra | FWT | BWT |").AppendLine("| --- | ---: | ---: | ---: | ---: |") |> ignore
+    for r in results do
+        let s = r.Summary
+        let fwt = match s.FWT with Some f -> pct f | None -> "-"
+        sb.AppendLine($"| {cell r.Name} | {pct s.AP} | {pct s.FRa} | {fwt} | {pct s.BWT} |") |> ignore
+    sb.ToString()
+
+/// The whole report.md text. settings: (name, value) pairs shown as a table.
+let render (settings: (string * string) list) (tasks: string list) (results: StrategyResult list) =
+    let sb = StringBuilder()
+    let line (s: string) = sb.AppendLine s |> ignore
+    line "# Continual run report"
+    line ""
+    let order = String.Join(" → ", tasks)
+    line $"Tasks in order: {order}. Scores in percent (exact match or ROUGE-L per task); BWT, F.Ra and FWT in points. Raw numbers: [metrics.json](metrics.json)."
+    line ""
+    line "## Settings"
+    line ""
+    line "| setting | value |"
+    line "| --- | --- |"
+    for k, v in settings do line $"| {cell k} | {cell v} |"
+    line ""
+    line "## Metrics"
+    line ""
+    sb.Append(metricTable results) |> ignore
+    line ""
+    line $"![AP and BWT per strategy]({MetricsFile})"
+    line ""
+    for r in results do
+        line $"## {r.Name}"
+        line ""
+        line "Accuracy matrix (row = after training that task, column = task evaluated; blank = not measured yet):"
+        line ""
+        sb.Append(matrixTable tasks r.Matrix) |> ignore
+        line ""
+        line $"![{r.Name}: accuracy matrix]({heatmapFile r.Name})"
+        line ""
+        line $"![{r.Name}: each task's score over time]({tasksOverTimeFile r.Name})"
+        line ""
+    line "## Importance per layer (KIF)"
+    line ""
+    line "Not available: the run results do not expose importance scores yet."
+    sb.ToString()
+
+/// Writes report.md and the PNGs into dir (each file atomically: temp name, then rename) and
+/// returns the paths written, report.md first.
+let write (dir: string) (settings: (string * string) list) (tasks: string list) (results: StrategyResult list) : string list =
+    Directory.CreateDirectory dir |> ignore
+    let bytes (name: string) (data: byte[]) =
+        let p = Path.Combine(dir, name)
+        AtomicFile.Write(p, fun s -> s.Write(data, 0, data.Length))
+        p
+    let pngs =
+        [ for r in results do
+            yield bytes (heatmapFile r.Name) (Plots.heatmap r.Name tasks r.Matrix)
+            yield bytes (tasksOverTimeFile r.Name) (Plots.tasksOverTime r.Name tasks r.Matrix)
+          if not results.IsEmpty then
+            yield bytes MetricsFile (Plots.metrics [ for r in results -> r.Name, r.Summary ]) ]
+    let md = Path.Combine(dir, "report.md")
+    AtomicFile.WriteAllText(md, render settings tasks results)
+    md :: pngs

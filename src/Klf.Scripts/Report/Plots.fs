@@ -1,0 +1,139 @@
+/// PNG plots of continual-learning results (ScottPlot 5 on SkiaSharp). Text is drawn with the
+/// DejaVu Sans font embedded in this assembly, so plots render the same on a machine without any
+/// system fonts (SkiaSharp's Linux natives would otherwise draw no glyphs there).
+module Klf.Cli.Report.Plots
+
+open System
+open System.IO
+open ScottPlot
+open SkiaSharp
+open Klf.Pipelines
+
+/// The font every plot uses (registered from the embedded TTF).
+let [<Literal>] FontName = "Klf DejaVu Sans"
+
+type private EmbeddedFontResolver(data: byte[]) =
+    let typeface = lazy (
+        let t = SKTypeface.FromData(SKData.CreateCopy data)
+        if isNull t then failwith "the embedded DejaVu Sans font could not be loaded"
+        t)
+    let create (name: string) =
+        if String.Equals(name, FontName, StringComparison.OrdinalIgnoreCase) then typeface.Value else null
+    interface IFontResolver with
+        member _.CreateTypeface(name: string, _weight: FontWeight, _slant: FontSlant, _spacing: FontSpacing) = create name
+        member _.CreateTypeface(name: string, _bold: bool, _italic: bool) = create name
+
+let private registered =
+    lazy (
+        let asm = typeof<EmbeddedFontResolver>.Assembly
+        let res = asm.GetManifestResourceNames() |> Array.find (fun n -> n.EndsWith("DejaVuSans.ttf", StringComparison.Ordinal))
+        use s = asm.GetManifestResourceStream res
+        use ms = new MemoryStream()
+        s.CopyTo ms
+        Fonts.FontResolvers.Insert(0, EmbeddedFontResolver(ms.ToArray()))
+        Fonts.Default <- FontName)
+
+let private newPlot () =
+    registered.Force() |> ignore
+    let plt = new Plot()
+    plt.Font.Set FontName |> ignore
+    plt
+
+let private png (plt: Plot) (width: int) (height: int) =
+    try plt.GetImageBytes(width, height, ImageFormat.Png)
+    finally plt.Dispose()
+
+/// Width and height in pixels of every plot.
+let Width, Height = 800, 600
+
+/// Accuracy matrix as a heatmap: row j = after training task j (top to bottom), column i = task i;
+/// cells above the diagonal (not measured) are left blank; each measured cell shows its score.
+let heatmap (strategy: string) (tasks: string list) (m: AccuracyMatrix) : byte[] =
+    let plt = newPlot ()
+    let t = m.Size
+    let names = Array.ofList tasks
+    let data = m.ToArray2D()
+    // Cells as rectangles (exact edges at ±0.5 around each index); the hidden heatmap only feeds the colour bar.
+    let cmap = Colormaps.Viridis()
+    let hm = plt.Add.Heatmap(data)
+    hm.Colormap <- cmap
+    hm.ManualRange <- Nullable(Range(0.0, 100.0))
+    hm.IsVisible <- false
+    for j in 0 .. t - 1 do
+        for i in 0 .. t - 1 do
+            let v = data[j, i]
+            if not (Double.IsNaN v) then
+                let y = float (t - 1 - j)
+                let r = plt.Add.Rectangle(float i - 0.5, float i + 0.5, y - 0.5, y + 0.5)
+                r.FillColor <- cmap.GetColor(Math.Clamp(v / 100.0, 0.0, 1.0))
+                r.LineColor <- Colors.White
+                r.LineWidth <- 1.0f
+    for j in 0 .. t - 1 do
+        for i in 0 .. t - 1 do
+            let v = data[j, i]
+            if not (Double.IsNaN v) then
+                let txt = plt.Add.Text(v.ToString("F1", Globalization.CultureInfo.InvariantCulture), float i, float (t - 1 - j))
+                txt.LabelAlignment <- Alignment.MiddleCenter
+                txt.LabelFontSize <- (if t <= 8 then 16.0f else 10.0f)
+                txt.LabelFontColor <- (if v > 60.0 then Colors.Black else Colors.White)
+    let cb = plt.Add.ColorBar(hm)
+    cb.Label <- "score (%)"
+    plt.Axes.Bottom.SetTicks([| for i in 0 .. t - 1 -> float i |], names)
+    plt.Axes.Left.SetTicks([| for j in 0 .. t - 1 -> float (t - 1 - j) |], [| for n in names -> "after " + n |])
+    plt.Axes.Bottom.Label.Text <- "task evaluated"
+    plt.Axes.Left.Label.Text <- "after training"
+    plt.Title($"{strategy}: accuracy matrix")
+    plt.Axes.SetLimits(-0.5, float t - 0.5, -0.5, float t - 0.5)
+    plt.HideGrid()
+    png plt Width Height
+
+/// Each task's score after each training stage (x = stage, from the stage the task was trained);
+/// one line per task.
+let tasksOverTime (strategy: string) (tasks: string list) (m: AccuracyMatrix) : byte[] =
+    let plt = newPlot ()
+    let t = m.Size
+    let names = Array.ofList tasks
+    let palette = Palettes.Category10()
+    for i in 0 .. t - 1 do
+        let pts = [| for j in i .. t - 1 do if not (Double.IsNaN m[j, i]) then yield float (j + 1), m[j, i] |]
+        if pts.Length > 0 then
+            let sc = plt.Add.Scatter(Array.map fst pts, Array.map snd pts)
+            sc.LegendText <- names[i]
+            sc.Color <- palette.GetColor i
+            sc.LineWidth <- 2.0f
+            sc.MarkerSize <- 8.0f
+    plt.Axes.Bottom.SetTicks([| for j in 1 .. t -> float j |], [| for n in names -> "after " + n |])
+    plt.Axes.Bottom.Label.Text <- "training stage"
+    plt.Axes.Left.Label.Text <- "score (%)"
+    plt.Axes.SetLimits(0.5, float t + 0.5, 0.0, 105.0)
+    plt.Title($"{strategy}: each task's score over time")
+    plt.ShowLegend(Alignment.LowerLeft) |> ignore
+    png plt Width Height
+
+/// AP and BWT per strategy as grouped bars.
+let metrics (results: (string * MetricSummary) list) : byte[] =
+    let plt = newPlot ()
+    let rs = Array.ofList results
+    let palette = Palettes.Category10()
+    let series (label: string) (offset: float) (value: MetricSummary -> float) (k: int) =
+        let bars = [| for s in 0 .. rs.Length - 1 -> Bar(Position = float s * 3.0 + offset, Value = value (snd rs[s]), FillColor = palette.GetColor k) |]
+        let b = plt.Add.Bars(bars)
+        b.LegendText <- label
+        for bar in bars |> Array.filter (fun b -> Double.IsFinite b.Value) do
+            let v = bar.Value
+            let txt = plt.Add.Text(v.ToString("F1", Globalization.CultureInfo.InvariantCulture), bar.Position, v)
+            txt.LabelAlignment <- (if v >= 0.0 then Alignment.LowerCenter else Alignment.UpperCenter)
+            txt.LabelFontSize <- 13.0f
+    series "AP" 0.0 (fun s -> s.AP) 0
+    series "BWT" 1.0 (fun s -> s.BWT) 1
+    plt.Add.HorizontalLine(0.0, 1.0f, Colors.Black) |> ignore
+    plt.Axes.Bottom.SetTicks([| for s in 0 .. rs.Length - 1 -> float s * 3.0 + 0.5 |], Array.map fst rs)
+    plt.Axes.Left.Label.Text <- "percent (AP) / points (BWT)"
+    let finite = rs |> Array.collect (fun (_, s) -> [| s.AP; s.BWT |]) |> Array.filter Double.IsFinite
+    let lo = Array.fold min 0.0 finite
+    let hi = Array.fold max 0.0 finite
+    let pad = max 5.0 ((hi - lo) * 0.12)
+    plt.Axes.SetLimits(-1.0, float rs.Length * 3.0 - 0.5, lo - (if lo < 0.0 then pad else 0.0), hi + pad)
+    plt.Title("AP and BWT per strategy")
+    plt.ShowLegend(Alignment.UpperRight) |> ignore
+    png plt Width Height
