@@ -356,8 +356,7 @@ module Continual =
             let fit (j: int) (task: TaskData) (examples: Example[]) =
                 let hooks = run.BeginTask task
                 let train = Prompt.examples model.Family tok (run.TrainExamples task examples)
-                let o = options
-                let taskOptions = TrainerOptions(o.BatchSize, o.AccumulationSteps, o.Epochs, o.MaxSteps, o.Seed + j, o.PoolBatches, o.Optimizer, o.MaxLength, o.MaxTargetLength)
+                let taskOptions = options.WithSeed(options.Seed + j)
                 Trainer.Fit(model, train, taskOptions, hooks) |> ignore
                 run.AfterFit { Task = task; Train = train; Options = taskOptions }
                 run.EndTask task
@@ -396,8 +395,7 @@ module Continual =
         sequence.Tasks
         |> List.mapi (fun j task ->
             let one = TaskSequence.create task.Name [ task ]
-            let o = options
-            let taskOptions = TrainerOptions(o.BatchSize, o.AccumulationSteps, o.Epochs, o.MaxSteps, o.Seed + j, o.PoolBatches, o.Optimizer, o.MaxLength, o.MaxTargetLength)
+            let taskOptions = options.WithSeed(options.Seed + j)
             let r = runWith (fun _ _ _ -> ()) makeModel tok taskOptions Strategy.seqFT one
             r.Matrix[0, 0])
         |> Array.ofList

@@ -23,7 +23,11 @@ public sealed record TrainerOptions(
     int PoolBatches = 50,
     OptimizerOptions? Optimizer = null,
     int MaxLength = 512,
-    int MaxTargetLength = 128);
+    int MaxTargetLength = 128)
+{
+    /// <summary>A copy with another seed (for languages without C#'s <c>with</c>, e.g. one seed per task).</summary>
+    public TrainerOptions WithSeed(int seed) => this with { Seed = seed };
+}
 
 /// <summary>The default training loop and evaluation loss.</summary>
 public static class Trainer
