@@ -21,7 +21,7 @@ let tests =
         test "--help lists the commands that exist" {
             let code, out = klf [ "--help" ]
             Expect.equal code 0 out
-            for c in [ "info"; "init"; "presets"; "train"; "generate"; "run"; "report"; "bench"; "bench-fusion" ] do
+            for c in [ "info"; "init"; "presets"; "train"; "generate"; "run"; "list"; "report"; "bench"; "bench-fusion" ] do
                 Expect.stringContains out $"  {c} " $"lists {c}"
         }
 
@@ -86,6 +86,13 @@ let tests =
                     Expect.isGreaterThan (FileInfo(Path.Combine(dir, f)).Length) 1000L $"{f} written beside it"
                 Expect.stringContains out "report.md" "says where the report is"
             finally Directory.Delete(dir, true)
+        }
+
+        test "list names the benchmark's tasks, orders, strategies and presets" {
+            let code, out = klf [ "list" ]
+            Expect.equal code 0 out
+            Expect.stringContains out "standard/order1: dbpedia -> amazon -> yahoo -> agnews" "the standard order 1"
+            for name in [ "kif-lora"; "llama-5m"; "lora-rank1"; "ties"; "agnews" ] do Expect.stringContains out name $"lists {name}"
         }
 
         test "bad input: a clear error naming the folder, exit code 1" {
