@@ -95,6 +95,16 @@ let tests =
             for name in [ "kif-lora"; "llama-5m"; "lora-rank1"; "ties"; "agnews" ] do Expect.stringContains out name $"lists {name}"
         }
 
+        test "the C# example drives training and KIF fusion" {
+            let config = DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent.Name
+            let dll = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "examples", "Klf.Example.CSharp", "bin", config, "net10.0", "Klf.Example.CSharp.dll"))
+            if not (File.Exists dll) then failtestf "C# example not built at %s (./test.sh builds the solution)" dll
+            let code, out = NativeTests.run "dotnet" [ dll ] 300000
+            Expect.equal code 0 out
+            Expect.stringContains out "fusion (kif-static)" "the second task is fused"
+            Expect.stringContains out "after both tasks" "evaluates both tasks"
+        }
+
         test "bad input: a clear error naming the folder, exit code 1" {
             let missing = Path.Combine(Path.GetTempPath(), "klf-no-such-model-" + Guid.NewGuid().ToString("N"))
             let code, out = klf [ "generate"; "--model"; missing; "--prompt"; "hi" ]
