@@ -21,6 +21,12 @@ let benchmarkRoot (given: string) =
             | None -> raise (DirectoryNotFoundException "no benchmark folder given (--benchmark) and no shared/benchmarks found above the current folder")
     | p -> p
 
+/// The --tokenizer option shared by the commands that tokenize.
+let tokenizerOption = Cli.opt<string> "--tokenizer" "Tokenizer folder (default: the model folder)." None
+
+/// The --benchmark option shared by the commands that read tasks.
+let benchmarkOption = Cli.opt<string> "--benchmark" "Benchmark root with {train,dev,test}/<task>.json (default: the shared Long Sequence benchmark)." None
+
 /// The --device option of the commands that compute.
 let deviceOption = Cli.opt<string> "--device" "Compute device: cpu, cuda or cuda:N." (Some "cpu")
 

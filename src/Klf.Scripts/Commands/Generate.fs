@@ -8,9 +8,9 @@ open Klf.Cli.Cli
 open Klf.Cli.Common
 
 let private model = req<string> "--model" "Hugging Face model folder."
-let private tokenizer = opt<string> "--tokenizer" "Tokenizer folder (default: the model folder)." None
+let private tokenizer = tokenizerOption
 let private prompt = opt<string[]> "--prompt" "Prompt text (repeatable)." None
-let private benchmark = opt<string> "--benchmark" "Benchmark root (default: the shared Long Sequence benchmark)." None
+let private benchmark = benchmarkOption
 let private task = opt<string> "--task" "Answer examples of this task instead of --prompt." None
 let private split = opt<string> "--split" "Split of --task." (Some "test")
 let private n = opt<int> "--n" "Number of examples of --task (seeded sample)." (Some 20)

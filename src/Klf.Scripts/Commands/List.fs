@@ -9,7 +9,7 @@ open Klf.Pipelines
 open Klf.Cli.Cli
 open Klf.Cli.Common
 
-let private benchmark = opt<string> "--benchmark" "Benchmark root (default: the shared Long Sequence benchmark)." None
+let private benchmark = benchmarkOption
 
 let cmd =
     command "list" "List benchmark tasks, task orders, strategies, model presets, skill-unit partitioners and fusion rules." [ benchmark ] (fun pr ->

@@ -14,8 +14,8 @@ open Klf.Cli.Common
 
 let private model = opt<string> "--model" "Hugging Face model folder to start every run from." None
 let private preset = opt<string> "--preset" "Or a randomly initialised preset (vocabulary = tokenizer's)." None
-let private tokenizer = opt<string> "--tokenizer" "Tokenizer folder (default: the model folder)." None
-let private benchmark = opt<string> "--benchmark" "Benchmark root with {train,dev,test}/<task>.json (default: the shared Long Sequence benchmark)." None
+let private tokenizer = tokenizerOption
+let private benchmark = benchmarkOption
 let private orders = opt<string> "--orders" "orders.json (default: beside the benchmark root)." None
 let private order = opt<string> "--order" "Task order as benchmark/name in orders.json." (Some "standard/order1")
 let private tasksOpt = opt<string> "--tasks" "Comma-separated tasks instead of --order." None

@@ -14,8 +14,8 @@ open Klf.Cli.Common
 
 let private model = opt<string> "--model" "Hugging Face model folder to start from." None
 let private preset = opt<string> "--preset" "Start from a randomly initialised preset instead (vocabulary = tokenizer's)." None
-let private tokenizer = opt<string> "--tokenizer" "Tokenizer folder (default: the model folder)." None
-let private benchmark = opt<string> "--benchmark" "Benchmark root with {train,dev,test}/<task>.json (default: the shared Long Sequence benchmark)." None
+let private tokenizer = tokenizerOption
+let private benchmark = benchmarkOption
 let private task = req<string> "--task" "Task name, e.g. agnews."
 let private nTrain = opt<int> "--train-examples" "Training examples sampled from the train split (0 = all)." (Some 0)
 let private nHeld = opt<int> "--heldout-examples" "Held-out validation examples taken from the train split (never dev)." (Some 100)
