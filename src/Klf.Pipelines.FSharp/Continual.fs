@@ -32,7 +32,13 @@ type StrategyRun =
       AfterFit: FittedTask -> unit
       /// Joint training (MTL): `Continual.runWith` trains once, at the last task, on the union of
       /// every task's training examples, and fills every row of the matrix with that model's scores.
-      Joint: bool }
+      Joint: bool
+      /// Writes what the strategy carries between tasks (importance, memory, Fisher, adapter count)
+      /// into a folder, between tasks. The runner saves the model's parameters itself.
+      SaveState: string -> unit
+      /// Restores a folder written by `SaveState` into a freshly started run, before the runner loads
+      /// the model's parameters (so it may first rebuild structure, e.g. add adapters).
+      LoadState: string -> unit }
 
     /// The default loop without hooks (identity data, no joint training).
     static member plain : StrategyRun =
@@ -41,7 +47,9 @@ type StrategyRun =
           Dispose = ignore
           TrainExamples = (fun _ xs -> xs)
           AfterFit = ignore
-          Joint = false }
+          Joint = false
+          SaveState = ignore
+          LoadState = ignore }
 
 /// A continual-learning strategy: the default training loop plus hooks. `Start` prepares a fresh
 /// model (e.g. adds LoRA) and returns the per-task hooks.
@@ -86,6 +94,37 @@ module Replay =
                     if picked.Count < n && k < g.Length then picked.Add g[k]
                 k <- k + 1
             picked.ToArray()
+
+    /// File name of the saved memories in a run's task state.
+    [<Literal>]
+    let StateFile = "replay-memory.json"
+
+    /// Writes the memories (one array per earlier task, in order) as JSON, atomically.
+    let save (path: string) (memories: Example[] list) : unit =
+        let arr = Text.Json.Nodes.JsonArray()
+        for m in memories do
+            let task = Text.Json.Nodes.JsonArray()
+            for e in m do
+                let o = Text.Json.Nodes.JsonObject()
+                o["id"] <- Text.Json.Nodes.JsonValue.Create e.Id
+                o["input"] <- Text.Json.Nodes.JsonValue.Create e.Input
+                o["output"] <- Text.Json.Nodes.JsonValue.Create e.Output
+                task.Add o
+            arr.Add task
+        Klf.Checkpoints.AtomicFile.WriteAllText(path, arr.ToJsonString())
+
+    /// Reads memories written by `save`; a missing or malformed file is an error naming it.
+    let load (path: string) : Example[] list =
+        if not (IO.File.Exists path) then raise (IO.FileNotFoundException($"no replay memory at {path}", path))
+        try
+            let arr = Text.Json.Nodes.JsonNode.Parse(IO.File.ReadAllText path).AsArray()
+            [ for task in arr ->
+                [| for e in task.AsArray() ->
+                    { Id = e["id"].GetValue<string>(); Input = e["input"].GetValue<string>(); Output = e["output"].GetValue<string>() } |] ]
+        with
+        | :? Text.Json.JsonException
+        | :? InvalidOperationException
+        | :? NullReferenceException as e -> raise (IO.InvalidDataException($"{path}: not a replay memory file ({e.Message})"))
 
 /// The O-LoRA orthogonality penalty.
 [<RequireQualifiedAccess>]
@@ -187,6 +226,34 @@ type Ewc(model: ILanguageModel, lambda: float, samples: int, seed: int) =
         let result = if isNull total then torch.zeros([||], dtype = torch.float32) else total.mul(Scalar.op_Implicit (lambda / 2.0))
         result.MoveToOuterDisposeScope()
 
+    /// Writes the accumulated Fisher and θ* to `dir/ewc.safetensors` (keys `fisher.<name>` and
+    /// `anchor.<name>`), atomically; nothing is written before the first consolidation.
+    member _.Save(dir: string) =
+        if fisher.Count > 0 then
+            let tensors =
+                [ for KeyValue(k, v) in fisher -> Collections.Generic.KeyValuePair("fisher." + k, v)
+                  for KeyValue(k, v) in anchor -> Collections.Generic.KeyValuePair("anchor." + k, v) ]
+            Klf.Checkpoints.SafeTensors.Save(IO.Path.Combine(dir, "ewc.safetensors"), tensors)
+
+    /// Restores what `Save` wrote (no file = nothing consolidated yet), placing the tensors on the
+    /// model's device; the names must be parameters of the model, else an error names the file.
+    member _.Load(dir: string) =
+        let path = IO.Path.Combine(dir, "ewc.safetensors")
+        if IO.File.Exists path then
+            let names = model.Module.named_parameters() |> Seq.map (fun struct (n, _) -> n) |> Set.ofSeq
+            let device = Trainer.DeviceOf model
+            let loaded = Klf.Checkpoints.SafeTensors.Load path
+            for KeyValue(k, v) in loaded do
+                let target, name =
+                    if k.StartsWith "fisher." then fisher, k.Substring 7
+                    elif k.StartsWith "anchor." then anchor, k.Substring 7
+                    else raise (IO.InvalidDataException $"{path}: unexpected key {k}")
+                if not (names.Contains name) then raise (IO.InvalidDataException $"{path}: {name} is not a parameter of the model")
+                let placed = v.``to``(device)
+                if not (Object.ReferenceEquals(placed, v)) then v.Dispose()
+                placed.DetachFromDisposeScope() |> ignore
+                target[name] <- placed
+
     interface IDisposable with
         member _.Dispose() =
             for t in fisher.Values do t.Dispose()
@@ -223,6 +290,8 @@ module Strategy =
             { plain with
                 BeginTask = fun t -> session.BeginTask t.Name
                 EndTask = fun _ -> session.EndTask() |> ignore
+                SaveState = session.SaveState
+                LoadState = session.RestoreState
                 Dispose = session.Dispose } }
 
     /// KIF with full fine-tuning and the reference settings.
@@ -238,6 +307,8 @@ module Strategy =
             { plain with
                 BeginTask = fun t -> Orthogonality.AddTo(session.BeginTask t.Name, lora, "default")
                 EndTask = fun _ -> session.EndTask() |> ignore
+                SaveState = session.SaveState
+                LoadState = session.RestoreState
                 Dispose = session.Dispose } }
 
     /// Name of the adapter IncLoRA and O-LoRA add for task k (0-based): "task{k}".
@@ -249,7 +320,17 @@ module Strategy =
         { Name = name
           Start = fun model ->
             let mutable k = 0
+            let countFile dir = IO.Path.Combine(dir, "adapters.txt")
             { plain with
+                SaveState = fun dir -> Klf.Checkpoints.AtomicFile.WriteAllText(countFile dir, string k)
+                LoadState = fun dir ->
+                    let path = countFile dir
+                    let text = if IO.File.Exists path then IO.File.ReadAllText(path).Trim() else raise (IO.FileNotFoundException($"{dir}: no {name} adapter count (adapters.txt)", path))
+                    let n = match Int32.TryParse text with | true, v when v >= 0 -> v | _ -> raise (IO.InvalidDataException $"{path}: expected an adapter count, found \"{text}\"")
+                    for i in 0 .. n - 1 do
+                        let lora = LoraAdapter.applyWith (loraConfig r model (adapterName i)) model
+                        lora.SetTrainableAdapters(adapterName i)
+                    k <- n
                 BeginTask = fun _ ->
                     let current = adapterName k
                     let lora = LoraAdapter.applyWith (loraConfig r model current) model
@@ -285,6 +366,8 @@ module Strategy =
                     if ewc.Fisher.Count > 0 then hooks.ExtraLosses.Add(fun _ -> ewc.Penalty())
                     hooks
                 AfterFit = fun f -> ewc.Consolidate(f.Train, f.Options)
+                SaveState = ewc.Save
+                LoadState = ewc.Load
                 Dispose = fun () -> (ewc :> IDisposable).Dispose() } }
 
     /// EWC with λ = 5000 (the value of many CL-for-LM papers) and 32 Fisher samples per task.
@@ -297,7 +380,12 @@ module Strategy =
         let memories = ResizeArray<Example[]>()
         { run with
             TrainExamples = fun t xs -> Array.append (run.TrainExamples t xs) (Array.concat memories)
-            EndTask = fun t -> run.EndTask t; memories.Add(Replay.memory seed fraction t) }
+            EndTask = fun t -> run.EndTask t; memories.Add(Replay.memory seed fraction t)
+            SaveState = fun dir -> run.SaveState dir; Replay.save (IO.Path.Combine(dir, Replay.StateFile)) (List.ofSeq memories)
+            LoadState = fun dir ->
+                run.LoadState dir
+                memories.Clear()
+                memories.AddRange(Replay.load (IO.Path.Combine(dir, Replay.StateFile))) }
 
     /// Replay: full fine-tuning with a memory of 2 % of each earlier task (≥ 1, label-balanced, seed 42).
     let replayWith (seed: int) (fraction: float) : Strategy =
@@ -331,74 +419,3 @@ module Strategy =
         | None ->
             let known = String.Join(", ", names)
             invalidArg "name" $"unknown strategy \"{name}\" (known: {known})"
-
-/// The outcome of one strategy on one task sequence.
-type ContinualResult =
-    { Strategy: string
-      Tasks: string list
-      /// a_{j,i} in percent: after training task j (row), score on task i (column); NaN above the diagonal.
-      Matrix: AccuracyMatrix
-      Summary: MetricSummary }
-
-/// Runs a strategy over a task sequence: train task j with the strategy's hooks (on the examples
-/// its `TrainExamples` returns), then evaluate every task seen so far on its test split (batched greedy decoding with the KV cache).
-[<RequireQualifiedAccess>]
-module Continual =
-    /// Runs `strategy` on a fresh model from `makeModel` over `sequence` with the trainer options
-    /// (each task's seed derives from the options' seed and its position). `onTask` sees each row.
-    let runWith (onTask: int -> string -> float[] -> unit) (makeModel: unit -> ILanguageModel) (tok: ITextTokenizer)
-                (options: TrainerOptions) (strategy: Strategy) (sequence: TaskSequence) : ContinualResult =
-        let tasks = Array.ofList sequence.Tasks
-        let model = makeModel ()
-        let run = strategy.Start model
-        try
-            let mutable matrix = Metrics.empty tasks.Length
-            let fit (j: int) (task: TaskData) (examples: Example[]) =
-                let hooks = run.BeginTask task
-                let train = Prompt.examples model.Family tok (run.TrainExamples task examples)
-                let taskOptions = options.WithSeed(options.Seed + j)
-                Trainer.Fit(model, train, taskOptions, hooks) |> ignore
-                run.AfterFit { Task = task; Train = train; Options = taskOptions }
-                run.EndTask task
-            let evaluate (j: int) =
-                [| for i in 0 .. j ->
-                    let t = tasks[i]
-                    Evaluate.task model tok (Metric.ofName t.Metric) (Task.maxNewTokens (fun s -> tok.Encode s) t) t.Test |]
-            if run.Joint then
-                // MTL: one training on the union at the last task; its scores fill every row.
-                let last = tasks.Length - 1
-                if last >= 0 then
-                    fit last tasks[last] (tasks |> Array.collect (fun t -> t.Train))
-                    let scores = evaluate last
-                    for j in 0 .. last do
-                        let row = scores[.. j]
-                        row |> Array.iteri (fun i a -> matrix <- Metrics.withEntry j i a matrix)
-                        onTask j tasks[j].Name row
-            else
-                for j in 0 .. tasks.Length - 1 do
-                    let task = tasks[j]
-                    fit j task task.Train
-                    let row = evaluate j
-                    row |> Array.iteri (fun i a -> matrix <- Metrics.withEntry j i a matrix)
-                    onTask j task.Name row
-            { Strategy = strategy.Name
-              Tasks = tasks |> Array.map (fun t -> t.Name) |> List.ofArray
-              Matrix = matrix
-              Summary = Metrics.summary None matrix }
-        finally
-            run.Dispose ()
-            model.Module.Dispose()
-
-    /// ã_i for FWT: for each task, a fresh model trained on that task alone (plain fine-tuning with
-    /// the same options), scored on its test split. Measured, never a constant.
-    let singleTaskScores (makeModel: unit -> ILanguageModel) (tok: ITextTokenizer) (options: TrainerOptions) (sequence: TaskSequence) : float[] =
-        sequence.Tasks
-        |> List.mapi (fun j task ->
-            let one = TaskSequence.create task.Name [ task ]
-            let taskOptions = options.WithSeed(options.Seed + j)
-            let r = runWith (fun _ _ _ -> ()) makeModel tok taskOptions Strategy.seqFT one
-            r.Matrix[0, 0])
-        |> Array.ofList
-
-    /// Runs without progress output.
-    let run makeModel tok options strategy sequence = runWith (fun _ _ _ -> ()) makeModel tok options strategy sequence

@@ -45,6 +45,31 @@ public sealed class ParameterSnapshot : IDisposable
     /// <summary>Copies of every parameter of <paramref name="model"/>.</summary>
     public static ParameterSnapshot TakeAll(ILanguageModel model) => Take(model, LiveParameters(model).Keys);
 
+    /// <summary>Writes the copies to a safetensors file atomically (the snapshot is unchanged).</summary>
+    public void Save(string path)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        Klf.Checkpoints.SafeTensors.Save(path, _tensors);
+    }
+
+    /// <summary>
+    /// A snapshot read from a file written by <see cref="Save"/>, its tensors placed on
+    /// <paramref name="device"/>. The new snapshot owns them (dispose it).
+    /// </summary>
+    public static ParameterSnapshot Load(string path, Device device)
+    {
+        var loaded = Klf.Checkpoints.SafeTensors.Load(path);
+        var placed = new Dictionary<string, Tensor>(loaded.Count);
+        foreach (var (name, t) in loaded)
+        {
+            var moved = t.to(device);
+            if (!ReferenceEquals(moved, t)) t.Dispose();
+            moved.DetachFromDisposeScope();
+            placed[name] = moved;
+        }
+        return new ParameterSnapshot(placed);
+    }
+
     /// <summary>The parameter names held, in the order they were taken.</summary>
     public IReadOnlyCollection<string> Names => _tensors.Keys;
 

@@ -3,6 +3,7 @@ using Klf.Importance;
 using Klf.Models;
 using Klf.SkillUnits;
 using Klf.Training;
+using System.Text.Json.Nodes;
 using static TorchSharp.torch;
 
 namespace Klf.Kif;
@@ -140,6 +141,90 @@ public sealed class KifSession : IDisposable
         Map != null && Accumulated != null
             ? ImportanceProfile.FromMap(Map, Accumulated, History.Select(h => new TaskImportance(h.Task, h.Normalised)).ToList())
             : throw new InvalidOperationException("no task has been completed");
+
+    /// <summary>Name of the state file <see cref="SaveState"/> writes.</summary>
+    public const string StateFile = "kif-state.json";
+
+    /// <summary>Name of the baseline snapshot file (only with <see cref="KifOptions.KeepBaseline"/>).</summary>
+    public const string BaselineFile = "kif-baseline.safetensors";
+
+    /// <summary>
+    /// Writes what the session carries from one task to the next into <paramref name="folder"/>
+    /// (between tasks only): the unit map's partitioner and fingerprint, every completed task's
+    /// scores, categories, Â and step count (exact doubles), and the baseline snapshot when kept.
+    /// Fusion reports are not stored. Files are written atomically.
+    /// </summary>
+    public void SaveState(string folder)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_task != null) throw new InvalidOperationException($"task '{_task}' is running; save the state between tasks");
+        Directory.CreateDirectory(folder);
+        static JsonArray Nums(IEnumerable<double> xs) => new(xs.Select(x => (JsonNode)x).ToArray());
+        static JsonNode? Flags(bool[]? xs) => xs == null ? null : new JsonArray(xs.Select(x => (JsonNode)x).ToArray());
+        var json = new JsonObject
+        {
+            ["format"] = "klf-kif-state/1",
+            ["partitioner"] = Map?.Partitioner,
+            ["fingerprint"] = Map?.Fingerprint,
+            ["history"] = new JsonArray(History.Select(h => (JsonNode)new JsonObject
+            {
+                ["task"] = h.Task,
+                ["index"] = h.TaskIndex,
+                ["raw"] = Nums(h.RawScores),
+                ["normalised"] = Nums(h.Normalised),
+                ["importantCurrent"] = Flags(h.ImportantCurrent),
+                ["importantPrevious"] = Flags(h.ImportantPrevious),
+                ["accumulated"] = Nums(h.Accumulated),
+                ["steps"] = h.StepsCounted,
+            }).ToArray()),
+        };
+        Checkpoints.AtomicFile.WriteAllText(Path.Combine(folder, StateFile), json.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = false }));
+        if (_baseline != null) _baseline.Save(Path.Combine(folder, BaselineFile));
+    }
+
+    /// <summary>
+    /// Restores a state written by <see cref="SaveState"/> into a fresh session whose model already
+    /// holds the weights saved with it: rebuilds the unit map from the model's trainable parameters,
+    /// checks its fingerprint against the file's (a mismatch is an <see cref="InvalidDataException"/>
+    /// naming the file and both fingerprints) and restores history, Â and the baseline. The next
+    /// <see cref="BeginTask"/> continues as if the earlier tasks had run in this session (restored
+    /// history entries carry no fusion report).
+    /// </summary>
+    public void RestoreState(string folder)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_task != null || History.Count > 0) throw new InvalidOperationException("restore the state into a fresh session");
+        var path = Path.Combine(folder, StateFile);
+        if (!File.Exists(path)) throw new FileNotFoundException($"no KIF state at {path}", path);
+        JsonNode json;
+        try { json = JsonNode.Parse(File.ReadAllText(path))!; }
+        catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"{path} is not valid JSON: {e.Message}"); }
+        var history = json["history"]?.AsArray() ?? throw new InvalidDataException($"{path}: no history");
+        if (history.Count == 0) return;
+        var map = Options.Partitioner.Partition(_model);
+        var stored = (string?)json["fingerprint"];
+        if (stored != map.Fingerprint)
+            throw new InvalidDataException($"{path}: skill-unit map fingerprint {stored} does not match the model's {map.Fingerprint} (partitioner {map.Partitioner})");
+        double[] Nums(JsonNode? n, string what) =>
+            n?.AsArray().Select(x => (double)x!).ToArray() is { } a && a.Length == map.Count ? a
+                : throw new InvalidDataException($"{path}: {what} must hold {map.Count} numbers");
+        bool[]? Flags(JsonNode? n) => n?.AsArray().Select(x => (bool)x!).ToArray();
+        foreach (var h in history)
+        {
+            var task = (string?)h!["task"] ?? throw new InvalidDataException($"{path}: a history entry has no task");
+            History.Add(new KifTaskResult(task, (int)h["index"]!, Nums(h["raw"], $"{task}.raw"), Nums(h["normalised"], $"{task}.normalised"),
+                Flags(h["importantCurrent"]) ?? throw new InvalidDataException($"{path}: {task} has no importantCurrent"),
+                Flags(h["importantPrevious"]), null, Nums(h["accumulated"], $"{task}.accumulated"), (int)h["steps"]!));
+        }
+        Map = map;
+        Accumulated = History[^1].Accumulated;
+        var baseline = Path.Combine(folder, BaselineFile);
+        if (Options.KeepBaseline)
+        {
+            if (!File.Exists(baseline)) throw new FileNotFoundException($"{folder}: the options keep a baseline but {BaselineFile} is missing", baseline);
+            _baseline = ParameterSnapshot.Load(baseline, Trainer.DeviceOf(_model));
+        }
+    }
 
     /// <summary>Frees the tracker buffers and snapshots.</summary>
     public void Dispose()

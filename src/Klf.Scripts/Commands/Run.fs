@@ -1,108 +1,149 @@
-/// `klf run`: strategies over a task sequence; writes DIR/metrics.json (the stable contract),
-/// then DIR/report.md with PNG plots beside it.
+/// `klf run`: an experiment (strategies × task orders × seeds) from flags or a JSON/YAML config,
+/// into a run folder that resumes after interruption; writes DIR/metrics.json (the stable
+/// contract), DIR/report.md and PNG plots once every run is finished.
 module Klf.Cli.Run
 
 open System
+open System.CommandLine
 open System.IO
-open System.Text.Json.Nodes
-open Klf.Models
-open Klf.Training
-open Klf.Checkpoints
 open Klf.Pipelines
 open Klf.Cli.Cli
 open Klf.Cli.Common
 
+let private d = ExperimentSpec.defaults
+let private config = opt<string> "--config" "Experiment settings from a .json/.yaml/.yml file (keys as these flags without dashes: preset, train-examples, seeds, …); flags given as well override it." None
 let private model = opt<string> "--model" "Hugging Face model folder to start every run from." None
 let private preset = opt<string> "--preset" "Or a randomly initialised preset (vocabulary = tokenizer's)." None
 let private tokenizer = tokenizerOption
 let private benchmark = benchmarkOption
 let private orders = opt<string> "--orders" "orders.json (default: beside the benchmark root)." None
-let private order = opt<string> "--order" "Task order as benchmark/name in orders.json." (Some "standard/order1")
+let private order = opt<string> "--order" "Task order(s) as benchmark/name in orders.json, comma-separated." (Some(String.Join(",", d.Orders)))
 let private tasksOpt = opt<string> "--tasks" "Comma-separated tasks instead of --order." None
 let private strategyList = String.Join(", ", Strategy.names)
-let private strategies = opt<string> "--strategies" $"Comma-separated strategies ({strategyList})." (Some "seqft,kif")
-let private nTrain = opt<int> "--train-examples" "Training examples per task (seeded sample)." (Some 200)
-let private nTest = opt<int> "--test-examples" "Test examples per task (seeded sample)." (Some 100)
-let private steps = opt<int> "--steps" "Optimizer steps per task." (Some 100)
-let private batch = opt<int> "--batch" "Examples per batch." (Some 8)
-let private lr = opt<float> "--lr" "Peak learning rate." (Some 3e-4)
-let private warmup = opt<int> "--warmup" "Warm-up steps per task." (Some 10)
-let private maxLen = opt<int> "--max-length" "Maximum sequence / source length." (Some 256)
-let private seed = opt<int> "--seed" "Seed of sampling, initialisation and training." (Some 1)
+let private strategies = opt<string> "--strategies" $"Comma-separated strategies ({strategyList})." (Some(String.Join(",", d.Strategies)))
+let private nTrain = opt<int> "--train-examples" "Training examples per task (seeded sample)." (Some d.TrainExamples)
+let private nTest = opt<int> "--test-examples" "Test examples per task (seeded sample)." (Some d.TestExamples)
+let private steps = opt<int> "--steps" "Optimizer steps per task." (Some d.Steps)
+let private batch = opt<int> "--batch" "Examples per batch." (Some d.BatchSize)
+let private lr = opt<float> "--lr" "Peak learning rate." (Some d.LearningRate)
+let private warmup = opt<int> "--warmup" "Warm-up steps per task." (Some d.WarmupSteps)
+let private maxLen = opt<int> "--max-length" "Maximum sequence / source length." (Some d.MaxLength)
+let private seeds = opt<string> "--seeds" "Comma-separated seeds (sampling, initialisation, training); one run per seed." (Some(String.Join(",", d.Seeds)))
+let private seed = opt<int> "--seed" "A single seed (same as --seeds N)." None
 let private noFwt = opt<bool> "--no-fwt" "Skip the single-task runs that FWT needs (FWT is then null)." (Some false)
-let private out = req<string> "--out" "Run directory: metrics.json, report.md and the PNG plots are written there."
+let private shard = opt<string> "--shard" "Run only the i-th of n slices of the runs (i/n, 1 <= i <= n), e.g. from a Slurm array or Kubernetes indexed Job; merge the folders with klf report." None
+let private keepStates = opt<string> "--keep-states" "Per-task state folders to keep: all or last." (Some "all")
+let private out = req<string> "--out" "Run folder: experiment.json, runs/…, then metrics.json, report.md and plots. Rerun the same command to resume."
 
-let private matrixJson (m: AccuracyMatrix) =
-    JsonArray([| for row in m.ToRows() -> JsonArray([| for a in row -> (if Double.IsNaN a then null else JsonValue.Create a :> JsonNode) |]) :> JsonNode |])
+/// Whether an option was given on the command line (not just defaulted).
+let private given (pr: ParseResult) (o: Option) = match pr.GetResult o with null -> false | r -> not r.Implicit
+
+let private split (s: string) = s.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray
+
+/// The experiment of a command line: the config file (or the defaults), then every flag given.
+let spec (pr: ParseResult) : ExperimentSpec =
+    let fromFile = match pr.GetValue config with null | "" -> None | p -> Some(ExperimentSpec.load p)
+    let s0 = defaultArg fromFile ExperimentSpec.defaults
+    let pick (o: Option<'T>) (current: 'T) = if given pr o || fromFile.IsNone then pr.GetValue o else current
+    let str (o: Option<string>) (current: string option) = if given pr o then Some(pr.GetValue o) else current
+    let modelSource =
+        match str model None, str preset None with
+        | Some _, Some _ -> raise (ArgumentException "give --model or --preset, not both")
+        | Some m, _ -> Folder m
+        | None, Some p -> Preset p
+        | None, None ->
+            if fromFile.IsNone then raise (ArgumentException "give --model DIR (a Hugging Face model folder), --preset NAME or --config FILE")
+            s0.Model
+    let seedList =
+        if given pr seed && given pr seeds then raise (ArgumentException "give --seed or --seeds, not both")
+        elif given pr seed then [ pr.GetValue seed ]
+        elif given pr seeds || fromFile.IsNone then
+            split (pr.GetValue seeds) |> List.map (fun x -> match Int32.TryParse x with | true, v -> v | _ -> raise (ArgumentException $"--seeds: \"{x}\" is not an integer"))
+        else s0.Seeds
+    { s0 with
+        Model = modelSource
+        Tokenizer = str tokenizer s0.Tokenizer
+        Benchmark = str benchmark s0.Benchmark
+        OrdersFile = str orders s0.OrdersFile
+        Orders = (if given pr order || fromFile.IsNone then split (pr.GetValue order) else s0.Orders)
+        Tasks = (if given pr tasksOpt then split (pr.GetValue tasksOpt) else s0.Tasks)
+        Strategies = (if given pr strategies || fromFile.IsNone then split (pr.GetValue strategies) else s0.Strategies)
+        Seeds = seedList
+        TrainExamples = pick nTrain s0.TrainExamples
+        TestExamples = pick nTest s0.TestExamples
+        Steps = pick steps s0.Steps
+        BatchSize = pick batch s0.BatchSize
+        LearningRate = pick lr s0.LearningRate
+        WarmupSteps = pick warmup s0.WarmupSteps
+        MaxLength = pick maxLen s0.MaxLength
+        SingleTask = (if given pr noFwt || fromFile.IsNone then not (pr.GetValue noFwt) else s0.SingleTask) }
+
+/// The settings table of the report.
+let settings (spec: ExperimentSpec) =
+    let inv (x: float) = x.ToString(Globalization.CultureInfo.InvariantCulture)
+    [ "strategies", String.Join(", ", spec.Strategies)
+      "model", (match spec.Model with Folder m -> m | Preset p -> "preset " + p + " (random init)")
+      "train / test examples per task", $"{spec.TrainExamples} / {spec.TestExamples}"
+      "steps per task, batch", $"{spec.Steps}, {spec.BatchSize}"
+      "learning rate, warm-up", $"{inv spec.LearningRate}, {spec.WarmupSteps}"
+      "max length", string spec.MaxLength
+      "single-task runs (FWT)", (if spec.SingleTask then "yes" else "no") ]
+
+let private fmtRow (row: float[]) = String.Join("  ", row |> Array.map (fun x -> x.ToString("F1")))
+
+let private runLabel (r: RunSpec) =
+    let what = match r.Kind with StrategyRun s -> s | SingleTask j -> $"single-task {j + 1}"
+    $"{what} seed {r.Seed}"
 
 let cmd =
-    command "run" "Run strategies over a task sequence and write DIR/metrics.json (accuracy matrices, AP, F.Ra, FWT, BWT in percent), DIR/report.md and plots."
-        [ model; preset; tokenizer; benchmark; orders; order; tasksOpt; strategies; nTrain; nTest; steps; batch; lr; warmup; maxLen; seed; noFwt; deviceOption; out ] (fun pr ->
+    command "run" "Run an experiment (strategies × orders × seeds) into a resumable run folder; writes DIR/metrics.json (accuracy matrices, AP, F.Ra, FWT, BWT in percent), DIR/report.md and plots."
+        [ config; model; preset; tokenizer; benchmark; orders; order; tasksOpt; strategies; nTrain; nTest; steps; batch; lr; warmup; maxLen; seeds; seed; noFwt; shard; keepStates; deviceOption; out ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
-        let tok, _ = loadTokenizer (pr.GetValue tokenizer) (pr.GetValue model)
-        let root = benchmarkRoot (pr.GetValue benchmark)
-        let s = pr.GetValue seed
-        let sequence =
-            match pr.GetValue tasksOpt with
-            | null | "" ->
-                let ordersPath = match pr.GetValue orders with null | "" -> Path.Combine(Path.GetDirectoryName(Path.GetFullPath root), "orders.json") | p -> p
-                let parts = (pr.GetValue order).Split('/')
-                if parts.Length <> 2 then raise (ArgumentException "--order must read benchmark/name, e.g. standard/order1")
-                TaskSequence.ofOrder root (Orders.load ordersPath) parts[0] parts[1]
-            | t -> t.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray |> List.map (Task.load root) |> TaskSequence.create "custom"
-            |> TaskSequence.subsample s { Train = pr.GetValue nTrain; Test = pr.GetValue nTest }
-        let dev = device (pr.GetValue deviceOption)
-        let makeModel () = loadModel (pr.GetValue model) (pr.GetValue preset) tok (int64 s) dev
-        let options = TrainerOptions(BatchSize = pr.GetValue batch, MaxSteps = pr.GetValue steps, Seed = s, MaxLength = pr.GetValue maxLen,
-                                     Optimizer = OptimizerOptions(LearningRate = pr.GetValue lr, WarmupSteps = pr.GetValue warmup))
-        let chosen = (pr.GetValue strategies).Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> Array.map Strategy.byName
-        let names = TaskSequence.names sequence
-        printfn "sequence %s: %s; %d train / %d test examples per task, %d steps per task, seed %d" sequence.Name (String.Join(" -> ", names)) (pr.GetValue nTrain) (pr.GetValue nTest) (pr.GetValue steps) s
-        let single =
-            if pr.GetValue noFwt then None
-            else
-                printfn "single-task runs (for FWT)..."
-                let a = Continual.singleTaskScores makeModel tok options sequence
-                printfn "single-task scores: %s" (String.Join(", ", Array.map2 (fun (n: string) (x: float) -> n + " " + x.ToString("F1")) (Array.ofList names) a))
-                Some a
-        let results =
-            [ for st in chosen ->
-                printfn "strategy %s" st.Name
-                let r = Continual.runWith (fun j name row -> printfn "  after %-10s %s" name (String.Join("  ", row |> Array.map (fun x -> x.ToString("F1"))))) makeModel tok options st sequence
-                let summary = Metrics.summary single r.Matrix
-                printfn "  AP %.1f  F.Ra %.1f  FWT %s  BWT %.1f" summary.AP summary.FRa (match summary.FWT with Some f -> f.ToString("F1") | None -> "-") summary.BWT
-                st.Name, r, summary ]
-        let json = JsonObject()
-        json["tasks"] <- JsonArray([| for n in names -> JsonValue.Create n :> JsonNode |])
-        json["seed"] <- JsonValue.Create s
-        let strategiesJson = JsonObject()
-        for name, r, summary in results do
-            let o = JsonObject()
-            o["matrix"] <- matrixJson r.Matrix
-            o["AP"] <- JsonValue.Create summary.AP
-            o["FRa"] <- JsonValue.Create summary.FRa
-            o["FWT"] <- (match summary.FWT with Some f -> JsonValue.Create f :> JsonNode | None -> null)
-            o["BWT"] <- JsonValue.Create summary.BWT
-            strategiesJson[name] <- o
-        json["strategies"] <- strategiesJson
+        let spec = spec pr
         let dir = pr.GetValue out
-        Directory.CreateDirectory dir |> ignore
-        let path = Path.Combine(dir, "metrics.json")
-        AtomicFile.WriteAllText(path, json.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true)))
-        printfn "wrote %s" (Path.GetFullPath path)
-        let inv (x: float) = x.ToString(Globalization.CultureInfo.InvariantCulture)
-        let settings =
-            [ "sequence", sequence.Name + ": " + String.Join(" -> ", names)
-              "strategies", String.Join(", ", [ for name, _, _ in results -> name ])
-              "model", (match pr.GetValue model with null | "" -> "preset " + pr.GetValue preset + " (random init)" | m -> m)
-              "train / test examples per task", $"{pr.GetValue nTrain} / {pr.GetValue nTest}"
-              "steps per task, batch", $"{pr.GetValue steps}, {pr.GetValue batch}"
-              "learning rate, warm-up", $"{inv (pr.GetValue lr)}, {pr.GetValue warmup}"
-              "max length", string (pr.GetValue maxLen)
-              "seed", string s
-              "single-task runs (FWT)", (if single.IsSome then "yes" else "no (--no-fwt)") ]
-        let written =
-            Klf.Cli.Report.Markdown.write dir settings names
-                [ for name, r, summary in results -> { Name = name; Matrix = r.Matrix; Summary = summary } : Klf.Cli.Report.Markdown.StrategyResult ]
-        printfn "wrote %s and %d plots beside it" (Path.GetFullPath written.Head) written.Tail.Length
+        let keepAll =
+            match pr.GetValue keepStates with
+            | "all" -> true
+            | "last" -> false
+            | k -> raise (ArgumentException $"--keep-states must be all or last, not \"{k}\"")
+        let root = Experiment.benchmarkRoot spec
+        let sequences = Experiment.sequenceTasks root (Experiment.ordersFile spec root) spec
+        let all = Experiment.runs sequences spec
+        let chosen, shardText =
+            match pr.GetValue shard with
+            | null | "" -> all, ""
+            | s -> let i, n = Experiment.parseShard s in Experiment.shard (i, n) all, $" (shard {i}/{n})"
+        for name, tasks in sequences do
+            printfn "sequence %s: %s" name (String.Join(" -> ", tasks))
+        let seedText = String.Join(",", spec.Seeds)
+        printfn "%d runs%s of %d: seeds %s; %d train / %d test examples per task, %d steps per task" chosen.Length shardText all.Length seedText spec.TrainExamples spec.TestExamples spec.Steps
+        let control =
+            { ExperimentControl.none with
+                Device = device (pr.GetValue deviceOption)
+                KeepAllStates = keepAll
+                OnRunStart = fun r tasks planned -> printfn "%s: %d tasks, %d steps" (runLabel r) tasks.Length planned
+                OnResume = fun r n -> printfn "%s: resuming after task %d" (runLabel r) n
+                OnTask = fun r _ name row -> printfn "  after %-12s %s" name (fmtRow row)
+                OnRunDone = fun r result skipped ->
+                    if skipped then printfn "%s: already finished" (runLabel r)
+                    else match r.Kind with
+                         | SingleTask _ -> printfn "%s: %.1f" (runLabel r) (result.Rows[0].[0])
+                         | StrategyRun _ ->
+                            let s = Metrics.summary None (Metrics.ofRows result.Rows)
+                            printfn "%s: AP %.1f  F.Ra %.1f  BWT %.1f" (runLabel r) s.AP s.FRa s.BWT }
+        Experiment.execute control spec dir (Some chosen) |> ignore
+        let finished = Experiment.collect [ dir ]
+        let missing = all.Length - (all |> List.filter (fun r -> File.Exists(Path.Combine(dir, r.Id, Experiment.ResultFile))) |> List.length)
+        if missing > 0 then
+            printfn "%d of %d runs are not in %s yet (other shards); when all are done: klf report %s [other shard folders…] --out DIR" missing all.Length dir dir
+        else
+            let outcomes = Results.bySeed finished |> List.filter (fun o -> List.contains o.Sequence (List.map fst sequences))
+            for sequence, tasks, aggs in Results.aggregate outcomes do
+                printfn "\n%s%s" sequence (if spec.Seeds.Length > 1 then $" (mean ± std over {spec.Seeds.Length} seeds)" else "")
+                printfn "%-12s %14s %14s %14s %14s" "strategy" "AP" "F.Ra" "FWT" "BWT"
+                for a in aggs do
+                    let n = a.Seeds.Length
+                    printfn "%-12s %14s %14s %14s %14s" a.Name (Outputs.meanStd n a.AP) (Outputs.meanStd n a.FRa) (match a.FWT with Some f -> Outputs.meanStd n f | None -> "-") (Outputs.meanStd n a.BWT)
+            for m in Outputs.write dir (settings spec) outcomes do
+                printfn "wrote %s, report.md and plots beside it" (Path.GetFullPath m)
         0)

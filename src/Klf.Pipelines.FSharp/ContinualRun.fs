@@ -1,0 +1,141 @@
+namespace Klf.Pipelines
+
+open System
+open System.IO
+open Klf.Models
+open Klf.Tokenizers
+open Klf.Training
+open Klf.Checkpoints
+
+/// The outcome of one strategy on one task sequence.
+type ContinualResult =
+    { Strategy: string
+      Tasks: string list
+      /// a_{j,i} in percent: after training task j (row), score on task i (column); NaN above the diagonal.
+      Matrix: AccuracyMatrix
+      Summary: MetricSummary }
+
+/// What a continual run reports and where it keeps its state. Build with
+/// `{ RunControl.none with ... }` so that new fields keep their defaults.
+type RunControl =
+    { /// Sees each row of the matrix as it is measured: task index (0-based), task name, scores.
+      OnTask: int -> string -> float[] -> unit
+      /// Sees each optimizer step: task index (0-based), step number within the task (1-based), planned steps.
+      OnStep: int -> int -> int -> unit
+      /// Sees the resumption of a run: the number of tasks already completed.
+      OnResume: int -> unit
+      /// The run's folder: after each task the whole continual state is saved under
+      /// `RunState.taskDir`, and a run started on a folder that holds states continues after the
+      /// latest one (same matrix as an uninterrupted run). None: nothing is saved.
+      StateDir: string option
+      /// Keep every task's state (true) or only the latest (false).
+      KeepAllStates: bool }
+
+    /// No callbacks, no state.
+    static member none : RunControl =
+        { OnTask = (fun _ _ _ -> ())
+          OnStep = (fun _ _ _ -> ())
+          OnResume = ignore
+          StateDir = None
+          KeepAllStates = true }
+
+/// Runs a strategy over a task sequence: train task j with the strategy's hooks (on the examples
+/// its `TrainExamples` returns), then evaluate every task seen so far on its test split (batched greedy decoding with the KV cache).
+[<RequireQualifiedAccess>]
+module Continual =
+    /// Runs `strategy` on a fresh model from `makeModel` over `sequence` with the trainer options
+    /// (task j trains with seed `options.Seed + j`), under `control` (callbacks; per-task state and
+    /// resumption when `control.StateDir` is set). Joint strategies (MTL) save no per-task state: an
+    /// interrupted joint run starts again.
+    let execute (control: RunControl) (makeModel: unit -> ILanguageModel) (tok: ITextTokenizer)
+                (options: TrainerOptions) (strategy: Strategy) (sequence: TaskSequence) : ContinualResult =
+        let tasks = Array.ofList sequence.Tasks
+        let names = tasks |> Array.map (fun t -> t.Name) |> List.ofArray
+        let model = makeModel ()
+        let run = strategy.Start model
+        try
+            let mutable matrix = Metrics.empty tasks.Length
+            let rows = ResizeArray<float[]>()
+            let record j (row: float[]) =
+                row |> Array.iteri (fun i a -> matrix <- Metrics.withEntry j i a matrix)
+                rows.Add row
+            let fit (j: int) (task: TaskData) (examples: Example[]) =
+                let hooks = run.BeginTask task
+                let train = Prompt.examples model.Family tok (run.TrainExamples task examples)
+                let taskOptions = options.WithSeed(options.Seed + j)
+                let planned = Trainer.PlannedSteps(train.Length, taskOptions)
+                let mutable step = 0
+                Trainer.Fit(model, train, taskOptions, hooks, fun _ -> step <- step + 1; control.OnStep j step planned) |> ignore
+                run.AfterFit { Task = task; Train = train; Options = taskOptions }
+                run.EndTask task
+            let evaluate (j: int) =
+                [| for i in 0 .. j ->
+                    let t = tasks[i]
+                    Evaluate.task model tok (Metric.ofName t.Metric) (Task.maxNewTokens (fun s -> tok.Encode s) t) t.Test |]
+            if run.Joint then
+                // MTL: one training on the union at the last task; its scores fill every row.
+                let last = tasks.Length - 1
+                if last >= 0 then
+                    fit last tasks[last] (tasks |> Array.collect (fun t -> t.Train))
+                    let scores = evaluate last
+                    for j in 0 .. last do
+                        record j scores[.. j]
+                        control.OnTask j tasks[j].Name scores[.. j]
+            else
+                let mutable start = 0
+                match control.StateDir with
+                | Some dir ->
+                    RunState.cleanTemporaries dir
+                    match RunState.latest dir with
+                    | Some (j, folder) when j < tasks.Length ->
+                        let saved = RunState.readRows folder strategy.Name names
+                        if saved.Length <> j + 1 then raise (InvalidDataException $"{folder}: {saved.Length} rows for {j + 1} completed tasks")
+                        run.LoadState folder
+                        ModuleState.Load(model.Module, Path.Combine(folder, RunState.ModelFile))
+                        saved |> Array.iteri record
+                        start <- j + 1
+                        control.OnResume start
+                    | Some (j, folder) -> raise (InvalidDataException $"{folder}: state after task {j + 1} of a {tasks.Length}-task sequence")
+                    | None -> ()
+                | None -> ()
+                for j in start .. tasks.Length - 1 do
+                    let task = tasks[j]
+                    fit j task task.Train
+                    let row = evaluate j
+                    record j row
+                    control.OnTask j task.Name row
+                    match control.StateDir with
+                    | Some dir ->
+                        RunState.save dir j control.KeepAllStates (fun tmp ->
+                            ModuleState.Save(model.Module, Path.Combine(tmp, RunState.ModelFile))
+                            run.SaveState tmp
+                            RunState.writeRows tmp strategy.Name names (rows.ToArray()))
+                    | None -> ()
+            { Strategy = strategy.Name
+              Tasks = names
+              Matrix = matrix
+              Summary = Metrics.summary None matrix }
+        finally
+            run.Dispose ()
+            model.Module.Dispose()
+
+    /// Runs `strategy` with a row callback and no saved state (see `execute`).
+    let runWith (onTask: int -> string -> float[] -> unit) (makeModel: unit -> ILanguageModel) (tok: ITextTokenizer)
+                (options: TrainerOptions) (strategy: Strategy) (sequence: TaskSequence) : ContinualResult =
+        execute { RunControl.none with OnTask = onTask } makeModel tok options strategy sequence
+
+    /// ã_i of one task for FWT: a fresh model trained on task j alone (plain fine-tuning, seed
+    /// `options.Seed + j` like task j of the sequence), scored on its test split.
+    let singleTaskScore (control: RunControl) (makeModel: unit -> ILanguageModel) (tok: ITextTokenizer) (options: TrainerOptions) (sequence: TaskSequence) (j: int) : float =
+        let task = sequence.Tasks[j]
+        let one = TaskSequence.create task.Name [ task ]
+        let r = execute control makeModel tok (options.WithSeed(options.Seed + j)) Strategy.seqFT one
+        r.Matrix[0, 0]
+
+    /// ã_i for FWT: for each task, a fresh model trained on that task alone (plain fine-tuning with
+    /// the same options), scored on its test split. Measured, never a constant.
+    let singleTaskScores (makeModel: unit -> ILanguageModel) (tok: ITextTokenizer) (options: TrainerOptions) (sequence: TaskSequence) : float[] =
+        Array.init sequence.Tasks.Length (singleTaskScore RunControl.none makeModel tok options sequence)
+
+    /// Runs without progress output.
+    let run makeModel tok options strategy sequence = runWith (fun _ _ _ -> ()) makeModel tok options strategy sequence

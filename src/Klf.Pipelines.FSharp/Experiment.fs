@@ -1,0 +1,329 @@
+namespace Klf.Pipelines
+
+open System
+open System.IO
+open System.Reflection
+open System.Text.Json.Nodes
+open Klf.Models
+open Klf.Tokenizers
+open Klf.Training
+open Klf.Checkpoints
+open TorchSharp
+
+/// What one run of an experiment computes.
+type RunKind =
+    /// A strategy over the whole sequence.
+    | StrategyRun of strategy: string
+    /// Task j (0-based) of the sequence alone, for FWT (plain fine-tuning).
+    | SingleTask of task: int
+
+/// One run of an experiment: a sequence, a seed and what to run; `Id` is its folder under the
+/// experiment's output, `runs/<sequence>/seed-<s>/<strategy or single-NN-task>`.
+type RunSpec = { Sequence: string; Seed: int; Kind: RunKind; Id: string }
+
+/// The stored outcome of a finished run (its `result.json`). For a single-task run, `Tasks` holds
+/// that task and `Rows` the one score.
+type RunResult =
+    { Sequence: string
+      Seed: int
+      Kind: RunKind
+      /// a_{j,i} rows in percent (NaN above the diagonal).
+      Rows: float[][]
+      Tasks: string list }
+
+/// Callbacks of `Experiment.execute` and where it computes. Build with `{ ExperimentControl.none with ... }`.
+type ExperimentControl =
+    { /// A run starts: its spec, its task names and its planned optimizer steps.
+      OnRunStart: RunSpec -> string list -> int -> unit
+      /// A run resumes after this many completed tasks.
+      OnResume: RunSpec -> int -> unit
+      /// An optimizer step of a run (1 unit of the planned steps).
+      OnStep: RunSpec -> unit
+      /// A row of a run's matrix: task index, task name, scores.
+      OnTask: RunSpec -> int -> string -> float[] -> unit
+      /// A run finished (or was already finished: the bool is true when it was skipped).
+      OnRunDone: RunSpec -> RunResult -> bool -> unit
+      /// Keep every task's state folder, or only the latest.
+      KeepAllStates: bool
+      /// Where models are placed.
+      Device: torch.Device }
+
+    /// No callbacks, CPU, every state kept.
+    static member none : ExperimentControl =
+        { OnRunStart = (fun _ _ _ -> ())
+          OnResume = (fun _ _ -> ())
+          OnStep = ignore
+          OnTask = (fun _ _ _ _ -> ())
+          OnRunDone = (fun _ _ _ -> ())
+          KeepAllStates = true
+          Device = torch.CPU }
+
+/// Experiments as values: enumerate their runs, split them into shards, execute them into run
+/// folders (resuming interrupted runs), and collect the results of one or many output folders.
+[<RequireQualifiedAccess>]
+module Experiment =
+    /// File of a run's configuration and provenance.
+    [<Literal>]
+    let ManifestFile = "manifest.json"
+
+    /// File of a finished run's rows.
+    [<Literal>]
+    let ResultFile = "result.json"
+
+    /// File of the experiment's specification and provenance at the output root.
+    [<Literal>]
+    let ExperimentFile = "experiment.json"
+
+    /// A folder-name-safe form of a name ('/' and other symbols become '-').
+    let slug (name: string) =
+        String(name |> Seq.map (fun c -> if Char.IsAsciiLetterOrDigit c || c = '-' || c = '_' || c = '.' then c else '-') |> Array.ofSeq)
+
+    let private kindName (kind: RunKind) (tasks: string list) =
+        match kind with
+        | StrategyRun s -> s
+        | SingleTask j -> sprintf "single-%02d-%s" (j + 1) (slug tasks[j])
+
+    /// The task names of each sequence of the spec (orders read from the orders file).
+    let sequenceTasks (root: string) (ordersFile: string) (spec: ExperimentSpec) : (string * string list) list =
+        if not spec.Tasks.IsEmpty then [ "custom", spec.Tasks ]
+        else
+            let orders = Orders.load ordersFile
+            [ for o in spec.Orders ->
+                match o.Split('/') with
+                | [| b; n |] -> o, Orders.get b n orders
+                | _ -> raise (ArgumentException $"order \"{o}\" must read benchmark/name, e.g. standard/order1") ]
+
+    /// Every run of the experiment in a fixed order: per sequence, per seed, the single-task runs
+    /// (when `SingleTask`) then the strategies in the given order.
+    let runs (sequences: (string * string list) list) (spec: ExperimentSpec) : RunSpec list =
+        [ for name, tasks in sequences do
+            for seed in spec.Seeds do
+                let kinds =
+                    [ if spec.SingleTask then for j in 0 .. tasks.Length - 1 -> SingleTask j
+                      for s in spec.Strategies -> StrategyRun s ]
+                for k in kinds ->
+                    { Sequence = name; Seed = seed; Kind = k
+                      Id = Path.Combine("runs", slug name, $"seed-{seed}", kindName k tasks) } ]
+
+    /// Parses a shard "i/n" (1 ≤ i ≤ n): the i-th of n slices.
+    let parseShard (text: string) : int * int =
+        let fail () = raise (ArgumentException $"shard \"{text}\" must read i/n with 1 <= i <= n, e.g. 2/8")
+        match text.Split('/') with
+        | [| a; b |] ->
+            match Int32.TryParse a, Int32.TryParse b with
+            | (true, i), (true, n) when n >= 1 && i >= 1 && i <= n -> i, n
+            | _ -> fail ()
+        | _ -> fail ()
+
+    /// The i-th of n slices (1-based) of a run list: every run whose position k (0-based) has
+    /// k mod n = i − 1. Round-robin keeps the slices balanced; the n slices partition the list.
+    let shard (i: int, n: int) (runs: RunSpec list) : RunSpec list =
+        runs |> List.indexed |> List.filter (fun (k, _) -> k % n = i - 1) |> List.map snd
+
+    /// Versions of the libraries a run used and the runtime, for manifests.
+    let packages () : JsonObject =
+        let o = JsonObject()
+        let version (a: Assembly) =
+            match a.GetCustomAttribute<AssemblyInformationalVersionAttribute>() with
+            | null -> string (a.GetName().Version)
+            | v -> v.InformationalVersion.Split('+')[0]
+        for name, t in [ "Klf.Core", typeof<ILanguageModel>; "Klf.Pipelines", typeof<RunKind>; "TorchSharp", typeof<torch.Tensor>
+                         "Microsoft.ML.Tokenizers", typeof<Microsoft.ML.Tokenizers.Tokenizer>; "FSharp.Core", typeof<list<int>>
+                         "YamlDotNet", typeof<YamlDotNet.RepresentationModel.YamlStream> ] do
+            o[name] <- JsonValue.Create(version t.Assembly)
+        o[".NET"] <- JsonValue.Create(Runtime.InteropServices.RuntimeInformation.FrameworkDescription)
+        o["OS"] <- JsonValue.Create(Runtime.InteropServices.RuntimeInformation.OSDescription)
+        o
+
+    /// The source revision the library was built from (git commit of the build; "unknown" when the
+    /// build had no repository).
+    let revision () : string =
+        match typeof<ILanguageModel>.Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>() with
+        | null -> "unknown"
+        | v -> match v.InformationalVersion.Split('+') with [| _; r |] -> r | _ -> "unknown"
+
+    /// The settings one run's results depend on (no strategy/seed/order lists, no name): what a
+    /// resumed run must share with the interrupted one.
+    let runIdentity (spec: ExperimentSpec) : JsonObject =
+        let o = ExperimentSpec.toJson spec
+        for k in [ "name"; "strategies"; "seeds"; "orders"; "fwt" ] do o.Remove k |> ignore
+        o
+
+    let private kindJson (kind: RunKind) =
+        let o = JsonObject()
+        match kind with
+        | StrategyRun s -> o["strategy"] <- JsonValue.Create s
+        | SingleTask j -> o["single-task"] <- JsonValue.Create j
+        o
+
+    let private writeResult (path: string) (r: RunResult) =
+        let o = kindJson r.Kind
+        o["sequence"] <- JsonValue.Create r.Sequence
+        o["seed"] <- JsonValue.Create r.Seed
+        o["tasks"] <- JsonArray([| for t in r.Tasks -> JsonValue.Create t :> JsonNode |])
+        o["rows"] <- JsonArray([| for row in r.Rows -> JsonArray([| for x in row -> (if Double.IsNaN x then null else JsonValue.Create x :> JsonNode) |]) :> JsonNode |])
+        AtomicFile.WriteAllText(path, o.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true)))
+
+    /// Reads a run's `result.json`; errors name the file.
+    let readResult (path: string) : RunResult =
+        let bad what = raise (InvalidDataException($"{path}: {what}"))
+        let json =
+            try JsonNode.Parse(File.ReadAllText path)
+            with :? Text.Json.JsonException as e -> bad $"not valid JSON ({e.Message})"
+        let kind =
+            match json["strategy"], json["single-task"] with
+            | null, null -> bad "neither strategy nor single-task"
+            | s, null -> StrategyRun(s.GetValue<string>())
+            | _, j -> SingleTask(j.GetValue<int>())
+        let tasks = match json["tasks"] with :? JsonArray as a -> [ for t in a -> t.GetValue<string>() ] | _ -> bad "no tasks"
+        let rows = match json["rows"] with :? JsonArray as a -> [| for r in a -> [| for x in r.AsArray() -> (if isNull x then nan else x.GetValue<float>()) |] |] | _ -> bad "no rows"
+        { Sequence = (match json["sequence"] with null -> bad "no sequence" | s -> s.GetValue<string>())
+          Seed = (match json["seed"] with null -> bad "no seed" | s -> s.GetValue<int>())
+          Kind = kind; Rows = rows; Tasks = tasks }
+
+    /// Every finished run under the given output folders (their `runs/**/result.json`), in a stable
+    /// order. A run present in several folders must have the same rows, else an error names both.
+    let collect (dirs: string list) : RunResult list =
+        let found = Collections.Generic.Dictionary<string, string * RunResult>()
+        for dir in dirs do
+            let runsDir = Path.Combine(dir, "runs")
+            if Directory.Exists runsDir then
+                for path in Directory.GetFiles(runsDir, ResultFile, SearchOption.AllDirectories) |> Array.sort do
+                    let r = readResult path
+                    let key = $"{r.Sequence}\u0000{r.Seed}\u0000{r.Kind}"
+                    match found.TryGetValue key with
+                    | true, (other, prev) ->
+                        let same = prev.Rows.Length = r.Rows.Length && Array.forall2 (fun (a: float[]) (b: float[]) -> a.Length = b.Length && Array.forall2 (fun (x: float) y -> x = y || (Double.IsNaN x && Double.IsNaN y)) a b) prev.Rows r.Rows
+                        if not same then raise (InvalidDataException $"{path} and {other} hold different results for the same run")
+                    | _ -> found[key] <- (path, r)
+        found.Values |> Seq.map snd |> Seq.sortBy (fun r -> r.Sequence, r.Seed, (match r.Kind with SingleTask j -> 0, j, "" | StrategyRun s -> 1, 0, s)) |> List.ofSeq
+
+    /// The benchmark root of a spec: its `Benchmark`, else the shared Long Sequence benchmark found
+    /// above the current folder or the program's folder (or via KLF_BENCHMARKS).
+    let benchmarkRoot (spec: ExperimentSpec) : string =
+        match spec.Benchmark with
+        | Some b -> b
+        | None ->
+            match Benchmark.locate Environment.CurrentDirectory |> Option.orElse (Benchmark.locate AppContext.BaseDirectory) with
+            | Some b -> Path.Combine(b, "long_sequence")
+            | None -> raise (DirectoryNotFoundException "no benchmark given and no shared/benchmarks found above the current folder (set benchmark, --benchmark or KLF_BENCHMARKS)")
+
+    /// The orders file of a spec: its `OrdersFile`, else `orders.json` beside the benchmark root.
+    let ordersFile (spec: ExperimentSpec) (root: string) : string =
+        match spec.OrdersFile with
+        | Some f -> f
+        | None -> Path.Combine(Path.GetDirectoryName(Path.GetFullPath root), "orders.json")
+
+    /// The tokenizer folder of a spec: its `Tokenizer`, else the model folder.
+    let tokenizerDir (spec: ExperimentSpec) : string =
+        match spec.Tokenizer, spec.Model with
+        | Some t, _ -> t
+        | None, Folder m -> m
+        | None, Preset p -> raise (ArgumentException $"preset {p} has no tokenizer: give a tokenizer folder")
+
+    /// A fresh model of the spec on a device: the folder's weights, or the preset initialised with `seed`.
+    let makeModel (spec: ExperimentSpec) (tok: ITextTokenizer) (device: torch.Device) (seed: int) : ILanguageModel =
+        match spec.Model with
+        | Folder d -> LanguageModels.FromFolder(d, device)
+        | Preset p ->
+            torch.manual_seed (int64 seed) |> ignore
+            LanguageModels.FromPreset(p, Nullable tok.VocabSize, device)
+
+    /// The trainer options of a run of the spec.
+    let trainerOptions (spec: ExperimentSpec) (seed: int) : TrainerOptions =
+        TrainerOptions(BatchSize = spec.BatchSize, MaxSteps = spec.Steps, Seed = seed, MaxLength = spec.MaxLength,
+                       Optimizer = OptimizerOptions(LearningRate = spec.LearningRate, WarmupSteps = spec.WarmupSteps))
+
+    let private json (o: JsonNode) = o.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true))
+
+    let private checkManifest (path: string) (spec: ExperimentSpec) =
+        let stored =
+            try JsonNode.Parse(File.ReadAllText path)
+            with :? Text.Json.JsonException as e -> raise (InvalidDataException($"{path} is not valid JSON: {e.Message}"))
+        let storedSpec = ExperimentSpec.ofJson path stored["config"]
+        let a, b = (runIdentity storedSpec).ToJsonString(), (runIdentity spec).ToJsonString()
+        if a <> b then
+            let diff = String.Join("; ", ExperimentSpec.differences storedSpec spec |> List.filter (fun d -> not (d.StartsWith "strategies" || d.StartsWith "seeds" || d.StartsWith "orders" || d.StartsWith "fwt")))
+            raise (InvalidOperationException $"{path}: this run folder was started with other settings ({diff}); use the same settings to resume, or another output folder")
+
+    /// Executes the runs of `spec` in `only` (all of them when None; e.g. a shard) into `outDir`:
+    /// writes `outDir/experiment.json`, then per run `manifest.json` (settings, seed, task order,
+    /// package versions, source revision), per-task state folders and, when done, `result.json`.
+    /// Finished runs are skipped; an interrupted run continues after its last completed task. Returns
+    /// the results of the runs it was given, in order.
+    let execute (control: ExperimentControl) (spec: ExperimentSpec) (outDir: string) (only: RunSpec list option) : RunResult list =
+        Klf.Native.TorchNative.EnsureLoaded()
+        let root = benchmarkRoot spec
+        let sequences = sequenceTasks root (ordersFile spec root) spec
+        let all = runs sequences spec
+        let chosen = defaultArg only all
+        for s in spec.Strategies do Strategy.byName s |> ignore
+        Directory.CreateDirectory outDir |> ignore
+        let expFile = Path.Combine(outDir, ExperimentFile)
+        let exp = JsonObject()
+        exp["format"] <- JsonValue.Create "klf-experiment/1"
+        exp["config"] <- ExperimentSpec.toJson spec
+        exp["runs"] <- JsonArray([| for r in all -> JsonValue.Create(r.Id.Replace('\\', '/')) :> JsonNode |])
+        exp["packages"] <- packages ()
+        exp["revision"] <- JsonValue.Create(revision ())
+        AtomicFile.WriteAllText(expFile, json exp)
+        let tok = TokenizerLoader.FromFolder(tokenizerDir spec)
+        let loaded = Collections.Generic.Dictionary<string, TaskData list>()
+        let sequenceOf (name: string) (seed: int) =
+            if not (loaded.ContainsKey name) then
+                loaded[name] <- sequences |> List.find (fun (n, _) -> n = name) |> snd |> List.map (Task.load root)
+            TaskSequence.create name loaded[name] |> TaskSequence.subsample seed { Train = spec.TrainExamples; Test = spec.TestExamples }
+        [ for r in chosen ->
+            let runDir = Path.Combine(outDir, r.Id)
+            let resultPath = Path.Combine(runDir, ResultFile)
+            let manifestPath = Path.Combine(runDir, ManifestFile)
+            if File.Exists manifestPath then checkManifest manifestPath spec
+            if File.Exists resultPath then
+                let result = readResult resultPath
+                control.OnRunDone r result true
+                result
+            else
+                Directory.CreateDirectory runDir |> ignore
+                // One process per run folder: a second `klf run` on the same folder stops instead of
+                // interleaving states. The OS drops the lock when the process dies, even by kill -9.
+                use _lock =
+                    try new FileStream(Path.Combine(runDir, ".lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None)
+                    with :? IOException -> raise (InvalidOperationException $"{runDir} is in use by another process (a second klf run on the same folder?)")
+                let sequence = sequenceOf r.Sequence r.Seed
+                let names = TaskSequence.names sequence
+                if not (File.Exists manifestPath) then
+                    let m = kindJson r.Kind
+                    m["format"] <- JsonValue.Create "klf-run/1"
+                    m["sequence"] <- JsonValue.Create r.Sequence
+                    m["seed"] <- JsonValue.Create r.Seed
+                    m["tasks"] <- JsonArray([| for t in names -> JsonValue.Create t :> JsonNode |])
+                    m["config"] <- ExperimentSpec.toJson spec
+                    m["packages"] <- packages ()
+                    m["revision"] <- JsonValue.Create(revision ())
+                    m["started"] <- JsonValue.Create(DateTime.UtcNow.ToString "O")
+                    AtomicFile.WriteAllText(manifestPath, json m)
+                let options = trainerOptions spec r.Seed
+                let make () = makeModel spec tok control.Device r.Seed
+                let runControl =
+                    { RunControl.none with
+                        OnTask = control.OnTask r
+                        OnStep = (fun _ _ _ -> control.OnStep r)
+                        OnResume = control.OnResume r
+                        StateDir = Some runDir
+                        KeepAllStates = control.KeepAllStates }
+                let result =
+                    match r.Kind with
+                    | StrategyRun s ->
+                        let strategy = Strategy.byName s
+                        // MTL trains once on the union; the others once per task.
+                        let planned = if strategy.Name = Strategy.mtl.Name then spec.Steps else spec.Steps * names.Length
+                        control.OnRunStart r names planned
+                        let res = Continual.execute runControl make tok options strategy sequence
+                        { Sequence = r.Sequence; Seed = r.Seed; Kind = r.Kind; Rows = res.Matrix.ToRows(); Tasks = names }
+                    | SingleTask j ->
+                        control.OnRunStart r [ names[j] ] spec.Steps
+                        let score = Continual.singleTaskScore runControl make tok options sequence j
+                        { Sequence = r.Sequence; Seed = r.Seed; Kind = r.Kind; Rows = [| [| score |] |]; Tasks = [ names[j] ] }
+                writeResult resultPath result
+                control.OnRunDone r result false
+                result ]

@@ -1,0 +1,217 @@
+namespace Klf.Pipelines
+
+open System
+open System.IO
+open System.Text.Json.Nodes
+
+/// Where every run of an experiment starts from.
+type ModelSource =
+    /// A Hugging Face model folder.
+    | Folder of string
+    /// A randomly initialised preset (seeded by the run's seed), sized to the tokenizer's vocabulary.
+    | Preset of string
+
+/// An experiment as a value: strategies × task orders × seeds, with the data sizes and the trainer
+/// settings shared by every run. Build from `ExperimentSpec.defaults` with `{ ... with ... }`, or read
+/// one from a JSON/YAML file (`ExperimentSpec.load`; keys as the `klf run` flags: `train-examples`, …).
+type ExperimentSpec =
+    { /// A label for reports.
+      Name: string
+      Model: ModelSource
+      /// Tokenizer folder (None: the model folder).
+      Tokenizer: string option
+      /// Benchmark root holding `{train,dev,test}/<task>.json` (None: the shared Long Sequence benchmark).
+      Benchmark: string option
+      /// `orders.json` (None: beside the benchmark root).
+      OrdersFile: string option
+      /// Task orders as "benchmark/name", e.g. "standard/order1"; ignored when `Tasks` is set.
+      Orders: string list
+      /// An explicit task sequence (named "custom") instead of `Orders`.
+      Tasks: string list
+      /// Strategy names (see `Strategy.names`).
+      Strategies: string list
+      /// One run of every strategy and order per seed; the seed drives sampling, initialisation and training.
+      Seeds: int list
+      /// Training examples per task (seeded sample per seed).
+      TrainExamples: int
+      /// Test examples per task (seeded sample per seed).
+      TestExamples: int
+      /// Optimizer steps per task.
+      Steps: int
+      BatchSize: int
+      LearningRate: float
+      WarmupSteps: int
+      MaxLength: int
+      /// Also run the single-task trainings that FWT needs.
+      SingleTask: bool }
+
+/// Building, reading and comparing experiment specifications.
+[<RequireQualifiedAccess>]
+module ExperimentSpec =
+    /// Standard CL order 1, SeqFT and KIF, one seed, 200/100 examples, 100 steps of 8, lr 3e-4.
+    let defaults : ExperimentSpec =
+        { Name = "experiment"
+          Model = Preset "llama-tiny"
+          Tokenizer = None
+          Benchmark = None
+          OrdersFile = None
+          Orders = [ "standard/order1" ]
+          Tasks = []
+          Strategies = [ "seqft"; "kif" ]
+          Seeds = [ 1 ]
+          TrainExamples = 200
+          TestExamples = 100
+          Steps = 100
+          BatchSize = 8
+          LearningRate = 3e-4
+          WarmupSteps = 10
+          MaxLength = 256
+          SingleTask = true }
+
+    /// The sequences the experiment runs: the explicit tasks as "custom", else the orders.
+    let sequenceNames (spec: ExperimentSpec) : string list =
+        if not spec.Tasks.IsEmpty then [ "custom" ] else spec.Orders
+
+    /// The specification as JSON (the keys `load` reads; also the `config` of run manifests).
+    let toJson (spec: ExperimentSpec) : JsonObject =
+        let o = JsonObject()
+        let str (s: string) = JsonValue.Create s :> JsonNode
+        let opt (s: string option) = match s with Some v -> str v | None -> null
+        let list (xs: string list) = JsonArray([| for x in xs -> str x |]) :> JsonNode
+        o["name"] <- str spec.Name
+        match spec.Model with
+        | Folder d -> o["model"] <- str d
+        | Preset p -> o["preset"] <- str p
+        o["tokenizer"] <- opt spec.Tokenizer
+        o["benchmark"] <- opt spec.Benchmark
+        o["orders-file"] <- opt spec.OrdersFile
+        o["orders"] <- list spec.Orders
+        o["tasks"] <- list spec.Tasks
+        o["strategies"] <- list spec.Strategies
+        o["seeds"] <- JsonArray([| for s in spec.Seeds -> JsonValue.Create s :> JsonNode |])
+        o["train-examples"] <- JsonValue.Create spec.TrainExamples
+        o["test-examples"] <- JsonValue.Create spec.TestExamples
+        o["steps"] <- JsonValue.Create spec.Steps
+        o["batch"] <- JsonValue.Create spec.BatchSize
+        o["lr"] <- JsonValue.Create spec.LearningRate
+        o["warmup"] <- JsonValue.Create spec.WarmupSteps
+        o["max-length"] <- JsonValue.Create spec.MaxLength
+        o["fwt"] <- JsonValue.Create spec.SingleTask
+        o
+
+    /// The keys `ofJson` understands.
+    let keys =
+        [ "name"; "model"; "preset"; "tokenizer"; "benchmark"; "orders-file"; "order"; "orders"; "tasks"; "strategies"; "seed"; "seeds"
+          "train-examples"; "test-examples"; "steps"; "batch"; "lr"; "warmup"; "max-length"; "fwt" ]
+
+    /// Reads a specification from JSON, starting from `defaults`; `source` names the file in errors.
+    /// Lists may be arrays or comma-separated strings; numbers and booleans may be strings (YAML).
+    /// Unknown keys are errors (they are usually typos).
+    let ofJson (source: string) (json: JsonNode) : ExperimentSpec =
+        let bad (what: string) = raise (InvalidDataException($"{source}: {what}"))
+        let o = match json with :? JsonObject as o -> o | _ -> bad "expected an object of settings"
+        for KeyValue(k, _) in o do
+            if not (List.contains k keys) then
+                let known = String.Join(", ", keys)
+                bad $"unknown setting \"{k}\" (known: {known})"
+        let text (k: string) (n: JsonNode) =
+            match n with
+            | :? JsonValue as v ->
+                match v.GetValueKind() with
+                | Text.Json.JsonValueKind.String -> v.GetValue<string>()
+                | Text.Json.JsonValueKind.Number | Text.Json.JsonValueKind.True | Text.Json.JsonValueKind.False -> v.ToJsonString()
+                | _ -> bad $"{k} must be a value"
+            | _ -> bad $"{k} must be a value"
+        let get (k: string) : JsonNode option = match o[k] with null -> None | n -> Some n
+        let str k = get k |> Option.map (text k)
+        let list k =
+            get k |> Option.map (fun n ->
+                match n with
+                | :? JsonArray as a -> [ for x in a -> text k x ]
+                | n -> (text k n).Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray)
+        let parse k (f: string -> bool * 'a) (s: string) = match f s with | true, v -> v | _ -> bad $"{k}: \"{s}\" is not a valid value"
+        let int k = str k |> Option.map (parse k (fun s -> Int32.TryParse(s, Globalization.NumberStyles.Integer, Globalization.CultureInfo.InvariantCulture)))
+        let float k = str k |> Option.map (parse k (fun s -> Double.TryParse(s, Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture)))
+        let bool k = str k |> Option.map (parse k Boolean.TryParse)
+        let d = defaults
+        let model =
+            match str "model", str "preset" with
+            | Some _, Some _ -> bad "give either model or preset, not both"
+            | Some m, None -> Folder m
+            | None, Some p -> Preset p
+            | None, None -> d.Model
+        let seeds =
+            match list "seeds", int "seed" with
+            | Some _, Some _ -> bad "give either seed or seeds"
+            | Some s, None -> s |> List.map (parse "seeds" Int32.TryParse)
+            | None, Some s -> [ s ]
+            | None, None -> d.Seeds
+        let orders =
+            match list "orders", list "order" with
+            | Some _, Some _ -> bad "give either order or orders"
+            | Some x, None | None, Some x -> x
+            | None, None -> d.Orders
+        { Name = str "name" |> Option.defaultValue d.Name
+          Model = model
+          Tokenizer = str "tokenizer"
+          Benchmark = str "benchmark"
+          OrdersFile = str "orders-file"
+          Orders = orders
+          Tasks = list "tasks" |> Option.defaultValue d.Tasks
+          Strategies = list "strategies" |> Option.defaultValue d.Strategies
+          Seeds = seeds
+          TrainExamples = int "train-examples" |> Option.defaultValue d.TrainExamples
+          TestExamples = int "test-examples" |> Option.defaultValue d.TestExamples
+          Steps = int "steps" |> Option.defaultValue d.Steps
+          BatchSize = int "batch" |> Option.defaultValue d.BatchSize
+          LearningRate = float "lr" |> Option.defaultValue d.LearningRate
+          WarmupSteps = int "warmup" |> Option.defaultValue d.WarmupSteps
+          MaxLength = int "max-length" |> Option.defaultValue d.MaxLength
+          SingleTask = bool "fwt" |> Option.defaultValue d.SingleTask }
+
+    let rec private yamlToJson (source: string) (node: YamlDotNet.RepresentationModel.YamlNode) : JsonNode =
+        match node with
+        | :? YamlDotNet.RepresentationModel.YamlMappingNode as m ->
+            let o = JsonObject()
+            for KeyValue(k, v) in m.Children do
+                match k with
+                | :? YamlDotNet.RepresentationModel.YamlScalarNode as s -> o[s.Value] <- yamlToJson source v
+                | _ -> raise (InvalidDataException($"{source}: line {k.Start.Line}: keys must be plain words"))
+            o
+        | :? YamlDotNet.RepresentationModel.YamlSequenceNode as s -> JsonArray([| for x in s.Children -> yamlToJson source x |])
+        | :? YamlDotNet.RepresentationModel.YamlScalarNode as s -> (match s.Value with null | "" | "~" | "null" -> null | v -> JsonValue.Create v)
+        | n -> raise (InvalidDataException($"{source}: line {n.Start.Line}: unsupported YAML node"))
+
+    /// Reads a specification from a `.json`, `.yaml` or `.yml` file (see `ofJson`); errors name the file.
+    let load (path: string) : ExperimentSpec =
+        if not (File.Exists path) then raise (FileNotFoundException($"no experiment config at {path}", path))
+        let text = File.ReadAllText path
+        let json =
+            match Path.GetExtension(path).ToLowerInvariant() with
+            | ".json" ->
+                try JsonNode.Parse text
+                with :? Text.Json.JsonException as e -> raise (InvalidDataException($"{path} is not valid JSON: {e.Message}"))
+            | ".yaml" | ".yml" ->
+                let stream = YamlDotNet.RepresentationModel.YamlStream()
+                try stream.Load(new StringReader(text))
+                with :? YamlDotNet.Core.YamlException as e -> raise (InvalidDataException($"{path} is not valid YAML: {e.Message}"))
+                if stream.Documents.Count = 0 then raise (InvalidDataException($"{path} is empty"))
+                yamlToJson path stream.Documents[0].RootNode
+            | ext -> raise (InvalidDataException($"{path}: unknown config type \"{ext}\" (use .json, .yaml or .yml)"))
+        ofJson path json
+
+    /// The settings that define the results (everything in `toJson`), as canonical JSON text;
+    /// two specs with equal identity produce the same matrices.
+    let identity (spec: ExperimentSpec) : string =
+        let o = toJson spec
+        o.Remove "name" |> ignore
+        o.ToJsonString()
+
+    /// The settings whose values differ between two specs (by `toJson` key, name excluded).
+    let differences (a: ExperimentSpec) (b: ExperimentSpec) : string list =
+        let ja, jb = toJson a, toJson b
+        [ for KeyValue(k, v) in ja do
+            if k <> "name" then
+                let text (n: JsonNode) = if isNull n then "null" else n.ToJsonString()
+                let va, vb = text v, text jb[k]
+                if va <> vb then yield $"{k}: {va} vs {vb}" ]

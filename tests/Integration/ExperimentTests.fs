@@ -1,0 +1,167 @@
+/// Experiments, run folders and resumption: an interrupted run continues after its last completed
+/// task and ends bit-identical to an uninterrupted one; shards partition an experiment and merge
+/// back; configs read from JSON and YAML.
+module ExperimentTests
+
+open System
+open System.Diagnostics
+open System.IO
+open System.Text.Json.Nodes
+open Expecto
+open TorchSharp
+open Klf.Models
+open Klf.Training
+open Klf.Pipelines
+
+exception SimulatedCrash
+
+let private tokDir () = TokenizerTests.trained.Value.LlamaFolder
+let private root () = Path.Combine(BenchmarkData.benchmarksRoot.Value, "long_sequence")
+
+let private sequence () =
+    [ "dbpedia"; "amazon"; "agnews" ]
+    |> List.map (Task.load (root ()))
+    |> TaskSequence.create "standard-3"
+    |> TaskSequence.subsample 3 { Train = 12; Test = 4 }
+
+let private bytesOf (path: string) = File.ReadAllBytes path
+
+/// Every file of the final task state, by name → bytes.
+let private finalState (runDir: string) =
+    let _, dir = (RunState.latest runDir).Value
+    Directory.GetFiles dir |> Array.sort |> Array.map (fun f -> Path.GetFileName f, bytesOf f)
+
+let private klfDll =
+    lazy (
+        let config = DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent.Name
+        Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "src", "Klf.Scripts", "bin", config, "net10.0", "klf.dll")))
+
+let private klf (args: string list) = NativeTests.run "dotnet" (klfDll.Value :: args) 600000
+
+let private strategiesJson (dir: string) =
+    let j = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "metrics.json")))
+    j["strategies"].ToJsonString()
+
+[<Tests>]
+let tests =
+    testSequenced <| testList "experiment" [
+        test "every stateful strategy, interrupted after task 2 and resumed in a fresh session, ends bit-identical to an uninterrupted run" {
+            let tok = Klf.Tokenizers.TokenizerLoader.FromFolder(tokDir ())
+            let seq = sequence ()
+            let makeModel () =
+                torch.manual_seed 5L |> ignore
+                new Klf.Models.Llama.LlamaForCausalLM(Klf.Models.Llama.LlamaConfig.Preset("llama-tiny", tok.VocabSize)) :> ILanguageModel
+            let options = TrainerOptions(BatchSize = 4, MaxSteps = 4, Seed = 2, MaxLength = 160, Optimizer = OptimizerOptions(LearningRate = 5e-3, WarmupSteps = 1))
+            let dir = Directory.CreateTempSubdirectory("klf-resume-").FullName
+            try
+                for strategy in [ Strategy.kif; Strategy.kifLora 4; Strategy.oLora 4; Strategy.ewc; Strategy.kifReplay ] do
+                    let whole = Path.Combine(dir, strategy.Name + "-whole")
+                    let cut = Path.Combine(dir, strategy.Name + "-cut")
+                    let full = Continual.execute { RunControl.none with StateDir = Some whole } makeModel tok options strategy seq
+                    let crash = { RunControl.none with StateDir = Some cut; OnTask = fun j _ _ -> if j = 2 then raise SimulatedCrash }
+                    Expect.throwsT<SimulatedCrash> (fun () -> Continual.execute crash makeModel tok options strategy seq |> ignore) "the first attempt dies in task 3"
+                    Expect.equal (RunState.latest cut |> Option.map fst) (Some 1) "the state after task 2 was kept"
+                    let mutable resumedAt = -1
+                    let resumed = Continual.execute { RunControl.none with StateDir = Some cut; OnResume = fun n -> resumedAt <- n } makeModel tok options strategy seq
+                    Expect.equal resumedAt 2 $"{strategy.Name}: resumed after task 2"
+                    // NaN (not measured) compares unequal to itself: compare the bit patterns.
+                    let bits (m: AccuracyMatrix) = m.ToRows() |> Array.map (Array.map BitConverter.DoubleToInt64Bits)
+                    Expect.equal (bits resumed.Matrix) (bits full.Matrix) $"{strategy.Name}: same matrix"
+                    let a, b = finalState whole, finalState cut
+                    Expect.equal (Array.map fst a) (Array.map fst b) $"{strategy.Name}: same state files"
+                    for (name, x), (_, y) in Array.zip a b do
+                        Expect.isTrue (x = y) $"{strategy.Name}: {name} is bit-identical"
+            finally
+                Directory.Delete(dir, true)
+        }
+
+        test "klf run killed (SIGKILL) after task 2 and rerun with the same command gives the uninterrupted metrics.json and weights; shards merged by klf report give it too" {
+            let dir = Directory.CreateTempSubdirectory("klf-kill-").FullName
+            try
+                let args outDir extra =
+                    [ "run"; "--preset"; "llama-tiny"; "--tokenizer"; tokDir (); "--tasks"; "dbpedia,amazon,agnews"
+                      "--strategies"; "kif,inclora"; "--train-examples"; "16"; "--test-examples"; "6"; "--steps"; "6"; "--batch"; "4"
+                      "--lr"; "5e-3"; "--warmup"; "1"; "--max-length"; "160"; "--no-fwt"; "--out"; outDir ] @ extra
+                let whole = Path.Combine(dir, "whole")
+                let code, out = klf (args whole [])
+                Expect.equal code 0 out
+                // Kill the second attempt as soon as the state after task 2 of inclora exists.
+                let cut = Path.Combine(dir, "cut")
+                let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+                for a in klfDll.Value :: args cut [] do psi.ArgumentList.Add a
+                psi.Environment.Remove "LD_LIBRARY_PATH" |> ignore
+                use p = Process.Start psi
+                p.OutputDataReceived.Add ignore
+                p.ErrorDataReceived.Add ignore
+                p.BeginOutputReadLine()
+                p.BeginErrorReadLine()
+                let marker = Path.Combine(cut, "runs", "custom", "seed-1", "inclora", "state", "task-02")
+                let sw = Stopwatch.StartNew()
+                while not (Directory.Exists marker) && not p.HasExited && sw.Elapsed.TotalMinutes < 5.0 do
+                    Threading.Thread.Sleep 20
+                Expect.isFalse p.HasExited "still running when task 2's state appears"
+                p.Kill true
+                p.WaitForExit()
+                Expect.isFalse (File.Exists(Path.Combine(cut, "metrics.json"))) "no metrics.json from the killed run"
+                let code, out = klf (args cut [])
+                Expect.equal code 0 out
+                Expect.stringContains out "kif seed 1: already finished" "the finished run is skipped"
+                Expect.stringContains out "inclora seed 1: resuming after task 2" "inclora continues after task 2"
+                Expect.equal (strategiesJson cut) (strategiesJson whole) "same matrices and metrics"
+                for s in [ "kif"; "inclora" ] do
+                    let fa = finalState (Path.Combine(whole, "runs", "custom", "seed-1", s))
+                    let fb = finalState (Path.Combine(cut, "runs", "custom", "seed-1", s))
+                    for (name, x), (_, y) in Array.zip fa fb do Expect.isTrue (x = y) $"{s}: {name} bit-identical"
+                // The manifest records what a run needs to be reproduced.
+                let m = JsonNode.Parse(File.ReadAllText(Path.Combine(cut, "runs", "custom", "seed-1", "kif", "manifest.json")))
+                Expect.equal (m["seed"].GetValue<int>()) 1 "seed"
+                Expect.equal [ for t in m["tasks"].AsArray() -> t.GetValue<string>() ] [ "dbpedia"; "amazon"; "agnews" ] "task order"
+                Expect.isNotNull (m["packages"]["TorchSharp"]) "package versions"
+                Expect.isNotNull (m["revision"]) "source revision"
+                let config = m["config"]
+                Expect.equal (config["steps"].GetValue<int>()) 6 "settings"
+                // Resuming with other settings is refused, naming the manifest.
+                let code, out = klf (args cut [] |> List.map (fun a -> if a = "6" then "7" else a))
+                Expect.equal code 1 out
+                Expect.stringContains out "manifest.json" "names the file"
+                Expect.stringContains out "other settings" "says why"
+                // Two shards in two folders, merged by klf report, give the same metrics.json.
+                let s1, s2, merged = Path.Combine(dir, "s1"), Path.Combine(dir, "s2"), Path.Combine(dir, "merged")
+                let code, out = klf (args s1 [ "--shard"; "1/2" ])
+                Expect.equal code 0 out
+                Expect.stringContains out "1 of 2 runs are not in" "a shard knows it is partial"
+                Expect.isFalse (File.Exists(Path.Combine(s1, "metrics.json"))) "no metrics from a partial shard"
+                let code, out = klf (args s2 [ "--shard"; "2/2" ])
+                Expect.equal code 0 out
+                let code, out = klf [ "report"; s1; s2; "--out"; merged ]
+                Expect.equal code 0 out
+                Expect.equal (strategiesJson merged) (strategiesJson whole) "shards merge into the whole experiment's metrics"
+                Expect.isTrue (File.Exists(Path.Combine(merged, "report.md"))) "report written"
+            finally
+                Directory.Delete(dir, true)
+        }
+
+        test "a config file in JSON or YAML gives the same experiment; unknown keys and bad values name the file" {
+            let dir = Directory.CreateTempSubdirectory("klf-config-").FullName
+            try
+                let yaml = Path.Combine(dir, "exp.yaml")
+                File.WriteAllText(yaml, "preset: llama-tiny\ntokenizer: tok\ntasks: [dbpedia, amazon]\nstrategies:\n  - seqft\n  - kif\nseeds: [1, 2, 3]\ntrain-examples: 50\nlr: 0.003\nfwt: false\n")
+                let json = Path.Combine(dir, "exp.json")
+                File.WriteAllText(json, """{ "preset": "llama-tiny", "tokenizer": "tok", "tasks": "dbpedia,amazon", "strategies": ["seqft", "kif"], "seeds": [1, 2, 3], "train-examples": 50, "lr": 3e-3, "fwt": false }""")
+                let a, b = ExperimentSpec.load yaml, ExperimentSpec.load json
+                Expect.equal a b "same spec"
+                Expect.equal a.Seeds [ 1; 2; 3 ] "seeds"
+                Expect.equal a.Model (Preset "llama-tiny") "model"
+                Expect.equal a.TestExamples ExperimentSpec.defaults.TestExamples "unset keys keep the defaults"
+                Expect.equal (ExperimentSpec.ofJson "round trip" (ExperimentSpec.toJson a)) a "toJson round-trips"
+                File.WriteAllText(yaml, "preset: llama-tiny\ntrain-exampels: 5\n")
+                let e = Expect.throwsC (fun () -> ExperimentSpec.load yaml |> ignore) id
+                Expect.stringContains e.Message yaml "names the file"
+                Expect.stringContains e.Message "train-exampels" "names the key"
+                File.WriteAllText(yaml, "steps: many\n")
+                let e = Expect.throwsC (fun () -> ExperimentSpec.load yaml |> ignore) id
+                Expect.stringContains e.Message "steps" "names the bad value's key"
+            finally
+                Directory.Delete(dir, true)
+        }
+    ]
