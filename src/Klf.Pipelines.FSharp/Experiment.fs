@@ -45,8 +45,8 @@ type ExperimentControl =
       OnRunDone: RunSpec -> RunResult -> bool -> unit
       /// Keep every task's state folder, or only the latest.
       KeepAllStates: bool
-      /// Where models are placed.
-      Device: torch.Device }
+      /// Where models are placed: "cpu", "cuda" or "cuda:N".
+      Device: string }
 
     /// No callbacks, CPU, every state kept.
     static member none : ExperimentControl =
@@ -56,7 +56,7 @@ type ExperimentControl =
           OnTask = (fun _ _ _ _ -> ())
           OnRunDone = (fun _ _ _ -> ())
           KeepAllStates = true
-          Device = torch.CPU }
+          Device = "cpu" }
 
 /// Experiments as values: enumerate their runs, split them into shards, execute them into run
 /// folders (resuming interrupted runs), and collect the results of one or many output folders.
@@ -268,6 +268,7 @@ module Experiment =
         exp["revision"] <- JsonValue.Create(revision ())
         AtomicFile.WriteAllText(expFile, json exp)
         let tok = TokenizerLoader.FromFolder(tokenizerDir spec)
+        let device = torch.device control.Device
         let loaded = Collections.Generic.Dictionary<string, TaskData list>()
         let sequenceOf (name: string) (seed: int) =
             if not (loaded.ContainsKey name) then
@@ -303,7 +304,7 @@ module Experiment =
                     m["started"] <- JsonValue.Create(DateTime.UtcNow.ToString "O")
                     AtomicFile.WriteAllText(manifestPath, json m)
                 let options = trainerOptions spec r.Seed
-                let make () = makeModel spec tok control.Device r.Seed
+                let make () = makeModel spec tok device r.Seed
                 let runControl =
                     { RunControl.none with
                         OnTask = control.OnTask r

@@ -164,4 +164,27 @@ let tests =
             finally
                 Directory.Delete(dir, true)
         }
+    
+        test "the Long Sequence order-1 script (KIF vs SeqFT vs MTL) runs under dotnet fsi on its first two tasks and writes the metrics contract" {
+            klfDll.Value |> ignore
+            let dir = Directory.CreateTempSubdirectory("klf-ls1-").FullName
+            try
+                let script = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "src", "Klf.Scripts", "experiments", "long-sequence-order1.fsx"))
+                let tokArg = "tokenizer=" + tokDir ()
+                let args = [ "fsi"; "--quiet"; script; tokArg; "preset=llama-tiny"; "tasks=2"; "train=8"; "test=4"; "steps=2"; "batch=4"; "out=" + dir ]
+                let code, out = NativeTests.run "dotnet" args 600000
+                Expect.equal code 0 out
+                Expect.stringContains out "mnli -> cb" "the order's first two tasks"
+                let j = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "metrics.json")))
+                Expect.equal [ for t in j["tasks"].AsArray() -> t.GetValue<string>() ] [ "mnli"; "cb" ] "tasks"
+                let names = [ for KeyValue(k, _) in j["strategies"].AsObject() -> k ]
+                Expect.equal names [ "seqft"; "kif"; "mtl" ] "the three strategies"
+                let strategies = j["strategies"]
+                for n in names do
+                    Expect.isNotNull (strategies[n]["FWT"]) $"{n}: FWT measured from the single-task runs"
+                Expect.isTrue (File.Exists(Path.Combine(dir, "report.md"))) "report"
+                Expect.isTrue (File.Exists(Path.Combine(dir, "heatmap-kif.png"))) "plots render from a script"
+            finally
+                Directory.Delete(dir, true)
+        }
     ]

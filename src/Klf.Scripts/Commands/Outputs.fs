@@ -20,6 +20,7 @@ let meanStd (seeds: int) (m: MeanStd) = if seeds > 1 then $"{inv m.Mean} ± {inv
 /// Writes, per sequence of `outcomes`, metrics.json, report.md and the plots (each file atomically);
 /// `settings` go into every report. Returns the metrics.json paths.
 let write (outDir: string) (settings: (string * string) list) (outcomes: SeedOutcome list) : string list =
+    SkiaNative.ensure ()
     let sequences = outcomes |> List.map (fun o -> o.Sequence) |> List.distinct
     [ for sequence, tasks, aggregates in Results.aggregate outcomes ->
         let dir = sequenceDir outDir sequences sequence

@@ -119,7 +119,7 @@ let cmd =
         printfn "%d runs%s of %d: seeds %s; %d train / %d test examples per task, %d steps per task" chosen.Length shardText all.Length seedText spec.TrainExamples spec.TestExamples spec.Steps
         let control =
             { ExperimentControl.none with
-                Device = device (pr.GetValue deviceOption)
+                Device = (let name = pr.GetValue deviceOption in device name |> ignore; name)
                 KeepAllStates = keepAll
                 OnRunStart = fun r tasks planned -> printfn "%s: %d tasks, %d steps" (runLabel r) tasks.Length planned
                 OnResume = fun r n -> printfn "%s: resuming after task %d" (runLabel r) n
