@@ -1,15 +1,17 @@
 /// Importance per layer for KIF: computed from a real KIF session (tiny LLaMA, two real benchmark
-/// tasks), saved and loaded as JSON.
+/// tasks), saved and loaded as JSON, plotted and tabulated in report.md.
 module LayerImportanceTests
 
 open System
 open System.IO
 open Expecto
+open SkiaSharp
 open TorchSharp
 open Klf.Models.Llama
 open Klf.Training
 open Klf.Kif
 open Klf.Pipelines
+open Klf.Cli.Report
 
 let private tasks = [ "agnews"; "dbpedia" ]
 
@@ -47,6 +49,15 @@ let private handMade =
       Scores = [| [| 0.1; 0.25; 1.0 |]; [| 0.0; 0.5; nan |] |]
       Accumulated = [| 0.05; 0.4; 0.876 |] }
 
+let private isPng (path: string) =
+    Expect.isTrue (File.Exists path) $"{path} exists"
+    let bytes = File.ReadAllBytes path
+    Expect.isGreaterThan bytes.Length 1000 $"{path} is not empty"
+    Expect.sequenceEqual bytes[0..7] [| 0x89uy; 0x50uy; 0x4Euy; 0x47uy; 0x0Duy; 0x0Auy; 0x1Auy; 0x0Auy |] $"{path}: PNG signature"
+    use bmp = SKBitmap.Decode bytes
+    Expect.isNotNull bmp $"{path} decodes"
+    Expect.equal (bmp.Width, bmp.Height) (Plots.Width, Plots.Height) $"{path}: size"
+
 [<Tests>]
 let tests =
     testSequenced <| testList "layer importance" [
@@ -76,6 +87,8 @@ let tests =
                 [ "embeddings"; "model.layers.2"; "model.layers.10"; "final_norm"; "head"; "other" ] "LLaMA labels (numeric, not lexical; duplicates once)"
             Expect.equal (Kif.sortLayers [ "decoder.block.1"; "head"; "encoder.block.1"; "decoder.block.0"; "final_norm"; "encoder.block.0"; "embeddings" ])
                 [ "embeddings"; "encoder.block.0"; "encoder.block.1"; "decoder.block.0"; "decoder.block.1"; "final_norm"; "head" ] "T5 labels"
+            Expect.equal [ for l in [ "model.layers.3"; "encoder.block.1"; "decoder.block.0"; "embeddings"; "final_norm" ] -> Plots.layerTick l ]
+                [ "L3"; "enc 1"; "dec 0"; "embeddings"; "final_norm" ] "short tick labels"
         }
 
         test "saveLayerImportance / loadLayerImportance round-trip; bad files are clear errors naming the file" {
@@ -104,6 +117,29 @@ let tests =
                 bad "format.json" """{ "format": "other", "layers": [], "tasks": [], "scores": [], "accumulated": [] }""" "format"
                 bad "shape.json" """{ "format": "klf-layer-importance/1", "layers": ["a", "b"], "tasks": ["t"], "scores": [[0.5]], "accumulated": [0.1, 0.2] }""" "scores row 0 has 1 values for 2 layers"
                 bad "missing-field.json" """{ "format": "klf-layer-importance/1", "layers": ["a"], "tasks": [], "scores": [] }""" "missing \"accumulated\""
+            finally
+                Directory.Delete(dir, true)
+        }
+
+        test "report.md plots and tabulates importance per layer for each KIF strategy and links the PNG" {
+            let li, _, _ = run.Value
+            let m = Metrics.ofRows [| [| 60.0; nan |]; [| 55.0; 70.0 |] |]
+            let results : Markdown.StrategyResult list = [ { Name = "kif"; Matrix = m; Summary = Metrics.summary None m } ]
+            let dir = Directory.CreateTempSubdirectory("klf-report-importance-").FullName
+            try
+                let written = Markdown.write dir [ "seed", "1" ] tasks results [ "kif", li ]
+                let png = Path.Combine(dir, "importance-per-layer-kif.png")
+                Expect.contains written png "the importance plot is among the files written"
+                isPng png
+                let md = File.ReadAllText(Path.Combine(dir, "report.md"))
+                Expect.stringContains md "## Importance per layer (KIF)" "section"
+                Expect.stringContains md "![kif: importance per layer](importance-per-layer-kif.png)" "links the PNG"
+                Expect.stringContains md "| layer | Ŝ agnews | Ŝ dbpedia | Â |" "table header"
+                Expect.isFalse (md.Contains "Not available") "no 'not available' sentence when data is given"
+                let table = Markdown.importanceTable handMade
+                Expect.stringContains table "| embeddings | 0.10 | 0.00 | 0.05 |" "two decimals"
+                Expect.stringContains table "| head | 1.00 |  | 0.88 |" "NaN blank"
+                Expect.stringContains (Markdown.render [] tasks results []) "Not available" "the sentence stays when there is no data"
             finally
                 Directory.Delete(dir, true)
         }

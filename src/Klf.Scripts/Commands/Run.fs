@@ -103,6 +103,6 @@ let cmd =
               "single-task runs (FWT)", (if single.IsSome then "yes" else "no (--no-fwt)") ]
         let written =
             Klf.Cli.Report.Markdown.write dir settings names
-                [ for name, r, summary in results -> { Name = name; Matrix = r.Matrix; Summary = summary } : Klf.Cli.Report.Markdown.StrategyResult ]
+                [ for name, r, summary in results -> { Name = name; Matrix = r.Matrix; Summary = summary } : Klf.Cli.Report.Markdown.StrategyResult ] []
         printfn "wrote %s and %d plots beside it" (Path.GetFullPath written.Head) written.Tail.Length
         0)
