@@ -38,7 +38,10 @@ type StrategyRun =
       SaveState: string -> unit
       /// Restores a folder written by `SaveState` into a freshly started run, before the runner loads
       /// the model's parameters (so it may first rebuild structure, e.g. add adapters).
-      LoadState: string -> unit }
+      LoadState: string -> unit
+      /// Writes the strategy's own outputs into the run's folder once the last task is done (KIF:
+      /// `importance-layers.json`, the importance per layer for the report).
+      WriteOutputs: string -> unit }
 
     /// The default loop without hooks (identity data, no joint training).
     static member plain : StrategyRun =
@@ -49,7 +52,8 @@ type StrategyRun =
           AfterFit = ignore
           Joint = false
           SaveState = ignore
-          LoadState = ignore }
+          LoadState = ignore
+          WriteOutputs = ignore }
 
 /// A continual-learning strategy: the default training loop plus hooks. `Start` prepares a fresh
 /// model (e.g. adds LoRA) and returns the per-task hooks.
@@ -292,6 +296,7 @@ module Strategy =
                 EndTask = fun _ -> session.EndTask() |> ignore
                 SaveState = session.SaveState
                 LoadState = session.RestoreState
+                WriteOutputs = fun dir -> Kif.saveLayerImportance (IO.Path.Combine(dir, Kif.LayerImportanceFile)) (Kif.importanceByLayer session)
                 Dispose = session.Dispose } }
 
     /// KIF with full fine-tuning and the reference settings.
@@ -309,6 +314,7 @@ module Strategy =
                 EndTask = fun _ -> session.EndTask() |> ignore
                 SaveState = session.SaveState
                 LoadState = session.RestoreState
+                WriteOutputs = fun dir -> Kif.saveLayerImportance (IO.Path.Combine(dir, Kif.LayerImportanceFile)) (Kif.importanceByLayer session)
                 Dispose = session.Dispose } }
 
     /// Name of the adapter IncLoRA and O-LoRA add for task k (0-based): "task{k}".

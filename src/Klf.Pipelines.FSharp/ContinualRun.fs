@@ -111,6 +111,9 @@ module Continual =
                             run.SaveState tmp
                             RunState.writeRows tmp strategy.Name names (rows.ToArray()))
                     | None -> ()
+                match control.StateDir with
+                | Some dir when tasks.Length > 0 -> run.WriteOutputs dir
+                | _ -> ()
             { Strategy = strategy.Name
               Tasks = names
               Matrix = matrix

@@ -33,7 +33,7 @@ let private decode (path: string) =
 let tests =
     testList "report" [
         test "the markdown holds the settings, each accuracy matrix (blank above the diagonal) and the metric table" {
-            let md = Markdown.render settings tasks results
+            let md = Markdown.render settings tasks results []
             Expect.stringContains md "| seed | 1 |" "settings table"
             Expect.stringContains md "| after \\ task | dbpedia | amazon | yahoo |" "matrix header"
             Expect.stringContains md "| dbpedia | 90.0 |  |  |" "first row: blank above the diagonal"
@@ -52,7 +52,7 @@ let tests =
         test "write puts report.md and valid, non-blank PNGs of the expected size beside each other, atomically" {
             let dir = Directory.CreateTempSubdirectory("klf-report-").FullName
             try
-                let written = Markdown.write dir settings tasks results
+                let written = Markdown.write dir settings tasks results []
                 Expect.equal (Path.GetFileName written.Head) "report.md" "report.md first"
                 let names = written |> List.map Path.GetFileName |> Set.ofList
                 Expect.equal names (Set.ofList [ "report.md"; "heatmap-seqft.png"; "tasks-over-time-seqft.png"; "heatmap-kif.png"; "tasks-over-time-kif.png"; "metrics.png" ]) "files"
@@ -82,7 +82,7 @@ let tests =
                 Expect.equal rs[0].Matrix[1, 0] 40.0 "entry"
                 Expect.equal rs[0].Summary.FWT None "FWT null"
                 Expect.equal rs[1].Summary.FWT (Some 1.5) "FWT value"
-                let md = Markdown.render [] tasks rs
+                let md = Markdown.render [] tasks rs []
                 Expect.stringContains md "| amazon | 40.0 | 80.0 |" "renders"
                 Expect.throwsT<InvalidDataException> (fun () -> File.WriteAllText(Path.Combine(dir, "metrics.json"), "{}"); Command.read (Path.Combine(dir, "metrics.json")) |> ignore) "wrong shape: clear error"
             finally

@@ -17,9 +17,29 @@ let private inv (x: float) = x.ToString("F1", Globalization.CultureInfo.Invarian
 /// "mean ± std" with one decimal (just the mean for one seed).
 let meanStd (seeds: int) (m: MeanStd) = if seeds > 1 then $"{inv m.Mean} ± {inv m.Std}" else inv m.Mean
 
+/// The importance per layer of a strategy on a sequence: the `importance-layers.json` its runs
+/// wrote (KIF strategies), averaged over the seeds that have one; None when no run has one.
+let layerImportance (runDirs: string list) (sequence: string) (seeds: int list) (strategy: string) : LayerImportance option =
+    let found =
+        [ for s in seeds do
+            let candidates = [ for d in runDirs -> Path.Combine(d, "runs", Experiment.slug sequence, $"seed-{s}", strategy, Kif.LayerImportanceFile) ]
+            match candidates |> List.tryFind File.Exists with
+            | Some p -> yield Kif.loadLayerImportance p
+            | None -> () ]
+    match found with
+    | [] -> None
+    | first :: _ ->
+        let same = found |> List.filter (fun li -> li.Layers = first.Layers && li.Tasks = first.Tasks)
+        let n = float same.Length
+        let mean (pick: LayerImportance -> float[]) = Array.init (pick first).Length (fun i -> same |> List.sumBy (fun li -> (pick li)[i]) |> fun x -> x / n)
+        Some { first with
+                Scores = Array.init first.Scores.Length (fun t -> mean (fun li -> li.Scores[t]))
+                Accumulated = mean (fun li -> li.Accumulated) }
+
 /// Writes, per sequence of `outcomes`, metrics.json, report.md and the plots (each file atomically);
-/// `settings` go into every report. Returns the metrics.json paths.
-let write (outDir: string) (settings: (string * string) list) (outcomes: SeedOutcome list) : string list =
+/// `settings` go into every report; importance per layer is read from the runs under `runDirs`.
+/// Returns the metrics.json paths.
+let write (outDir: string) (runDirs: string list) (settings: (string * string) list) (outcomes: SeedOutcome list) : string list =
     SkiaNative.ensure ()
     let sequences = outcomes |> List.map (fun o -> o.Sequence) |> List.distinct
     [ for sequence, tasks, aggregates in Results.aggregate outcomes ->
@@ -38,5 +58,6 @@ let write (outDir: string) (settings: (string * string) list) (outcomes: SeedOut
                 ({ Name = a.Name
                    Matrix = a.MeanMatrix
                    Summary = { AP = a.AP.Mean; FRa = a.FRa.Mean; FWT = a.FWT |> Option.map (fun f -> f.Mean); BWT = a.BWT.Mean } } : Markdown.StrategyResult) ]
-        Markdown.write dir (extra @ settings) tasks results |> ignore
+        let importance = [ for a in aggregates do match layerImportance runDirs sequence a.Seeds a.Name with Some li -> yield a.Name, li | None -> () ]
+        Markdown.write dir (extra @ settings) tasks results importance |> ignore
         metrics ]

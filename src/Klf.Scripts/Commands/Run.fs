@@ -144,6 +144,6 @@ let cmd =
                 for a in aggs do
                     let n = a.Seeds.Length
                     printfn "%-12s %14s %14s %14s %14s" a.Name (Outputs.meanStd n a.AP) (Outputs.meanStd n a.FRa) (match a.FWT with Some f -> Outputs.meanStd n f | None -> "-") (Outputs.meanStd n a.BWT)
-            for m in Outputs.write dir (settings spec) outcomes do
+            for m in Outputs.write dir [ dir ] (settings spec) outcomes do
                 printfn "wrote %s, report.md and plots beside it" (Path.GetFullPath m)
         0)

@@ -22,6 +22,22 @@ let slug (name: string) =
 let heatmapFile (strategy: string) = $"heatmap-{slug strategy}.png"
 let tasksOverTimeFile (strategy: string) = $"tasks-over-time-{slug strategy}.png"
 let [<Literal>] MetricsFile = "metrics.png"
+/// The PNG of a KIF strategy's importance per layer.
+let importanceFile (strategy: string) = $"importance-per-layer-{slug strategy}.png"
+
+let private score (x: float) = if Double.IsNaN x then "" else x.ToString("F2", inv)
+
+/// Importance per layer as a Markdown table: rows = layers (natural order), columns = Ŝ after each
+/// task, then Â after the last; two decimals, blank for NaN.
+let importanceTable (li: LayerImportance) =
+    let sb = StringBuilder()
+    let tasks = Array.ofList li.Tasks
+    sb.Append("| layer | ").Append(String.Join(" | ", tasks |> Array.map (fun t -> cell $"Ŝ {t}"))).AppendLine(" | Â |") |> ignore
+    sb.Append("| --- |").Append(String.replicate (tasks.Length + 1) " ---: |").AppendLine() |> ignore
+    li.Layers |> List.iteri (fun l name ->
+        let row = [| for k in 0 .. tasks.Length - 1 -> score (li.Scores[k][l]) |]
+        sb.Append($"| {cell name} | ").Append(String.Join(" | ", row)).AppendLine($" | {score (li.Accumulated[l])} |") |> ignore)
+    sb.ToString()
 
 /// The accuracy matrix as a Markdown table: rows = after task j, columns = tasks, percent with one
 /// decimal, blank where not measured (above the diagonal).
@@ -45,8 +61,9 @@ let metricTable (results: StrategyResult list) =
         sb.AppendLine($"| {cell r.Name} | {pct s.AP} | {pct s.FRa} | {fwt} | {pct s.BWT} |") |> ignore
     sb.ToString()
 
-/// The whole report.md text. settings: (name, value) pairs shown as a table.
-let render (settings: (string * string) list) (tasks: string list) (results: StrategyResult list) =
+/// The whole report.md text. settings: (name, value) pairs shown as a table; importance: per KIF
+/// strategy (name → data), its importance per layer (the section says so when the list is empty).
+let render (settings: (string * string) list) (tasks: string list) (results: StrategyResult list) (importance: (string * LayerImportance) list) =
     let sb = StringBuilder()
     let line (s: string) = sb.AppendLine s |> ignore
     line "# Continual run report"
@@ -79,12 +96,25 @@ let render (settings: (string * string) list) (tasks: string list) (results: Str
         line ""
     line "## Importance per layer (KIF)"
     line ""
-    line "Not available: the run results do not expose importance scores yet."
+    if importance.IsEmpty then
+        line "Not available: the run results do not expose importance scores yet."
+    else
+        line "Mean normalised importance of the skill units of each layer: Ŝ after each task and the accumulated Â after the last (each unit counts once)."
+        line ""
+        for name, li in importance do
+            line $"### {name}"
+            line ""
+            line $"![{name}: importance per layer]({importanceFile name})"
+            line ""
+            sb.Append(importanceTable li) |> ignore
+            line ""
     sb.ToString()
 
 /// Writes report.md and the PNGs into dir (each file atomically: temp name, then rename) and
-/// returns the paths written, report.md first.
-let write (dir: string) (settings: (string * string) list) (tasks: string list) (results: StrategyResult list) : string list =
+/// returns the paths written, report.md first. importance: per KIF strategy (name → data), its
+/// importance per layer, plotted and tabulated (pass [] when there is none).
+let write (dir: string) (settings: (string * string) list) (tasks: string list) (results: StrategyResult list)
+          (importance: (string * LayerImportance) list) : string list =
     Directory.CreateDirectory dir |> ignore
     let bytes (name: string) (data: byte[]) =
         let p = Path.Combine(dir, name)
@@ -95,7 +125,11 @@ let write (dir: string) (settings: (string * string) list) (tasks: string list) 
             yield bytes (heatmapFile r.Name) (Plots.heatmap r.Name tasks r.Matrix)
             yield bytes (tasksOverTimeFile r.Name) (Plots.tasksOverTime r.Name tasks r.Matrix)
           if not results.IsEmpty then
-            yield bytes MetricsFile (Plots.metrics [ for r in results -> r.Name, r.Summary ]) ]
+            yield bytes MetricsFile (Plots.metrics [ for r in results -> r.Name, r.Summary ])
+          for name, li in importance do
+            let p = Path.Combine(dir, importanceFile name)
+            Plots.importancePerLayer p $"{name}: importance per layer" li
+            yield p ]
     let md = Path.Combine(dir, "report.md")
-    AtomicFile.WriteAllText(md, render settings tasks results)
+    AtomicFile.WriteAllText(md, render settings tasks results importance)
     md :: pngs

@@ -7,6 +7,7 @@ open System
 open System.IO
 open ScottPlot
 open SkiaSharp
+open Klf.Checkpoints
 open Klf.Pipelines
 
 /// The font every plot uses (registered from the embedded TTF).
@@ -137,3 +138,51 @@ let metrics (results: (string * MetricSummary) list) : byte[] =
     plt.Title("AP and BWT per strategy")
     plt.ShowLegend(Alignment.UpperRight) |> ignore
     png plt Width Height
+
+/// A short tick label for a layer label: `model.layers.3` → `L3`, `encoder.block.1` → `enc 1`,
+/// `decoder.block.0` → `dec 0`; other labels (`embeddings`, `final_norm`, `head`) unchanged.
+let layerTick (layer: string) =
+    let segs = layer.Split('.')
+    let last = segs[segs.Length - 1]
+    if segs.Length < 2 || last.Length = 0 || not (Seq.forall Char.IsAsciiDigit last) then layer
+    elif segs[0] = "encoder" then "enc " + last
+    elif segs[0] = "decoder" then "dec " + last
+    elif segs[segs.Length - 2] = "layers" || segs[segs.Length - 2] = "h" then "L" + last
+    else layer
+
+/// Importance per layer (KIF): one line per task over the layers (mean normalised unit importance
+/// Ŝ after that task) and the accumulated importance Â after the last task as a thick dashed
+/// line; written to `path` as a PNG (atomically).
+let importancePerLayer (path: string) (title: string) (li: LayerImportance) : unit =
+    let plt = newPlot ()
+    let n = li.Layers.Length
+    let xs = [| for i in 0 .. n - 1 -> float i |]
+    // Ten distinct hues for up to ten tasks; beyond that, twenty (paired light/dark).
+    let palette : IPalette = if li.Tasks.Length <= 10 then Palettes.Category10() else Palettes.Category20()
+    let line (values: float[]) (legend: string) =
+        let pts = Array.zip xs values |> Array.filter (fun (_, v) -> Double.IsFinite v)
+        let sc = plt.Add.Scatter(Array.map fst pts, Array.map snd pts)
+        sc.LegendText <- legend
+        sc
+    li.Scores |> Array.iteri (fun k row ->
+        let sc = line row (List.item k li.Tasks)
+        sc.Color <- palette.GetColor k
+        sc.LineWidth <- 2.0f
+        sc.MarkerSize <- 7.0f)
+    let acc = line li.Accumulated "accumulated Â"
+    acc.Color <- Colors.Black
+    acc.LineWidth <- 3.0f
+    acc.LinePattern <- LinePattern.Dashed
+    acc.MarkerSize <- 9.0f
+    plt.Axes.Bottom.SetTicks(xs, [| for l in li.Layers -> layerTick l |])
+    if n > 10 then
+        plt.Axes.Bottom.TickLabelStyle.Rotation <- 45.0f
+        plt.Axes.Bottom.TickLabelStyle.Alignment <- Alignment.MiddleLeft
+        plt.Axes.Bottom.MinimumSize <- 90.0f
+    plt.Axes.Bottom.Label.Text <- "layer"
+    plt.Axes.Left.Label.Text <- "mean normalised unit importance"
+    plt.Axes.SetLimits(-0.5, float (max 1 n) - 0.5, 0.0, 1.05)
+    plt.Title(title)
+    plt.ShowLegend(Edge.Right) |> ignore // outside the data area: the lines span the whole width
+    let data = png plt Width Height
+    AtomicFile.Write(path, fun s -> s.Write(data, 0, data.Length))

@@ -72,5 +72,5 @@ for _, _, aggregates in Results.aggregate outcomes do
     for a in aggregates do
         let fwt = match a.FWT with Some f -> f.Mean.ToString("F1") | None -> "-"
         printfn "%-8s %8.1f %8.1f %8s %8.1f" a.Name a.AP.Mean a.FRa.Mean fwt a.BWT.Mean
-for m in Klf.Cli.Outputs.write out [ ("script", "experiments/long-sequence-order1.fsx") ] outcomes do
+for m in Klf.Cli.Outputs.write out [ out ] [ ("script", "experiments/long-sequence-order1.fsx") ] outcomes do
     printfn "wrote %s" (Path.GetFullPath m)
