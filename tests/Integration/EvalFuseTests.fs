@@ -47,7 +47,7 @@ let private trainArgs (task: string) (steps: int) (lr: string) (maxLength: int) 
 
 let private runs =
     lazy (
-        let dir = Directory.CreateTempSubdirectory("klf-evalfuse-").FullName
+        let dir = TokenizerTests.tempDir "klf-evalfuse-" // removed when the test process exits (KLF_KEEP_TEMP=1 keeps it)
         let tok = TokenizerTests.trained.Value.LlamaFolder
         let a, b, plain = Path.Combine(dir, "A"), Path.Combine(dir, "B"), Path.Combine(dir, "A-plain")
         let first = [ "train"; "--preset"; "llama-tiny"; "--tokenizer"; tok ] @ trainArgs "dbpedia" 6 "3e-3" 128
