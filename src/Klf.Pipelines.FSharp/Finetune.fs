@@ -27,17 +27,17 @@ module Finetune =
             let hits = Array.map2 (fun p r -> if norm p = norm r then 1 else 0) predictions references |> Array.sum
             100.0 * float hits / float references.Length
 
-    /// Trains on `train`, measuring the evaluation loss on (a prefix of) `train` and on `heldOut`
-    /// before and after. `onStep` sees each step's metrics.
-    let run (model: ILanguageModel) (tok: ITextTokenizer) (options: TrainerOptions) (onStep: StepMetrics -> unit)
-            (train: Example[]) (heldOut: Example[]) : FinetuneReport =
+    /// As `run`, with step hooks for the trainer (e.g. a KifSession's importance tracking from
+    /// `BeginTask`); null for none. The hooks see the training steps only, not the loss evaluations.
+    let runWith (hooks: StepHooks) (model: ILanguageModel) (tok: ITextTokenizer) (options: TrainerOptions) (onStep: StepMetrics -> unit)
+                (train: Example[]) (heldOut: Example[]) : FinetuneReport =
         let enc = Prompt.examples model.Family tok
         let trainEx, heldEx = enc train, enc heldOut
         let evalTrain = trainEx[.. min (trainEx.Length - 1) 63]
         let evalLoss (xs: LmExample[]) =
             if xs.Length = 0 then nan else Trainer.EvaluateLoss(model, xs, 16, options.MaxLength, options.MaxTargetLength)
         let tb, hb = evalLoss evalTrain, evalLoss heldEx
-        let steps = Trainer.Fit(model, trainEx, options, null, Action<StepMetrics>(onStep)) |> Array.ofSeq
+        let steps = Trainer.Fit(model, trainEx, options, hooks, Action<StepMetrics>(onStep)) |> Array.ofSeq
         let secs = steps |> Array.sumBy (fun s -> s.Elapsed.TotalSeconds)
         let tokens = steps |> Array.sumBy (fun s -> float s.ProcessedTokens)
         { Steps = steps
@@ -46,3 +46,9 @@ module Finetune =
           HeldOutLossBefore = hb
           HeldOutLossAfter = evalLoss heldEx
           TokensPerSecond = if secs > 0.0 then tokens / secs else 0.0 }
+
+    /// Trains on `train`, measuring the evaluation loss on (a prefix of) `train` and on `heldOut`
+    /// before and after. `onStep` sees each step's metrics.
+    let run (model: ILanguageModel) (tok: ITextTokenizer) (options: TrainerOptions) (onStep: StepMetrics -> unit)
+            (train: Example[]) (heldOut: Example[]) : FinetuneReport =
+        runWith null model tok options onStep train heldOut

@@ -8,6 +8,8 @@ open Klf.Models
 open Klf.Adapters
 open Klf.Training
 open Klf.Checkpoints
+open Klf.SkillUnits
+open Klf.Kif
 open Klf.Pipelines
 open Klf.Cli.Cli
 open Klf.Cli.Common
@@ -30,10 +32,30 @@ let private seed = opt<int> "--seed" "Seed for sampling, initialisation, dropout
 let private loraR = opt<int> "--lora-r" "Train a LoRA adapter of this rank instead of all weights (0 = full fine-tuning)." (Some 0)
 let private loraTargets = opt<string> "--lora-targets" "Comma-separated module names for LoRA (default: q_proj,v_proj for LLaMA; q,v for T5)." None
 let private out = req<string> "--out" "Output folder: a checkpoint (or the LoRA adapter) plus the tokenizer files."
+let private importance =
+    opt<string> "--importance" "Also track KIF importance while training and write this task's normalised unit scores (an importance profile, JSON) to this file, for klf fuse." None
+let private partitionerList = String.Join(", ", SkillUnitPartitioners.Names)
+let private units =
+    opt<string> "--units" $"Skill-unit partitioner of --importance ({partitionerList}; default: full, or lora-rank1 with --lora-r)." None
+
+/// The KIF settings of `--importance`: KIF's full fine-tuning settings (whole-tensor units, first-order
+/// importance) or, for a LoRA adapter, KIF-LoRA's (rank-1 units, second-order importance), with the
+/// partitioner replaced when `units` names one.
+let importanceOptions (lora: bool) (units: string) : KifOptions =
+    let reference = if lora then KifOptions.Lora() else KifOptions.FullFineTuning()
+    match units with
+    | null | "" -> reference
+    | name -> KifOptions(Partitioner = SkillUnitPartitioners.ByName name, Importance = reference.Importance, Normalisation = reference.Normalisation,
+                         TopFraction = reference.TopFraction, Gamma = reference.Gamma, Rule = reference.Rule)
 
 let cmd =
-    command "train" "Fine-tune a model on one task of a benchmark and save a checkpoint." [ model; preset; tokenizer; benchmark; task; nTrain; nHeld; steps; epochs; batch; accum; lr; warmup; maxLen; seed; loraR; loraTargets; deviceOption; out ] (fun pr ->
+    command "train" "Fine-tune a model on one task of a benchmark and save a checkpoint." [ model; preset; tokenizer; benchmark; task; nTrain; nHeld; steps; epochs; batch; accum; lr; warmup; maxLen; seed; loraR; loraTargets; deviceOption; out; importance; units ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
+        let importanceFile = pr.GetValue importance
+        let trackImportance = not (String.IsNullOrEmpty importanceFile)
+        if not trackImportance && not (String.IsNullOrEmpty(pr.GetValue units)) then
+            raise (ArgumentException "--units chooses the skill units of --importance: give --importance FILE too")
+        let kifOptions = importanceOptions (pr.GetValue loraR > 0) (pr.GetValue units) // unknown partitioners fail before any work
         let tok, tokDir = loadTokenizer (pr.GetValue tokenizer) (pr.GetValue model)
         let m = loadModel (pr.GetValue model) (pr.GetValue preset) tok (int64 (pr.GetValue seed)) (device (pr.GetValue deviceOption))
         let root = benchmarkRoot (pr.GetValue benchmark)
@@ -56,10 +78,16 @@ let cmd =
         let every = max 1 (total / 20)
         printfn "training %s on %s: %d examples, %d held out, %d steps%s" m.ModelType (pr.GetValue task) train.Length heldOut.Length total
             (if r > 0 then $", LoRA r={r}" else ", all weights")
+        // With --importance the training runs inside a KIF session of this one task: BeginTask attaches
+        // the importance tracker to the step hooks, EndTask scores the units (no fusion for a first task,
+        // so the weights are exactly those of plain training).
+        use session = if trackImportance then new KifSession(m, kifOptions) else null
+        let hooks = if trackImportance then session.BeginTask(pr.GetValue task) else null
         let report =
-            Finetune.run m tok options (fun s ->
+            Finetune.runWith hooks m tok options (fun s ->
                 if s.Step % every = 0 || s.Step = total - 1 then
                     printfn "step %5d/%d  loss %.4f  lr %.2e  grad-norm %.3f" (s.Step + 1) total s.Loss s.LearningRate s.GradNorm) train heldOut
+        let taskImportance = if trackImportance then Some(session.EndTask()) else None
         printfn "train loss    %.4f -> %.4f" report.TrainLossBefore report.TrainLossAfter
         printfn "held-out loss %.4f -> %.4f" report.HeldOutLossBefore report.HeldOutLossAfter
         printfn "throughput    %.0f tokens/s" report.TokensPerSecond
@@ -81,5 +109,16 @@ let cmd =
                 lora.SaveAdapter(tmp, "default", taskType, (match pr.GetValue model with null | "" -> pr.GetValue preset | d -> Path.GetFullPath d))
                 for f in tokenizerFiles tokDir do File.Copy(f, Path.Combine(tmp, Path.GetFileName f)))
             printfn "saved LoRA adapter to %s" (Path.GetFullPath dir)
+        match taskImportance with
+        | Some result ->
+            session.Profile().Save importanceFile
+            let map = session.Map
+            let top = result.ImportantCurrent |> Array.indexed |> Array.filter snd |> Array.map (fun (i, _) -> map.Units[i].Id)
+            printfn "importance    %d %s units, %d of %d steps counted; top %.0f%%: %s" map.Count map.Partitioner result.StepsCounted report.Steps.Length
+                (100.0 * kifOptions.TopFraction) (if top.Length = 0 then "none" elif top.Length <= 8 then String.Join(", ", top) else String.Join(", ", top[.. 7]) + $", … ({top.Length})")
+            if result.StepsCounted = 0 then
+                eprintfn "klf: warning: no step counted towards importance (the first and last steps are skipped): every unit scores 0"
+            printfn "saved importance profile to %s" (Path.GetFullPath importanceFile)
+        | None -> ()
         m.Module.Dispose()
         0)
