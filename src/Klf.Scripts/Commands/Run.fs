@@ -117,21 +117,29 @@ let cmd =
             printfn "sequence %s: %s" name (String.Join(" -> ", tasks))
         let seedText = String.Join(",", spec.Seeds)
         printfn "%d runs%s of %d: seeds %s; %d train / %d test examples per task, %d steps per task" chosen.Length shardText all.Length seedText spec.TrainExamples spec.TestExamples spec.Steps
-        let control =
-            { ExperimentControl.none with
-                Device = (let name = pr.GetValue deviceOption in device name |> ignore; name)
-                KeepAllStates = keepAll
-                OnRunStart = fun r tasks planned -> printfn "%s: %d tasks, %d steps" (runLabel r) tasks.Length planned
-                OnResume = fun r n -> printfn "%s: resuming after task %d" (runLabel r) n
-                OnTask = fun r _ name row -> printfn "  after %-12s %s" name (fmtRow row)
-                OnRunDone = fun r result skipped ->
-                    if skipped then printfn "%s: already finished" (runLabel r)
-                    else match r.Kind with
-                         | SingleTask _ -> printfn "%s: %.1f" (runLabel r) (result.Rows[0].[0])
-                         | StrategyRun _ ->
-                            let s = Metrics.summary None (Metrics.ofRows result.Rows)
-                            printfn "%s: AP %.1f  F.Ra %.1f  BWT %.1f" (runLabel r) s.AP s.FRa s.BWT }
-        Experiment.execute control spec dir (Some chosen) |> ignore
+        let finishedHere =
+            Terminal.withProgress (fun progress ->
+                let mutable current : Terminal.ProgressTask option = None
+                let log (s: string) = progress.Log s
+                let control =
+                    { ExperimentControl.none with
+                        Device = (let name = pr.GetValue deviceOption in device name |> ignore; name)
+                        KeepAllStates = keepAll
+                        OnRunStart = fun r tasks planned -> current <- Some(progress.Start(runLabel r, planned))
+                        OnResume = fun r n -> log $"{runLabel r}: resuming after task {n}"
+                        OnStep = fun _ -> current |> Option.iter (fun t -> t.Advance 1)
+                        OnTask = fun r _ name row -> log (sprintf "%s: after %-12s %s" (runLabel r) name (fmtRow row))
+                        OnRunDone = fun r result skipped ->
+                            current |> Option.iter (fun t -> t.Done())
+                            current <- None
+                            if skipped then log $"{runLabel r}: already finished"
+                            else
+                                match r.Kind with
+                                | SingleTask _ -> log (sprintf "%s: %.1f" (runLabel r) (result.Rows[0].[0]))
+                                | StrategyRun _ ->
+                                    let s = Metrics.summary None (Metrics.ofRows result.Rows)
+                                    log (sprintf "%s: AP %.1f  F.Ra %.1f  BWT %.1f" (runLabel r) s.AP s.FRa s.BWT) }
+                Experiment.execute control spec dir (Some chosen))
         let finished = Experiment.collect [ dir ]
         let missing = all.Length - (all |> List.filter (fun r -> File.Exists(Path.Combine(dir, r.Id, Experiment.ResultFile))) |> List.length)
         if missing > 0 then
@@ -139,11 +147,18 @@ let cmd =
         else
             let outcomes = Results.bySeed finished |> List.filter (fun o -> List.contains o.Sequence (List.map fst sequences))
             for sequence, tasks, aggs in Results.aggregate outcomes do
-                printfn "\n%s%s" sequence (if spec.Seeds.Length > 1 then $" (mean ± std over {spec.Seeds.Length} seeds)" else "")
-                printfn "%-12s %14s %14s %14s %14s" "strategy" "AP" "F.Ra" "FWT" "BWT"
+                let many = spec.Seeds.Length > 1
+                let over = if many then $" (mean over {spec.Seeds.Length} seeds)" else ""
                 for a in aggs do
-                    let n = a.Seeds.Length
-                    printfn "%-12s %14s %14s %14s %14s" a.Name (Outputs.meanStd n a.AP) (Outputs.meanStd n a.FRa) (match a.FWT with Some f -> Outputs.meanStd n f | None -> "-") (Outputs.meanStd n a.BWT)
+                    Terminal.printMatrix $"{sequence} · {a.Name}{over}" tasks (a.MeanMatrix.ToRows())
+                let rows =
+                    [ for a in aggs ->
+                        let n = a.Seeds.Length
+                        [ a.Name; Outputs.meanStd n a.AP; Outputs.meanStd n a.FRa; (match a.FWT with Some f -> Outputs.meanStd n f | None -> "-"); Outputs.meanStd n a.BWT ] ]
+                let suffix = if many then " (mean ± std)" else ""
+                printfn "%s%s" sequence suffix
+                Terminal.printMetricsText [ "strategy"; "AP"; "F.Ra"; "FWT"; "BWT" ] rows
             for m in Outputs.write dir [ dir ] (settings spec) outcomes do
                 printfn "wrote %s, report.md and plots beside it" (Path.GetFullPath m)
+        ignore finishedHere
         0)
