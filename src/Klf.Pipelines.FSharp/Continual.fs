@@ -406,7 +406,8 @@ module Strategy =
         { Name = "kif-replay"; Start = fun model -> withReplay Replay.DefaultSeed Replay.DefaultFraction (kif.Start model) }
 
     /// MTL, the upper bound: full fine-tuning once on the union of every task's training examples
-    /// (the cheaper variant: one joint training at the last task, not one per prefix). Every row of
+    /// with the step budget of the whole sequence (T × the per-task steps; the cheaper variant: one
+    /// joint training at the last task, not one per prefix). Every row of
     /// the matrix holds the joint model's scores (a_{j,i} = a_{T,i} for i ≤ j), so AP is the
     /// upper bound, BWT and F.Ra are 0 by construction and FWT compares joint with single-task
     /// training; only AP (and FWT) are meaningful.

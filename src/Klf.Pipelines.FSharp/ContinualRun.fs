@@ -59,10 +59,11 @@ module Continual =
             let record j (row: float[]) =
                 row |> Array.iteri (fun i a -> matrix <- Metrics.withEntry j i a matrix)
                 rows.Add row
-            let fit (j: int) (task: TaskData) (examples: Example[]) =
+            let fit (j: int) (task: TaskData) (examples: Example[]) (stepsScale: int) =
                 let hooks = run.BeginTask task
                 let train = Prompt.examples model.Family tok (run.TrainExamples task examples)
-                let taskOptions = options.WithSeed(options.Seed + j)
+                let seeded = options.WithSeed(options.Seed + j)
+                let taskOptions = if stepsScale > 1 && seeded.MaxSteps > 0 then seeded.WithMaxSteps(seeded.MaxSteps * stepsScale) else seeded
                 let planned = Trainer.PlannedSteps(train.Length, taskOptions)
                 let mutable step = 0
                 Trainer.Fit(model, train, taskOptions, hooks, fun _ -> step <- step + 1; control.OnStep j step planned) |> ignore
@@ -73,10 +74,11 @@ module Continual =
                     let t = tasks[i]
                     Evaluate.task model tok (Metric.ofName t.Metric) (Task.maxNewTokens (fun s -> tok.Encode s) t) t.Test |]
             if run.Joint then
-                // MTL: one training on the union at the last task; its scores fill every row.
+                // MTL: one training on the union at the last task, with the step budget of the whole
+                // sequence (T × the per-task steps); its scores fill every row.
                 let last = tasks.Length - 1
                 if last >= 0 then
-                    fit last tasks[last] (tasks |> Array.collect (fun t -> t.Train))
+                    fit last tasks[last] (tasks |> Array.collect (fun t -> t.Train)) tasks.Length
                     let scores = evaluate last
                     for j in 0 .. last do
                         record j scores[.. j]
@@ -100,7 +102,7 @@ module Continual =
                 | None -> ()
                 for j in start .. tasks.Length - 1 do
                     let task = tasks[j]
-                    fit j task task.Train
+                    fit j task task.Train 1
                     let row = evaluate j
                     record j row
                     control.OnTask j task.Name row

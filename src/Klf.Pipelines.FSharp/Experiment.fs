@@ -316,8 +316,8 @@ module Experiment =
                     match r.Kind with
                     | StrategyRun s ->
                         let strategy = Strategy.byName s
-                        // MTL trains once on the union; the others once per task.
-                        let planned = if strategy.Name = Strategy.mtl.Name then spec.Steps else spec.Steps * names.Length
+                        // Every strategy spends the per-task steps once per task (MTL all at once, on the union).
+                        let planned = spec.Steps * names.Length
                         control.OnRunStart r names planned
                         let res = Continual.execute runControl make tok options strategy sequence
                         { Sequence = r.Sequence; Seed = r.Seed; Kind = r.Kind; Rows = res.Matrix.ToRows(); Tasks = names }

@@ -27,6 +27,9 @@ public sealed record TrainerOptions(
 {
     /// <summary>A copy with another seed (for languages without C#'s <c>with</c>, e.g. one seed per task).</summary>
     public TrainerOptions WithSeed(int seed) => this with { Seed = seed };
+
+    /// <summary>A copy with another step budget (for languages without C#'s <c>with</c>).</summary>
+    public TrainerOptions WithMaxSteps(int maxSteps) => this with { MaxSteps = maxSteps };
 }
 
 /// <summary>The default training loop and evaluation loss.</summary>
