@@ -40,7 +40,8 @@ type RunControl =
           KeepAllStates = true }
 
 /// Runs a strategy over a task sequence: train task j with the strategy's hooks (on the examples
-/// its `TrainExamples` returns), then evaluate every task seen so far on its test split (batched greedy decoding with the KV cache).
+/// its `TrainExamples` returns), then evaluate every task seen so far on its test split (batched
+/// greedy decoding with the KV cache; long prompts cut to the trainer's MaxLength as in training).
 [<RequireQualifiedAccess>]
 module Continual =
     /// Runs `strategy` on a fresh model from `makeModel` over `sequence` with the trainer options
@@ -72,7 +73,7 @@ module Continual =
             let evaluate (j: int) =
                 [| for i in 0 .. j ->
                     let t = tasks[i]
-                    Evaluate.task model tok (Metric.ofName t.Metric) (Task.maxNewTokens (fun s -> tok.Encode s) t) t.Test |]
+                    Evaluate.taskWithin options.MaxLength model tok (Metric.ofName t.Metric) (Task.maxNewTokens (fun s -> tok.Encode s) t) t.Test |]
             if run.Joint then
                 // MTL: one training on the union at the last task, with the step budget of the whole
                 // sequence (T × the per-task steps); its scores fill every row.

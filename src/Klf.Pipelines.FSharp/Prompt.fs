@@ -27,6 +27,21 @@ module Prompt =
     let examples (family: ModelFamily) (tok: ITextTokenizer) (es: Example seq) : LmExample[] =
         es |> Seq.map (example family tok) |> Array.ofSeq
 
+    /// Prompt ids cut the way training cuts them (Batching keeps the END of a long prompt): a
+    /// decoder-only prompt keeps its last `maxLength − maxNewTokens` tokens, so that prompt and
+    /// answer fit in `maxLength`; an encoder-decoder input (ending with EOS) keeps its last
+    /// `maxLength` tokens. `maxLength` ≤ 0 keeps everything.
+    let truncate (family: ModelFamily) (maxLength: int) (maxNewTokens: int) (ids: int[]) : int[] =
+        let keep =
+            if maxLength <= 0 then ids.Length
+            elif family = ModelFamily.DecoderOnly then max 1 (maxLength - maxNewTokens)
+            else maxLength
+        if ids.Length > keep then ids[ids.Length - keep ..] else ids
+
+    /// Greedy answers to prompts given as ids (batched, KV cache per the options).
+    let generateIds (model: ILanguageModel) (tok: ITextTokenizer) (options: GenerationOptions) (prompts: int[][]) : string[] =
+        model.GenerateGreedy(prompts, options) |> Array.map (fun out -> tok.Decode out)
+
     /// Greedy answers to inputs, decoded to text (batched, KV cache per the options).
     let generate (model: ILanguageModel) (tok: ITextTokenizer) (options: GenerationOptions) (inputs: string seq) : string[] =
         let prompts = inputs |> Seq.map (ids model.Family tok) |> Array.ofSeq
