@@ -68,6 +68,31 @@ module ExperimentSpec =
           MaxLength = 256
           SingleTask = true }
 
+    /// The embedded default experiment, from the folder holding `klf-tiny/` (the project's pretrained
+    /// tiny LLaMA with its tokenizer) and `standard-cl/` (the Standard CL excerpt with its
+    /// orders.json): SeqFT, KIF and MTL plus the single-task runs on dbpedia → amazon → yahoo →
+    /// agnews, seed 1, every example of the excerpt, settings sized for a 2-core laptop.
+    let embedded (root: string) : ExperimentSpec =
+        let model = IO.Path.Combine(root, "klf-tiny")
+        let data = IO.Path.Combine(root, "standard-cl")
+        { defaults with
+            Name = "embedded default"
+            Model = Folder model
+            Tokenizer = Some model
+            Benchmark = Some data
+            OrdersFile = Some(IO.Path.Combine(data, "orders.json"))
+            Orders = [ "standard/order1" ]
+            Strategies = [ "seqft"; "kif"; "mtl" ]
+            Seeds = [ 1 ]
+            TrainExamples = 300
+            TestExamples = 200
+            Steps = 60
+            BatchSize = 8
+            LearningRate = 1e-3
+            WarmupSteps = 6
+            MaxLength = 256
+            SingleTask = true }
+
     /// The sequences the experiment runs: the explicit tasks as "custom", else the orders.
     let sequenceNames (spec: ExperimentSpec) : string list =
         if not spec.Tasks.IsEmpty then [ "custom" ] else spec.Orders

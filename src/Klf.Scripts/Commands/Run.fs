@@ -33,16 +33,29 @@ let private seed = opt<int> "--seed" "A single seed (same as --seeds N)." None
 let private noFwt = opt<bool> "--no-fwt" "Skip the single-task runs that FWT needs (FWT is then null)." (Some false)
 let private shard = opt<string> "--shard" "Run only the i-th of n slices of the runs (i/n, 1 <= i <= n), e.g. from a Slurm array or Kubernetes indexed Job; merge the folders with klf report." None
 let private keepStates = opt<string> "--keep-states" "Per-task state folders to keep: all or last." (Some "all")
-let private out = req<string> "--out" "Run folder: experiment.json, runs/…, then metrics.json, report.md and plots. Rerun the same command to resume."
+let private out = opt<string> "--out" "Run folder: experiment.json, runs/…, then metrics.json, report.md and plots; rerun the same command to resume. Default: a fresh runs/<date-time> folder." None
 
 /// Whether an option was given on the command line (not just defaulted).
 let private given (pr: ParseResult) (o: Option) = match pr.GetResult o with null -> false | r -> not r.Implicit
 
 let private split (s: string) = s.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray
 
-/// The experiment of a command line: the config file (or the defaults), then every flag given.
+/// The folder of the embedded default beside the klf program (`embedded/klf-tiny`, `embedded/standard-cl`,
+/// copied there from the repository's models/ and data/ at build time).
+let embeddedRoot () =
+    let root = Path.Combine(AppContext.BaseDirectory, "embedded")
+    if not (File.Exists(Path.Combine(root, "klf-tiny", "config.json"))) then
+        raise (DirectoryNotFoundException $"the embedded default model is missing from this build ({root}/klf-tiny): rebuild klf from the repository, or give --model, --preset or --config")
+    root
+
+/// The experiment of a command line: the config file (or the defaults), then every flag given;
+/// with none of --config, --model and --preset, the embedded default.
 let spec (pr: ParseResult) : ExperimentSpec =
     let fromFile = match pr.GetValue config with null | "" -> None | p -> Some(ExperimentSpec.load p)
+    // Without a config, a model or a preset: the embedded default (pretrained tiny model, Standard
+    // CL excerpt), whose settings stand unless a flag is given.
+    let embedded = fromFile.IsNone && not (given pr model) && not (given pr preset)
+    let fromFile = if embedded then Some(ExperimentSpec.embedded (embeddedRoot ())) else fromFile
     let s0 = defaultArg fromFile ExperimentSpec.defaults
     let pick (o: Option<'T>) (current: 'T) = if given pr o || fromFile.IsNone then pr.GetValue o else current
     let str (o: Option<string>) (current: string option) = if given pr o then Some(pr.GetValue o) else current
@@ -51,9 +64,7 @@ let spec (pr: ParseResult) : ExperimentSpec =
         | Some _, Some _ -> raise (ArgumentException "give --model or --preset, not both")
         | Some m, _ -> Folder m
         | None, Some p -> Preset p
-        | None, None ->
-            if fromFile.IsNone then raise (ArgumentException "give --model DIR (a Hugging Face model folder), --preset NAME or --config FILE")
-            s0.Model
+        | None, None -> s0.Model
     let seedList =
         if given pr seed && given pr seeds then raise (ArgumentException "give --seed or --seeds, not both")
         elif given pr seed then [ pr.GetValue seed ]
@@ -100,7 +111,11 @@ let cmd =
         [ config; model; preset; tokenizer; benchmark; orders; order; tasksOpt; strategies; nTrain; nTest; steps; batch; lr; warmup; maxLen; seeds; seed; noFwt; shard; keepStates; deviceOption; out ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
         let spec = spec pr
-        let dir = pr.GetValue out
+        let dir =
+            match pr.GetValue out with
+            | null | "" -> Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss"))
+            | d -> d
+        printfn "run folder: %s" (Path.GetFullPath dir)
         let keepAll =
             match pr.GetValue keepStates with
             | "all" -> true
