@@ -119,6 +119,7 @@ let private commandLine (pr: ParseResult) =
         else "'" + s.Replace("'", "'\\''") + "'"
     "./klf " + String.Join(" ", pr.Tokens |> Seq.map (fun t -> quote t.Value))
 
+/// The `klf pretrain` command.
 let cmd =
     command "pretrain" "Pre-train a LLaMA-family model on a plain-text corpus (causal LM, loss on every token) and save it with its tokenizer, loss curve and model card."
         [ corpus; tokenizer; preset; configJson; hidden; layers; heads; kvHeads; intermediate; maxPositions; tied; steps; batch; seqLen
