@@ -96,7 +96,10 @@ let private modelConfig (pr: ParseResult) (tok: ITextTokenizer) : JsonObject =
     set "max_position_embeddings" (given pr maxPositions)
     c["num_key_value_heads"] <- given pr kvHeads |> Option.defaultValue (c["num_attention_heads"].GetValue<int>())
     if (given pr hidden).IsSome || (given pr heads).IsSome || isNull c["head_dim"] then
-        c["head_dim"] <- c["hidden_size"].GetValue<int>() / c["num_attention_heads"].GetValue<int>()
+        let h, a = c["hidden_size"].GetValue<int>(), c["num_attention_heads"].GetValue<int>()
+        if h % a <> 0 then raise (ArgumentException $"hidden_size {h} is not a multiple of num_attention_heads {a}")
+        if (h / a) % 2 <> 0 then raise (ArgumentException $"head_dim = hidden / heads = {h / a} must be even (rotary embeddings rotate pairs)")
+        c["head_dim"] <- h / a
     let t = pr.GetValue tied
     if t.HasValue then c["tie_word_embeddings"] <- t.Value
     match c["vocab_size"] with
