@@ -16,4 +16,20 @@ public static class Schedules
         if (step < warmupSteps) return (double)step / Math.Max(1, warmupSteps);
         return Math.Max(0.0, (double)(totalSteps - step) / Math.Max(1, totalSteps - warmupSteps));
     }
+
+    /// <summary>
+    /// Linear warm-up then cosine decay to a floor, as Hugging Face's
+    /// <c>get_cosine_with_min_lr_schedule_with_warmup</c> (one half cosine): m = step / W for
+    /// step &lt; W; afterwards, with p = min(1, (step − W) / max(1, T − W)),
+    /// m = r + (1 − r) · ½ (1 + cos(π p)), where r = <paramref name="minRatio"/> ∈ [0, 1]. Hence m = 1
+    /// at step W and m = r from step T on.
+    /// </summary>
+    public static double WarmupCosine(int step, int warmupSteps, int totalSteps, double minRatio)
+    {
+        if (step < 0) throw new ArgumentOutOfRangeException(nameof(step));
+        if (minRatio is < 0 or > 1 || double.IsNaN(minRatio)) throw new ArgumentOutOfRangeException(nameof(minRatio), minRatio, "must lie in [0, 1]");
+        if (step < warmupSteps) return (double)step / Math.Max(1, warmupSteps);
+        var progress = Math.Min(1.0, (double)(step - warmupSteps) / Math.Max(1, totalSteps - warmupSteps));
+        return minRatio + (1 - minRatio) * 0.5 * (1 + Math.Cos(Math.PI * progress));
+    }
 }

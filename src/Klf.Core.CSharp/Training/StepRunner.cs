@@ -15,6 +15,8 @@ namespace Klf.Training;
 /// <param name="MaxGradNorm">Clip the total L2 norm of trainable gradients to this; ≤ 0 disables clipping (the norm is still reported).</param>
 /// <param name="WarmupSteps">Linear warm-up steps (see <see cref="Schedules.LinearWarmupDecay"/>).</param>
 /// <param name="TotalSteps">Steps of the schedule; 0 keeps the learning rate constant.</param>
+/// <param name="Schedule">Shape of the decay after warm-up (linear to 0 by default).</param>
+/// <param name="MinLearningRateRatio">Cosine schedule only: the floor, as a fraction of <paramref name="LearningRate"/>.</param>
 public sealed record OptimizerOptions(
     double LearningRate = 3e-4,
     double Beta1 = 0.9,
@@ -23,11 +25,25 @@ public sealed record OptimizerOptions(
     double WeightDecay = 0.01,
     double MaxGradNorm = 1.0,
     int WarmupSteps = 0,
-    int TotalSteps = 0)
+    int TotalSteps = 0,
+    LearningRateSchedule Schedule = LearningRateSchedule.Linear,
+    double MinLearningRateRatio = 0.0)
 {
     /// <summary>Learning rate of optimizer step <paramref name="step"/> (0-based).</summary>
     public double LearningRateAt(int step) =>
-        TotalSteps <= 0 ? LearningRate : LearningRate * Schedules.LinearWarmupDecay(step, WarmupSteps, TotalSteps);
+        TotalSteps <= 0 ? LearningRate
+        : Schedule == LearningRateSchedule.Cosine
+            ? LearningRate * Schedules.WarmupCosine(step, WarmupSteps, TotalSteps, MinLearningRateRatio)
+            : LearningRate * Schedules.LinearWarmupDecay(step, WarmupSteps, TotalSteps);
+}
+
+/// <summary>How the learning rate falls after the warm-up (see <see cref="Schedules"/>).</summary>
+public enum LearningRateSchedule
+{
+    /// <summary>Linear decay to 0 (<see cref="Schedules.LinearWarmupDecay"/>), the fine-tuning default.</summary>
+    Linear,
+    /// <summary>Half-cosine decay to <see cref="OptimizerOptions.MinLearningRateRatio"/> (<see cref="Schedules.WarmupCosine"/>), for pre-training.</summary>
+    Cosine,
 }
 
 /// <summary>

@@ -186,3 +186,23 @@ let importancePerLayer (path: string) (title: string) (li: LayerImportance) : un
     plt.ShowLegend(Edge.Right) |> ignore // outside the data area: the lines span the whole width
     let data = png plt Width Height
     AtomicFile.Write(path, fun s -> s.Write(data, 0, data.Length))
+/// Pre-training loss curve: the smoothed training loss and the held-out loss against the step
+/// (unmeasured points, such as the training loss before the first step, are left out).
+let lossCurve (title: string) (points: PretrainPoint list) : byte[] =
+    let plt = newPlot ()
+    let palette = Palettes.Category10()
+    let series (label: string) (k: int) (value: PretrainPoint -> float) =
+        let pts = points |> List.filter (fun p -> Double.IsFinite(value p)) |> Array.ofList
+        if pts.Length > 0 then
+            let sc = plt.Add.Scatter(pts |> Array.map (fun p -> float p.Step), pts |> Array.map value)
+            sc.LegendText <- label
+            sc.Color <- palette.GetColor k
+            sc.LineWidth <- 2.0f
+            sc.MarkerSize <- (if pts.Length > 60 then 0.0f else 6.0f)
+    series "train (moving average)" 0 (fun p -> p.TrainLoss)
+    series "held-out" 1 (fun p -> p.HeldOutLoss)
+    plt.Axes.Bottom.Label.Text <- "optimizer step"
+    plt.Axes.Left.Label.Text <- "cross-entropy (nats per token)"
+    plt.Title(title)
+    plt.ShowLegend(Alignment.UpperRight) |> ignore
+    png plt Width Height
