@@ -187,4 +187,24 @@ let tests =
             finally
                 Directory.Delete(dir, true)
         }
+    
+        test "klf run with no model, preset or config runs the embedded default (pretrained klf-tiny on the Standard CL excerpt) and says where it wrote" {
+            let dir = Directory.CreateTempSubdirectory("klf-default-").FullName
+            try
+                // The default's own settings except a few steps and examples, so the test stays short.
+                let code, out = klf [ "run"; "--steps"; "2"; "--train-examples"; "8"; "--test-examples"; "4"; "--out"; dir ]
+                Expect.equal code 0 out
+                Expect.stringContains out "dbpedia -> amazon -> yahoo -> agnews" "the Standard CL order"
+                Expect.stringContains out ("run folder: " + dir) "says where it writes"
+                let j = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "metrics.json")))
+                Expect.equal [ for KeyValue(k, _) in j["strategies"].AsObject() -> k ] [ "seqft"; "kif"; "mtl" ] "SeqFT, KIF and MTL"
+                let kif = j["strategies"]["kif"]
+                Expect.isNotNull (kif["FWT"]) "FWT from the single-task runs"
+                let exp = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "experiment.json")))
+                let model = exp["config"]["model"].GetValue<string>()
+                Expect.stringContains model "klf-tiny" "the embedded model"
+                Expect.isTrue (File.Exists(Path.Combine(dir, "report.md"))) "report"
+            finally
+                Directory.Delete(dir, true)
+        }
     ]
