@@ -197,11 +197,13 @@ let tests =
                 Expect.stringContains out "dbpedia -> amazon -> yahoo -> agnews" "the Standard CL order"
                 Expect.stringContains out ("run folder: " + dir) "says where it writes"
                 let j = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "metrics.json")))
-                Expect.equal [ for KeyValue(k, _) in j["strategies"].AsObject() -> k ] [ "seqft"; "kif"; "mtl" ] "SeqFT, KIF and MTL"
-                let kif = j["strategies"]["kif"]
+                let strategies = j["strategies"].AsObject()
+                Expect.equal [ for KeyValue(k, _) in strategies -> k ] [ "seqft"; "kif"; "mtl" ] "SeqFT, KIF and MTL"
+                let kif = strategies["kif"]
                 Expect.isNotNull (kif["FWT"]) "FWT from the single-task runs"
                 let exp = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "experiment.json")))
-                let model = exp["config"]["model"].GetValue<string>()
+                let config = exp["config"]
+                let model = config["model"].GetValue<string>()
                 Expect.stringContains model "klf-tiny" "the embedded model"
                 Expect.isTrue (File.Exists(Path.Combine(dir, "report.md"))) "report"
             finally
