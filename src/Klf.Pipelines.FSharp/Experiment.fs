@@ -161,7 +161,7 @@ module Experiment =
         o["sequence"] <- JsonValue.Create r.Sequence
         o["seed"] <- JsonValue.Create r.Seed
         o["tasks"] <- JsonArray([| for t in r.Tasks -> JsonValue.Create t :> JsonNode |])
-        o["rows"] <- JsonArray([| for row in r.Rows -> JsonArray([| for x in row -> (if Double.IsNaN x then null else JsonValue.Create x :> JsonNode) |]) :> JsonNode |])
+        o["rows"] <- RunState.rowsToJson r.Rows
         AtomicFile.WriteAllText(path, o.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true)))
 
     /// Reads a run's `result.json`; errors name the file.
@@ -176,7 +176,7 @@ module Experiment =
             | s, null -> StrategyRun(s.GetValue<string>())
             | _, j -> SingleTask(j.GetValue<int>())
         let tasks = match json["tasks"] with :? JsonArray as a -> [ for t in a -> t.GetValue<string>() ] | _ -> bad "no tasks"
-        let rows = match json["rows"] with :? JsonArray as a -> [| for r in a -> [| for x in r.AsArray() -> (if isNull x then nan else x.GetValue<float>()) |] |] | _ -> bad "no rows"
+        let rows = match json["rows"] with :? JsonArray as a -> RunState.rowsOfJson a | _ -> bad "no rows"
         { Sequence = (match json["sequence"] with null -> bad "no sequence" | s -> s.GetValue<string>())
           Seed = (match json["seed"] with null -> bad "no seed" | s -> s.GetValue<int>())
           Kind = kind; Rows = rows; Tasks = tasks }
@@ -203,10 +203,7 @@ module Experiment =
     let benchmarkRoot (spec: ExperimentSpec) : string =
         match spec.Benchmark with
         | Some b -> b
-        | None ->
-            match Benchmark.locate Environment.CurrentDirectory |> Option.orElse (Benchmark.locate AppContext.BaseDirectory) with
-            | Some b -> Path.Combine(b, "long_sequence")
-            | None -> raise (DirectoryNotFoundException "no benchmark given and no shared/benchmarks found above the current folder (set benchmark, --benchmark or KLF_BENCHMARKS)")
+        | None -> Benchmark.defaultRoot ()
 
     /// The orders file of a spec: its `OrdersFile`, else `orders.json` beside the benchmark root.
     let ordersFile (spec: ExperimentSpec) (root: string) : string =

@@ -93,8 +93,7 @@ module Results =
             sequence, tasks, aggregates)
 
     let private num (x: float) : JsonNode = if Double.IsNaN x then null else JsonValue.Create x
-    let private matrixJson (m: AccuracyMatrix) =
-        JsonArray([| for row in m.ToRows() -> JsonArray([| for a in row -> num a |]) :> JsonNode |])
+    let private matrixJson (m: AccuracyMatrix) = RunState.rowsToJson (m.ToRows())
 
     let private strategyJson (matrix: AccuracyMatrix) (s: MetricSummary) =
         let o = JsonObject()

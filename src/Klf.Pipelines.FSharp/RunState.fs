@@ -55,13 +55,21 @@ module RunState =
                 let n = Path.GetFileName d
                 if n.StartsWith "." && n.EndsWith ".tmp" then Directory.Delete(d, true)
 
+    /// Matrix rows as JSON arrays of exact doubles, NaN (not measured) as null.
+    let rowsToJson (rows: float[][]) : JsonArray =
+        JsonArray([| for r in rows -> JsonArray([| for x in r -> (if Double.IsNaN x then null else JsonValue.Create x :> JsonNode) |]) :> JsonNode |])
+
+    /// Reads rows written by `rowsToJson` (null back to NaN).
+    let rowsOfJson (rows: JsonArray) : float[][] =
+        [| for r in rows -> [| for x in r.AsArray() -> (if isNull x then nan else x.GetValue<float>()) |] |]
+
     /// Writes the rows measured so far (exact doubles; NaN above the diagonal is written as null)
     /// with the task names, into a folder.
     let writeRows (folder: string) (strategy: string) (tasks: string list) (rows: float[][]) =
         let o = JsonObject()
         o["strategy"] <- JsonValue.Create strategy
         o["tasks"] <- JsonArray([| for t in tasks -> JsonValue.Create t :> JsonNode |])
-        o["rows"] <- JsonArray([| for r in rows -> JsonArray([| for x in r -> (if Double.IsNaN x then null else JsonValue.Create x :> JsonNode) |]) :> JsonNode |])
+        o["rows"] <- rowsToJson rows
         AtomicFile.WriteAllText(Path.Combine(folder, RowsFile), o.ToJsonString())
 
     /// Reads `rows.json`, checking it belongs to this strategy and task list; errors name the file.
@@ -78,7 +86,7 @@ module RunState =
             let a, b = String.Join(",", storedTasks), String.Join(",", tasks)
             bad $"state of tasks [{a}], not [{b}]"
         match json["rows"] with
-        | :? JsonArray as a -> [| for r in a -> [| for x in r.AsArray() -> (if isNull x then nan else x.GetValue<float>()) |] |]
+        | :? JsonArray as a -> rowsOfJson a
         | _ -> bad "no rows"
 
     /// Writes the state after task j atomically: `fill` writes into a temporary folder that then

@@ -124,3 +124,10 @@ module Benchmark =
                     if Directory.Exists c then Some c else up dir.Parent
             up (DirectoryInfo start)
         | p -> Some p
+
+    /// The shared Long Sequence benchmark root (`<benchmarks>/long_sequence`), found by `locate`
+    /// from the current folder, then from the program's folder; a clear error when neither finds it.
+    let defaultRoot () : string =
+        match locate Environment.CurrentDirectory |> Option.orElse (locate AppContext.BaseDirectory) with
+        | Some b -> Path.Combine(b, "long_sequence")
+        | None -> raise (DirectoryNotFoundException "no benchmark given and no shared/benchmarks found above the current folder (give --benchmark DIR or set KLF_BENCHMARKS)")

@@ -5,15 +5,18 @@ open System
 open System.IO
 open Expecto
 
-/// The klf.dll built beside this test program (same configuration).
-let private klfDll =
+/// The klf.dll built beside this test program (same configuration); the other CLI test files use it too.
+let klfDll =
     lazy (
         let config = DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent.Name // bin/<config>/net10.0
         let p = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "src", "Klf.Scripts", "bin", config, "net10.0", "klf.dll"))
         if not (File.Exists p) then failtestf "klf.dll not found at %s: build the solution (./test.sh does)" p
         p)
 
-let private klf (args: string list) = NativeTests.run "dotnet" (klfDll.Value :: args) 300000
+/// Runs klf.dll in a child process with a timeout; returns exit code and stdout + stderr.
+let klfWithin (timeoutMs: int) (args: string list) = NativeTests.run "dotnet" (klfDll.Value :: args) timeoutMs
+
+let private klf (args: string list) = klfWithin 300000 args
 
 [<Tests>]
 let tests =

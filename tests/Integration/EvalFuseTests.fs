@@ -19,15 +19,7 @@ open Klf.Pipelines
 
 type private Tensor = torch.Tensor
 
-/// The klf.dll built beside this test program (same configuration).
-let private klfDll =
-    lazy (
-        let config = DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent.Name // bin/<config>/net10.0
-        let p = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "src", "Klf.Scripts", "bin", config, "net10.0", "klf.dll"))
-        if not (File.Exists p) then failtestf "klf.dll not found at %s: build the solution (./test.sh does)" p
-        p)
-
-let private klf (args: string list) = NativeTests.run "dotnet" (klfDll.Value :: args) 300000
+let private klf (args: string list) = CliTests.klfWithin 300000 args
 
 /// Runs klf and fails the test (showing the output) unless it exits with 0.
 let private klfOk (args: string list) =

@@ -31,12 +31,7 @@ let private finalState (runDir: string) =
     let _, dir = (RunState.latest runDir).Value
     Directory.GetFiles dir |> Array.sort |> Array.map (fun f -> Path.GetFileName f, bytesOf f)
 
-let private klfDll =
-    lazy (
-        let config = DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent.Name
-        Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "src", "Klf.Scripts", "bin", config, "net10.0", "klf.dll")))
-
-let private klf (args: string list) = NativeTests.run "dotnet" (klfDll.Value :: args) 600000
+let private klf (args: string list) = CliTests.klfWithin 600000 args
 
 let private strategiesJson (dir: string) =
     let j = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "metrics.json")))
@@ -88,7 +83,7 @@ let tests =
                 // Kill the second attempt as soon as the state after task 2 of inclora exists.
                 let cut = Path.Combine(dir, "cut")
                 let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
-                for a in klfDll.Value :: args cut [] do psi.ArgumentList.Add a
+                for a in CliTests.klfDll.Value :: args cut [] do psi.ArgumentList.Add a
                 psi.Environment.Remove "LD_LIBRARY_PATH" |> ignore
                 use p = Process.Start psi
                 p.OutputDataReceived.Add ignore
@@ -166,7 +161,7 @@ let tests =
         }
     
         test "the Long Sequence order-1 script (KIF vs SeqFT vs MTL) runs under dotnet fsi on its first two tasks and writes the metrics contract" {
-            klfDll.Value |> ignore
+            CliTests.klfDll.Value |> ignore
             let dir = Directory.CreateTempSubdirectory("klf-ls1-").FullName
             try
                 let script = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "src", "Klf.Scripts", "experiments", "long-sequence-order1.fsx"))

@@ -16,14 +16,7 @@ open Klf.Pipelines
 
 let private repo = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", ".."))
 
-let private klfDll =
-    lazy (
-        let config = DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent.Name // bin/<config>/net10.0
-        let p = Path.Combine(repo, "src", "Klf.Scripts", "bin", config, "net10.0", "klf.dll")
-        if not (File.Exists p) then failtestf "klf.dll not found at %s: build the solution (./test.sh does)" p
-        p)
-
-let private klf (args: string list) = NativeTests.run "dotnet" (klfDll.Value :: args) 600000
+let private klf (args: string list) = CliTests.klfWithin 600000 args
 
 /// Runs a program with an environment change; returns exit code and stdout + stderr.
 let private runWith (env: (string * string) list) (exe: string) (args: string list) =

@@ -12,13 +12,7 @@ open Klf.Pipelines
 /// Long Sequence benchmark found beside the checkout (or via KLF_BENCHMARKS).
 let benchmarkRoot (given: string) =
     match given with
-    | null | "" ->
-        match Benchmark.locate Environment.CurrentDirectory with
-        | Some b -> Path.Combine(b, "long_sequence")
-        | None ->
-            match Benchmark.locate AppContext.BaseDirectory with
-            | Some b -> Path.Combine(b, "long_sequence")
-            | None -> raise (DirectoryNotFoundException "no benchmark folder given (--benchmark) and no shared/benchmarks found above the current folder")
+    | null | "" -> Benchmark.defaultRoot ()
     | p -> p
 
 /// The --tokenizer option shared by the commands that tokenize.
