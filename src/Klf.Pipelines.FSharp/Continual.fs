@@ -187,7 +187,7 @@ type Ewc(model: ILanguageModel, lambda: float, samples: int, seed: int) =
         if n > 0 && trainable.Length > 0 then
             let idx = Array.init train.Length id
             Random(seed + fisher.Count * 7919 + train.Length).Shuffle idx
-            let layout = BatchLayout.For(model, options.MaxLength, options.MaxTargetLength)
+            let layout = BatchLayout.For(model, options.MaxLength, options.MaxTargetLength, options.Truncation)
             let device = Trainer.DeviceOf model
             let acc = trainable |> Array.map (fun struct (_, p) -> torch.zeros_like(p).detach())
             model.Module.eval()

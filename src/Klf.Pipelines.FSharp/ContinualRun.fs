@@ -73,7 +73,7 @@ module Continual =
             let evaluate (j: int) =
                 [| for i in 0 .. j ->
                     let t = tasks[i]
-                    Evaluate.taskWithin options.MaxLength model tok (Metric.ofName t.Metric) (Task.maxNewTokens (fun s -> tok.Encode s) t) t.Test |]
+                    Evaluate.taskWithin options model tok (Metric.ofName t.Metric) (Task.maxNewTokens (fun s -> tok.Encode s) t) t.Test |]
             if run.Joint then
                 // MTL: one training on the union at the last task, with the step budget of the whole
                 // sequence (T × the per-task steps); its scores fill every row.

@@ -2,6 +2,7 @@ namespace Klf.Pipelines
 
 open Klf.Models
 open Klf.Tokenizers
+open Klf.Training
 
 /// Evaluating a model on a task's examples: batched greedy generation (Prompt.generate, with the
 /// KV cache by default) scored by a Metric, in percent.
@@ -31,10 +32,10 @@ module Evaluate =
     let task (model: ILanguageModel) (tok: ITextTokenizer) (metric: Metric) (maxNewTokens: int) (examples: Example[]) : float =
         taskWith model tok (GenerationOptions(MaxNewTokens = maxNewTokens, UseCache = true)) metric examples
 
-    /// As `task`, with prompts cut like training cuts them (`Prompt.truncate` to `maxLength`, the
-    /// trainer's MaxLength), so a long input is scored on what the model was trained to read.
-    let taskWithin (maxLength: int) (model: ILanguageModel) (tok: ITextTokenizer) (metric: Metric) (maxNewTokens: int) (examples: Example[]) : float =
+    /// As `task`, with prompts cut like training cuts them (`Prompt.truncate` by the trainer's
+    /// Truncation to its MaxLength), so a long input is scored on what the model was trained to read.
+    let taskWithin (options: TrainerOptions) (model: ILanguageModel) (tok: ITextTokenizer) (metric: Metric) (maxNewTokens: int) (examples: Example[]) : float =
         if examples.Length = 0 then invalidArg "examples" "no examples to evaluate"
-        let prompts = examples |> Array.map (fun e -> Prompt.ids model.Family tok e.Input |> Prompt.truncate model.Family maxLength maxNewTokens)
+        let prompts = examples |> Array.map (fun e -> Prompt.ids model.Family tok e.Input |> Prompt.truncate model.Family options.Truncation options.MaxLength maxNewTokens)
         let predictions = Prompt.generateIds model tok (GenerationOptions(MaxNewTokens = maxNewTokens, UseCache = true)) prompts
         Scoring.score metric predictions (examples |> Array.map (fun e -> e.Output))

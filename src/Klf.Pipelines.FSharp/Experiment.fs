@@ -228,7 +228,7 @@ module Experiment =
 
     /// The trainer options of a run of the spec.
     let trainerOptions (spec: ExperimentSpec) (seed: int) : TrainerOptions =
-        TrainerOptions(BatchSize = spec.BatchSize, MaxSteps = spec.Steps, Seed = seed, MaxLength = spec.MaxLength,
+        TrainerOptions(BatchSize = spec.BatchSize, MaxSteps = spec.Steps, Seed = seed, MaxLength = spec.MaxLength, Truncation = spec.Truncation,
                        Optimizer = OptimizerOptions(LearningRate = spec.LearningRate, WarmupSteps = spec.WarmupSteps))
 
     let private json (o: JsonNode) = o.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true))

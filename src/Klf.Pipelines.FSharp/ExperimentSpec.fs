@@ -42,6 +42,8 @@ type ExperimentSpec =
       LearningRate: float
       WarmupSteps: int
       MaxLength: int
+      /// Which prompt tokens are dropped when a prompt does not fit MaxLength (training and evaluation alike).
+      Truncation: Klf.Training.PromptTruncation
       /// Also run the single-task trainings that FWT needs.
       SingleTask: bool }
 
@@ -66,6 +68,7 @@ module ExperimentSpec =
           LearningRate = 3e-4
           WarmupSteps = 10
           MaxLength = 256
+          Truncation = Klf.Training.PromptTruncation.DropMiddle
           SingleTask = true }
 
     /// The embedded default experiment, from the folder holding `klf-tiny/` (the project's pretrained
@@ -121,13 +124,14 @@ module ExperimentSpec =
         o["lr"] <- JsonValue.Create spec.LearningRate
         o["warmup"] <- JsonValue.Create spec.WarmupSteps
         o["max-length"] <- JsonValue.Create spec.MaxLength
+        o["truncation"] <- str (Klf.Training.PromptCut.Name spec.Truncation)
         o["fwt"] <- JsonValue.Create spec.SingleTask
         o
 
     /// The keys `ofJson` understands.
     let keys =
         [ "name"; "model"; "preset"; "tokenizer"; "benchmark"; "orders-file"; "order"; "orders"; "tasks"; "strategies"; "seed"; "seeds"
-          "train-examples"; "test-examples"; "steps"; "batch"; "lr"; "warmup"; "max-length"; "fwt" ]
+          "train-examples"; "test-examples"; "steps"; "batch"; "lr"; "warmup"; "max-length"; "truncation"; "fwt" ]
 
     /// Reads a specification from JSON, starting from `defaults`; `source` names the file in errors.
     /// Lists may be arrays or comma-separated strings; numbers and booleans may be strings (YAML).
@@ -192,6 +196,10 @@ module ExperimentSpec =
           LearningRate = float "lr" |> Option.defaultValue d.LearningRate
           WarmupSteps = int "warmup" |> Option.defaultValue d.WarmupSteps
           MaxLength = int "max-length" |> Option.defaultValue d.MaxLength
+          Truncation =
+            str "truncation"
+            |> Option.map (fun t -> try Klf.Training.PromptCut.Parse t with :? ArgumentException -> bad $"truncation: \"{t}\" is not middle or start")
+            |> Option.defaultValue d.Truncation
           SingleTask = bool "fwt" |> Option.defaultValue d.SingleTask }
 
     let rec private yamlToJson (source: string) (node: YamlDotNet.RepresentationModel.YamlNode) : JsonNode =

@@ -27,16 +27,17 @@ module Prompt =
     let examples (family: ModelFamily) (tok: ITextTokenizer) (es: Example seq) : LmExample[] =
         es |> Seq.map (example family tok) |> Array.ofSeq
 
-    /// Prompt ids cut the way training cuts them (Batching keeps the END of a long prompt): a
-    /// decoder-only prompt keeps its last `maxLength − maxNewTokens` tokens, so that prompt and
-    /// answer fit in `maxLength`; an encoder-decoder input (ending with EOS) keeps its last
-    /// `maxLength` tokens. `maxLength` ≤ 0 keeps everything.
-    let truncate (family: ModelFamily) (maxLength: int) (maxNewTokens: int) (ids: int[]) : int[] =
-        let keep =
-            if maxLength <= 0 then ids.Length
-            elif family = ModelFamily.DecoderOnly then max 1 (maxLength - maxNewTokens)
-            else maxLength
-        if ids.Length > keep then ids[ids.Length - keep ..] else ids
+    /// Prompt ids cut the way training cuts them (`Batching` with the same `PromptTruncation`): a
+    /// decoder-only prompt keeps `maxLength − maxNewTokens` tokens, so that prompt and answer fit in
+    /// `maxLength`; an encoder-decoder input (ending with EOS) keeps `maxLength` tokens, its EOS last.
+    /// `maxLength` ≤ 0 keeps everything.
+    let truncate (family: ModelFamily) (truncation: PromptTruncation) (maxLength: int) (maxNewTokens: int) (ids: int[]) : int[] =
+        if maxLength <= 0 then ids
+        elif family = ModelFamily.DecoderOnly then PromptCut.Apply(ids, max 1 (maxLength - maxNewTokens), truncation)
+        elif ids.Length > maxLength then
+            // The encoder input already ends with EOS; cut the prompt before it, as Batching does.
+            Array.append (PromptCut.Apply(ids[.. ids.Length - 2], max 0 (maxLength - 1), truncation)) [| ids[ids.Length - 1] |]
+        else ids
 
     /// Greedy answers to prompts given as ids (batched, KV cache per the options).
     let generateIds (model: ILanguageModel) (tok: ITextTokenizer) (options: GenerationOptions) (prompts: int[][]) : string[] =

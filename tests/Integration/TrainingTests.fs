@@ -65,13 +65,21 @@ let tests =
             Expect.equal (longs b.Labels) [| 8; 9; 1;   3; 1; -100 |] "labels"
         }
 
-        test "truncation drops the prompt's beginning and keeps the answer" {
-            let struct (ids, labels) = Batching.DecoderOnlySequence(LmExample([| 1; 2; 3; 4; 5; 6 |], [| 8; 9 |]), 2, 5)
+        test "drop-start truncation drops the prompt's beginning and keeps the answer" {
+            let struct (ids, labels) = Batching.DecoderOnlySequence(LmExample([| 1; 2; 3; 4; 5; 6 |], [| 8; 9 |]), 2, 5, PromptTruncation.DropStart)
             Expect.equal ids [| 5; 6; 8; 9; 2 |] "ids"
             Expect.equal labels [| -100; -100; 8; 9; 2 |] "labels"
-            let struct (input, target) = Batching.EncoderDecoderPair(LmExample([| 1; 2; 3; 4; 5; 6 |], [| 8; 9; 10 |]), 1, 4, 3)
+            let struct (input, target) = Batching.EncoderDecoderPair(LmExample([| 1; 2; 3; 4; 5; 6 |], [| 8; 9; 10 |]), 1, 4, 3, PromptTruncation.DropStart)
             Expect.equal input [| 4; 5; 6; 1 |] "encoder input keeps the prompt's end and EOS"
             Expect.equal target [| 8; 9; 10 |] "target cut on the right only when it alone is too long"
+        }
+
+        test "the default truncation drops the prompt's middle: instruction and end survive" {
+            let struct (ids, labels) = Batching.DecoderOnlySequence(LmExample([| 1; 2; 3; 4; 5; 6; 7 |], [| 8; 9 |]), 2, 8)
+            Expect.equal ids [| 1; 2; 5; 6; 7; 8; 9; 2 |] "ids: room for 8 − 3 = 5 of the 7 prompt tokens, 2 from the head and 3 from the tail"
+            Expect.equal labels [| -100; -100; -100; -100; -100; 8; 9; 2 |] "labels"
+            let struct (input, _) = Batching.EncoderDecoderPair(LmExample([| 1; 2; 3; 4; 5; 6 |], [| 8 |]), 1, 5, 3)
+            Expect.equal input [| 1; 2; 5; 6; 1 |] "encoder input: head, tail, EOS"
         }
 
         test "linear warm-up then decay (Hugging Face values)" {

@@ -107,19 +107,21 @@ let tests =
 [<Tests>]
 let promptLaws =
     testList "prompt truncation" [
-        testPropertyWithConfig config "a decoder-only prompt cut for generation is the prompt part of the training sequence when the answer and EOS take maxNewTokens" <| fun (prompt: PositiveInt[]) (PositiveInt answerLen) (PositiveInt extra) ->
+        testPropertyWithConfig config "a decoder-only prompt cut for generation is the prompt part of the training sequence when the answer and EOS take maxNewTokens" <| fun (prompt: PositiveInt[]) (PositiveInt answerLen) (PositiveInt extra) (middle: bool) ->
+            let mode = if middle then Klf.Training.PromptTruncation.DropMiddle else Klf.Training.PromptTruncation.DropStart
             let ids = prompt |> Array.map (fun (PositiveInt x) -> x)
             let answer = Array.init (min answerLen 20) (fun i -> 1000 + i)
             let maxNewTokens = answer.Length + 1
             let maxLength = maxNewTokens + (extra % 64)
-            let struct (fromTraining, labels) = Klf.Training.Batching.DecoderOnlySequence(Klf.Training.LmExample(ids, answer), 2, maxLength)
+            let struct (fromTraining, labels) = Klf.Training.Batching.DecoderOnlySequence(Klf.Training.LmExample(ids, answer), 2, maxLength, mode)
             let promptLength = labels |> Array.takeWhile (fun l -> l = -100) |> Array.length
             let promptPart = Array.sub fromTraining 0 promptLength
-            Prompt.truncate Klf.Models.ModelFamily.DecoderOnly maxLength maxNewTokens ids = promptPart
+            Prompt.truncate Klf.Models.ModelFamily.DecoderOnly mode maxLength maxNewTokens ids = promptPart
 
-        testPropertyWithConfig config "an encoder-decoder input cut for generation is the training encoder input" <| fun (prompt: PositiveInt[]) (PositiveInt maxLength) ->
+        testPropertyWithConfig config "an encoder-decoder input cut for generation is the training encoder input" <| fun (prompt: PositiveInt[]) (PositiveInt maxLength) (middle: bool) ->
+            let mode = if middle then Klf.Training.PromptTruncation.DropMiddle else Klf.Training.PromptTruncation.DropStart
             let ids = prompt |> Array.map (fun (PositiveInt x) -> x)
             let maxLength = 1 + maxLength % 64
-            let struct (input, _) = Klf.Training.Batching.EncoderDecoderPair(Klf.Training.LmExample(ids, [| 5 |]), 2, maxLength, 8)
-            Prompt.truncate Klf.Models.ModelFamily.EncoderDecoder maxLength 3 (Array.append ids [| 2 |]) = input
+            let struct (input, _) = Klf.Training.Batching.EncoderDecoderPair(Klf.Training.LmExample(ids, [| 5 |]), 2, maxLength, 8, mode)
+            Prompt.truncate Klf.Models.ModelFamily.EncoderDecoder mode maxLength 3 (Array.append ids [| 2 |]) = input
     ]

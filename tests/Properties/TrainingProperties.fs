@@ -34,18 +34,34 @@ let tests =
             let deterministic = Batching.PlanBuckets(lengths, bs, seed, pool) = plan
             covers && sizes && sorted && plan.Length = expectedBatches && deterministic
 
-        testPropertyWithConfig config "decoder-only truncation keeps the answer and the prompt's end" <| fun (prompt: PositiveInt[]) (answer: PositiveInt[]) (PositiveInt maxLen) ->
+        for mode in [ PromptTruncation.DropStart; PromptTruncation.DropMiddle ] do
+          testPropertyWithConfig config $"decoder-only truncation keeps the answer, and drop-{PromptCut.Name mode} keeps the right prompt tokens" <| fun (prompt: PositiveInt[]) (answer: PositiveInt[]) (PositiveInt maxLen) ->
             let prompt = prompt |> Array.map (fun (PositiveInt x) -> x)
             let answer = answer |> Array.map (fun (PositiveInt x) -> x)
             let maxLen = 1 + maxLen % 20
-            let struct (ids, labels) = Batching.DecoderOnlySequence(LmExample(prompt, answer), 2, maxLen)
+            let struct (ids, labels) = Batching.DecoderOnlySequence(LmExample(prompt, answer), 2, maxLen, mode)
             let full = Array.append answer [| 2 |]
             let kept = min full.Length maxLen
             let promptKept = ids.Length - kept
+            let expectedPrompt =
+                if promptKept >= prompt.Length then prompt
+                elif mode = PromptTruncation.DropStart then prompt.[prompt.Length - promptKept ..]
+                else Array.append prompt.[.. promptKept / 2 - 1] prompt.[prompt.Length - (promptKept - promptKept / 2) ..]
             ids.Length = labels.Length
             && ids.Length = min (prompt.Length + full.Length) maxLen
             && ids.[promptKept ..] = full.[.. kept - 1]
             && labels.[promptKept ..] = full.[.. kept - 1]
             && labels.[.. promptKept - 1] |> Array.forall ((=) Batching.IgnoreIndex)
-            && ids.[.. promptKept - 1] = prompt.[prompt.Length - promptKept ..]
+            && ids.[.. promptKept - 1] = expectedPrompt
+
+        testPropertyWithConfig config "a prompt cut keeps at most room tokens, in order, and the prompt itself when it fits" <| fun (prompt: int[]) (room: int) (middle: bool) ->
+            let mode = if middle then PromptTruncation.DropMiddle else PromptTruncation.DropStart
+            let cut = PromptCut.Apply(prompt, room, mode)
+            let expectedLength = max 0 (min prompt.Length room)
+            // A cut is a head of the prompt followed by a tail of it (the head is empty for drop-start).
+            let isHeadTail =
+                [ 0 .. cut.Length ] |> List.exists (fun h ->
+                    cut.[.. h - 1] = prompt.[.. h - 1] && cut.[h ..] = prompt.[prompt.Length - (cut.Length - h) ..]
+                    && (middle || h = 0))
+            cut.Length = expectedLength && isHeadTail && (prompt.Length > room || obj.ReferenceEquals(cut, prompt))
     ]

@@ -15,11 +15,14 @@ public sealed record LmExample(int[] PromptIds, int[] AnswerIds);
 /// <param name="EosTokenId">Appended after the answer (both families) and after the prompt (encoder-decoder).</param>
 /// <param name="MaxLength">Decoder-only: cap on prompt + answer + EOS. Encoder-decoder: cap on prompt + EOS.</param>
 /// <param name="MaxTargetLength">Encoder-decoder only: cap on answer + EOS.</param>
-public sealed record BatchLayout(ModelFamily Family, int PadTokenId, int EosTokenId, int MaxLength = 512, int MaxTargetLength = 128)
+/// <param name="Truncation">Which prompt tokens are dropped when the prompt does not fit.</param>
+public sealed record BatchLayout(ModelFamily Family, int PadTokenId, int EosTokenId, int MaxLength = 512, int MaxTargetLength = 128,
+    PromptTruncation Truncation = PromptTruncation.DropMiddle)
 {
     /// <summary>The layout a model asks for (its family, pad and EOS ids).</summary>
-    public static BatchLayout For(ILanguageModel model, int maxLength = 512, int maxTargetLength = 128) =>
-        new(model.Family, model.PadTokenId, model.EosTokenId, maxLength, maxTargetLength);
+    public static BatchLayout For(ILanguageModel model, int maxLength = 512, int maxTargetLength = 128,
+        PromptTruncation truncation = PromptTruncation.DropMiddle) =>
+        new(model.Family, model.PadTokenId, model.EosTokenId, maxLength, maxTargetLength, truncation);
 }
 
 /// <summary>
@@ -27,8 +30,8 @@ public sealed record BatchLayout(ModelFamily Family, int PadTokenId, int EosToke
 /// for the tensors it returns.
 /// </summary>
 /// <remarks>
-/// Truncation (documented side): the prompt is cut from the LEFT (its beginning is dropped, the text
-/// closest to the answer is kept); the answer is kept whole. Only when the answer plus EOS alone
+/// Truncation: the prompt is cut by <see cref="BatchLayout.Truncation"/> (by default its middle is
+/// dropped, see <see cref="PromptCut"/>); the answer is kept whole. Only when the answer plus EOS alone
 /// exceeds the cap is the answer cut on the right (its first tokens kept; EOS then dropped).
 /// </remarks>
 public static class Batching
@@ -40,22 +43,24 @@ public static class Batching
     /// Decoder-only sequence of one example after truncation: (input ids, labels), equal length,
     /// labels = -100 on the prompt, the answer tokens and EOS elsewhere.
     /// </summary>
-    public static (int[] Ids, int[] Labels) DecoderOnlySequence(LmExample e, int eos, int maxLength)
+    public static (int[] Ids, int[] Labels) DecoderOnlySequence(LmExample e, int eos, int maxLength,
+        PromptTruncation truncation = PromptTruncation.DropMiddle)
     {
         var answer = e.AnswerIds.Append(eos).ToArray();
         if (answer.Length > maxLength) answer = answer.Take(maxLength).ToArray();
         var room = maxLength - answer.Length;
-        var prompt = e.PromptIds.Length > room ? e.PromptIds.Skip(e.PromptIds.Length - room).ToArray() : e.PromptIds;
+        var prompt = PromptCut.Apply(e.PromptIds, room, truncation);
         var ids = prompt.Concat(answer).ToArray();
         var labels = Enumerable.Repeat(IgnoreIndex, prompt.Length).Concat(answer).ToArray();
         return (ids, labels);
     }
 
     /// <summary>Encoder-decoder pair after truncation: encoder input = prompt + EOS, labels = answer + EOS.</summary>
-    public static (int[] Input, int[] Labels) EncoderDecoderPair(LmExample e, int eos, int maxSource, int maxTarget)
+    public static (int[] Input, int[] Labels) EncoderDecoderPair(LmExample e, int eos, int maxSource, int maxTarget,
+        PromptTruncation truncation = PromptTruncation.DropMiddle)
     {
         var room = Math.Max(0, maxSource - 1);
-        var prompt = e.PromptIds.Length > room ? e.PromptIds.Skip(e.PromptIds.Length - room).ToArray() : e.PromptIds;
+        var prompt = PromptCut.Apply(e.PromptIds, room, truncation);
         var input = prompt.Append(eos).ToArray();
         var labels = e.AnswerIds.Append(eos).Take(maxTarget).ToArray();
         return (input, labels);
@@ -77,13 +82,13 @@ public static class Batching
         int[][] inputs, labels;
         if (layout.Family == ModelFamily.DecoderOnly)
         {
-            var seqs = examples.Select(e => DecoderOnlySequence(e, layout.EosTokenId, layout.MaxLength)).ToArray();
+            var seqs = examples.Select(e => DecoderOnlySequence(e, layout.EosTokenId, layout.MaxLength, layout.Truncation)).ToArray();
             inputs = seqs.Select(s => s.Ids).ToArray();
             labels = seqs.Select(s => s.Labels).ToArray();
         }
         else
         {
-            var pairs = examples.Select(e => EncoderDecoderPair(e, layout.EosTokenId, layout.MaxLength, layout.MaxTargetLength)).ToArray();
+            var pairs = examples.Select(e => EncoderDecoderPair(e, layout.EosTokenId, layout.MaxLength, layout.MaxTargetLength, layout.Truncation)).ToArray();
             inputs = pairs.Select(p => p.Input).ToArray();
             labels = pairs.Select(p => p.Labels).ToArray();
         }

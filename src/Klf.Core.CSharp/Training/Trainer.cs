@@ -14,6 +14,7 @@ namespace Klf.Training;
 /// <param name="Optimizer">AdamW / clipping / warm-up settings; TotalSteps is filled in by Fit.</param>
 /// <param name="MaxLength">See <see cref="BatchLayout.MaxLength"/>.</param>
 /// <param name="MaxTargetLength">See <see cref="BatchLayout.MaxTargetLength"/>.</param>
+/// <param name="Truncation">See <see cref="BatchLayout.Truncation"/>; evaluation cuts prompts the same way.</param>
 public sealed record TrainerOptions(
     int BatchSize = 8,
     int AccumulationSteps = 1,
@@ -23,7 +24,8 @@ public sealed record TrainerOptions(
     int PoolBatches = 50,
     OptimizerOptions? Optimizer = null,
     int MaxLength = 512,
-    int MaxTargetLength = 128)
+    int MaxTargetLength = 128,
+    PromptTruncation Truncation = PromptTruncation.DropMiddle)
 {
     /// <summary>A copy with another seed (for languages without C#'s <c>with</c>, e.g. one seed per task).</summary>
     public TrainerOptions WithSeed(int seed) => this with { Seed = seed };
@@ -68,7 +70,7 @@ public static class Trainer
         if (train.Count == 0) throw new ArgumentException("no training examples", nameof(train));
         var total = PlannedSteps(train.Count, options);
         var opt = (options.Optimizer ?? new OptimizerOptions()) with { TotalSteps = total };
-        var layout = BatchLayout.For(model, options.MaxLength, options.MaxTargetLength);
+        var layout = BatchLayout.For(model, options.MaxLength, options.MaxTargetLength, options.Truncation);
         var device = DeviceOf(model);
         var lengths = train.Select(e => Batching.Length(e, layout)).ToArray();
         Seed(options.Seed);
@@ -103,10 +105,10 @@ public static class Trainer
     /// formed in length order (deterministic, little padding).
     /// </summary>
     public static double EvaluateLoss(ILanguageModel model, IReadOnlyList<LmExample> examples, int batchSize = 16,
-        int maxLength = 512, int maxTargetLength = 128)
+        int maxLength = 512, int maxTargetLength = 128, PromptTruncation truncation = PromptTruncation.DropMiddle)
     {
         if (examples.Count == 0) throw new ArgumentException("no examples", nameof(examples));
-        var layout = BatchLayout.For(model, maxLength, maxTargetLength);
+        var layout = BatchLayout.For(model, maxLength, maxTargetLength, truncation);
         var device = DeviceOf(model);
         var order = Enumerable.Range(0, examples.Count).OrderBy(i => Batching.Length(examples[i], layout)).ToArray();
         var wasTraining = model.Module.training;

@@ -7,6 +7,7 @@ open System
 open System.CommandLine
 open System.IO
 open Klf.Pipelines
+open Klf.Training
 open Klf.Cli.Cli
 open Klf.Cli.Common
 
@@ -28,6 +29,7 @@ let private batch = opt<int> "--batch" "Examples per batch." (Some d.BatchSize)
 let private lr = opt<float> "--lr" "Peak learning rate." (Some d.LearningRate)
 let private warmup = opt<int> "--warmup" "Warm-up steps per task." (Some d.WarmupSteps)
 let private maxLen = opt<int> "--max-length" "Maximum sequence / source length." (Some d.MaxLength)
+let private truncation = opt<string> "--truncation" "Which tokens of a prompt longer than --max-length are dropped: middle (keeps the instruction and the end) or start." (Some(PromptCut.Name d.Truncation))
 let private seeds = opt<string> "--seeds" "Comma-separated seeds (sampling, initialisation, training); one run per seed." (Some(String.Join(",", d.Seeds)))
 let private seed = opt<int> "--seed" "A single seed (same as --seeds N)." None
 let private noFwt = opt<bool> "--no-fwt" "Skip the single-task runs that FWT needs (FWT is then null)." (Some false)
@@ -87,6 +89,7 @@ let spec (pr: ParseResult) : ExperimentSpec =
         LearningRate = pick lr s0.LearningRate
         WarmupSteps = pick warmup s0.WarmupSteps
         MaxLength = pick maxLen s0.MaxLength
+        Truncation = PromptCut.Parse(pick truncation (PromptCut.Name s0.Truncation))
         SingleTask = (if given pr noFwt || fromFile.IsNone then not (pr.GetValue noFwt) else s0.SingleTask) }
 
 /// The settings table of the report.
@@ -97,7 +100,7 @@ let settings (spec: ExperimentSpec) =
       "train / test examples per task", $"{spec.TrainExamples} / {spec.TestExamples}"
       "steps per task, batch", $"{spec.Steps}, {spec.BatchSize}"
       "learning rate, warm-up", $"{inv spec.LearningRate}, {spec.WarmupSteps}"
-      "max length", string spec.MaxLength
+      "max length, prompt truncation", $"{spec.MaxLength}, drop {PromptCut.Name spec.Truncation}"
       "single-task runs (FWT)", (if spec.SingleTask then "yes" else "no") ]
 
 let private fmtRow (row: float[]) = String.Join("  ", row |> Array.map (fun x -> x.ToString("F1")))
@@ -108,7 +111,7 @@ let private runLabel (r: RunSpec) =
 
 let cmd =
     command "run" "Run an experiment (strategies × orders × seeds) into a resumable run folder; writes DIR/metrics.json (accuracy matrices, AP, F.Ra, FWT, BWT in percent), DIR/report.md and plots."
-        [ config; model; preset; tokenizer; benchmark; orders; order; tasksOpt; strategies; nTrain; nTest; steps; batch; lr; warmup; maxLen; seeds; seed; noFwt; shard; keepStates; deviceOption; out ] (fun pr ->
+        [ config; model; preset; tokenizer; benchmark; orders; order; tasksOpt; strategies; nTrain; nTest; steps; batch; lr; warmup; maxLen; truncation; seeds; seed; noFwt; shard; keepStates; deviceOption; out ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
         let spec = spec pr
         let dir =
