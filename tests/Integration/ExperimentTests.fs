@@ -140,14 +140,17 @@ let tests =
             let dir = Directory.CreateTempSubdirectory("klf-config-").FullName
             try
                 let yaml = Path.Combine(dir, "exp.yaml")
-                File.WriteAllText(yaml, "preset: llama-tiny\ntokenizer: tok\ntasks: [dbpedia, amazon]\nstrategies:\n  - seqft\n  - kif\nseeds: [1, 2, 3]\ntrain-examples: 50\nlr: 0.003\nfwt: false\n")
+                File.WriteAllText(yaml, "preset: llama-tiny\ntokenizer: tok\ntasks: [dbpedia, amazon]\nstrategies:\n  - seqft\n  - kif\nseeds: [1, 2, 3]\ntrain-examples: 50\nlr: 0.003\ntruncation: start\nfwt: false\n")
                 let json = Path.Combine(dir, "exp.json")
-                File.WriteAllText(json, """{ "preset": "llama-tiny", "tokenizer": "tok", "tasks": "dbpedia,amazon", "strategies": ["seqft", "kif"], "seeds": [1, 2, 3], "train-examples": 50, "lr": 3e-3, "fwt": false }""")
+                File.WriteAllText(json, """{ "preset": "llama-tiny", "tokenizer": "tok", "tasks": "dbpedia,amazon", "strategies": ["seqft", "kif"], "seeds": [1, 2, 3], "train-examples": 50, "lr": 3e-3, "truncation": "start", "fwt": false }""")
                 let a, b = ExperimentSpec.load yaml, ExperimentSpec.load json
                 Expect.equal a b "same spec"
                 Expect.equal a.Seeds [ 1; 2; 3 ] "seeds"
                 Expect.equal a.Model (Preset "llama-tiny") "model"
                 Expect.equal a.TestExamples ExperimentSpec.defaults.TestExamples "unset keys keep the defaults"
+                Expect.equal a.Truncation Klf.Training.PromptTruncation.DropStart "truncation"
+                Expect.equal ExperimentSpec.defaults.Truncation Klf.Training.PromptTruncation.DropMiddle "prompts lose their middle by default"
+                Expect.equal (Experiment.trainerOptions a 1).Truncation Klf.Training.PromptTruncation.DropStart "the trainer cuts as the spec says"
                 Expect.equal (ExperimentSpec.ofJson "round trip" (ExperimentSpec.toJson a)) a "toJson round-trips"
                 File.WriteAllText(yaml, "preset: llama-tiny\ntrain-exampels: 5\n")
                 let e = Expect.throwsC (fun () -> ExperimentSpec.load yaml |> ignore) id
@@ -156,6 +159,9 @@ let tests =
                 File.WriteAllText(yaml, "steps: many\n")
                 let e = Expect.throwsC (fun () -> ExperimentSpec.load yaml |> ignore) id
                 Expect.stringContains e.Message "steps" "names the bad value's key"
+                File.WriteAllText(yaml, "truncation: sideways\n")
+                let e = Expect.throwsC (fun () -> ExperimentSpec.load yaml |> ignore) id
+                Expect.stringContains e.Message $"{yaml}: truncation: \"sideways\"" "names the file, the key and the value"
             finally
                 Directory.Delete(dir, true)
         }
