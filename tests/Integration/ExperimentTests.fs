@@ -166,6 +166,23 @@ let tests =
                 Directory.Delete(dir, true)
         }
     
+        test "the fusion-ceiling script scores every fusion of two trained models on both tasks" {
+            CliTests.klfDll.Value |> ignore   // builds klf, which copies the embedded model and stream
+            let script = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "src", "Klf.Scripts", "experiments", "fusion-ceiling.fsx"))
+            let code, out = NativeTests.run "dotnet" [ "fsi"; "--quiet"; script; "a=amazon"; "b=agnews"; "steps=2"; "test=4" ] 600000
+            Expect.equal code 0 out
+            let rows =
+                out.Split('\n')
+                |> Array.filter (fun l -> l.StartsWith "| " && not (l.StartsWith "| fusion") && not (l.StartsWith "| ---"))
+                |> Array.map (fun l -> l.Split('|', StringSplitOptions.TrimEntries))
+            Expect.equal rows.Length (5 + 8 + 1) $"the line, the swaps and the oracle:\n{out}"
+            for r in rows do
+                let a, b, sum = float r[2], float r[3], float r[4]
+                Expect.isTrue (a >= 0.0 && a <= 100.0 && b >= 0.0 && b <= 100.0) $"scores in percent: {r[1]}"
+                Expect.isLessThanOrEqual (abs (sum - a - b)) 0.11 "sum column (one decimal each)"
+            Expect.stringContains out "| oracle λ per group (embedding" "the oracle names its choice per group"
+        }
+
         test "the Long Sequence order-1 script (KIF vs SeqFT vs MTL) runs under dotnet fsi on its first two tasks and writes the metrics contract" {
             CliTests.klfDll.Value |> ignore
             let dir = Directory.CreateTempSubdirectory("klf-ls1-").FullName
