@@ -19,6 +19,7 @@
 #r "../bin/Release/net10.0/YamlDotNet.dll"
 #r "../bin/Release/net10.0/Klf.Core.dll"
 #r "../bin/Release/net10.0/Klf.Pipelines.dll"
+#load "ScriptArgs.fsx"
 
 open System
 open System.IO
@@ -27,15 +28,8 @@ open Klf.Models
 open Klf.Pipelines
 open Klf.Training
 
-let args =
-    fsi.CommandLineArgs
-    |> Array.skip 1
-    |> Array.map (fun a ->
-        match a.Split('=', 2) with
-        | [| k; v |] -> k, v
-        | _ -> failwithf "arguments are key=value, got %s" a)
-    |> Map.ofArray
-let arg k d = Map.tryFind k args |> Option.defaultValue d
+let args = ScriptArgs.parse fsi.CommandLineArgs
+let arg k d = ScriptArgs.tryGet args k |> Option.defaultValue d
 
 Klf.Native.TorchNative.EnsureLoaded()
 let embedded = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "bin", "Release", "net10.0", "embedded"))
@@ -45,10 +39,10 @@ let spec =
     { spec0 with
         Model = (match Map.tryFind "model" args with Some m -> Folder m | None -> spec0.Model)
         Tokenizer = (match Map.tryFind "model" args with Some m -> Some m | None -> spec0.Tokenizer)
-        Steps = int (arg "steps" "60")
-        LearningRate = float (arg "lr" "1e-3")
-        TestExamples = int (arg "test" "100") }
-let seed = int (arg "seed" "1")
+        Steps = ScriptArgs.int args "steps" 60
+        LearningRate = ScriptArgs.float args "lr" 1e-3
+        TestExamples = ScriptArgs.int args "test" 100 }
+let seed = ScriptArgs.int args "seed" 1
 let tok = Klf.Tokenizers.TokenizerLoader.FromFolder(spec.Tokenizer.Value)
 let data = spec.Benchmark.Value
 let pick name =
@@ -109,7 +103,7 @@ let group (n: string) =
 let groups = thetaA |> Array.map (fst >> group) |> Array.distinct
 let mutable best = groups |> Array.map (fun g -> g, 1.0) |> Map.ofArray
 let mutable bestScores = fuse (fun n -> best[group n])
-for _ in 1 .. int (arg "passes" "1") do
+for _ in 1 .. ScriptArgs.int args "passes" 1 do
     for g in groups do
         for v in [ 0.0; 0.3; 0.5; 1.0 ] do
             if best[g] <> v then

@@ -15,21 +15,15 @@
 #r "../bin/Release/net10.0/Klf.Core.dll"
 #r "../bin/Release/net10.0/Klf.Pipelines.dll"
 #r "../bin/Release/net10.0/klf.dll"
+#load "ScriptArgs.fsx"
 
 open System
 open System.IO
 open Klf.Pipelines
 
-let args =
-    fsi.CommandLineArgs
-    |> Array.skip 1
-    |> Array.map (fun a ->
-        match a.Split('=', 2) with
-        | [| k; v |] -> k, v
-        | _ -> failwithf "arguments are key=value, got %s" a)
-    |> Map.ofArray
-let arg k = Map.tryFind k args
-let num k (d: int) = arg k |> Option.map int |> Option.defaultValue d
+let args = ScriptArgs.parse fsi.CommandLineArgs
+let arg = ScriptArgs.tryGet args
+let num = ScriptArgs.int args
 
 let root =
     match Benchmark.locate __SOURCE_DIRECTORY__ with
@@ -55,7 +49,7 @@ let spec =
         TestExamples = num "test" 100
         Steps = num "steps" 100
         BatchSize = num "batch" 8
-        LearningRate = (match arg "lr" with Some x -> float x | None -> 3e-4)
+        LearningRate = ScriptArgs.float args "lr" 3e-4
         SingleTask = true }
 
 let out = arg "out" |> Option.defaultValue "runs/long-sequence-order1"
