@@ -187,4 +187,33 @@ let tests =
                 Expect.isGreaterThanOrEqual (map.IndexOf "decoder.block.1.layer.1.EncDecAttention.head3") 0 "cross-attention heads"
             finally m.Module.Dispose()
         }
+
+        test "neuron partition: a unit is a neuron's gate and up rows and down column (LLaMA), wi rows and wo column (T5)" {
+            let m = llama "llama-tiny" 1L
+            try
+                let width = (m.Module.named_parameters() |> Seq.pick (fun struct (n, p) -> if n = "model.layers.0.mlp.gate_proj.weight" then Some p.shape[0] else None))
+                let map = NeuronPartitioner().Partition m
+                Expect.isTrue (coversExactlyOnce m map) "exact cover"
+                let layers = (m.ConfigJson()["num_hidden_layers"]).GetValue<int>()
+                let neurons = map.Units |> Seq.filter (fun u -> u.ModuleType = "mlp.neuron") |> Seq.length
+                Expect.equal neurons (layers * int width) "one unit per neuron per layer"
+                let u = map.Units.[map.IndexOf "model.layers.1.mlp.neuron5"]
+                Expect.equal (String.Join(" ", u.Slices))
+                    "model.layers.1.mlp.gate_proj.weight[d0:5:1] model.layers.1.mlp.up_proj.weight[d0:5:1] model.layers.1.mlp.down_proj.weight[d1:5:1]" "rows in, column out"
+                Expect.equal u.Layer "model.layers.1" "layer label"
+                let blocks = NeuronPartitioner(7).Partition m
+                Expect.isTrue (coversExactlyOnce m blocks) "blocks cover exactly once"
+                let last = blocks.Units |> Seq.filter (fun u -> u.Id.StartsWith "model.layers.0.mlp.neuron") |> Seq.last
+                Expect.equal (last.Slices.[0].Length) (if width % 7L = 0L then 7L else width % 7L) "the last block holds the rest"
+                Expect.isGreaterThanOrEqual (blocks.IndexOf "model.layers.0.self_attn.head0") 0 "attention split per head"
+            finally m.Module.Dispose()
+            let t = t5 "t5-tiny" 1L
+            try
+                let map = NeuronPartitioner().Partition t
+                Expect.isTrue (coversExactlyOnce t map) "T5 exact cover"
+                let u = map.Units.[map.IndexOf "encoder.block.0.layer.1.DenseReluDense.neuron0"]
+                Expect.equal u.ModuleType "DenseReluDense.neuron" "module type"
+                Expect.isTrue (u.Slices |> Seq.exists (fun s -> s.Parameter.EndsWith ".wo.weight" && s.Dim = 1)) "wo column"
+            finally t.Module.Dispose()
+        }
     ]

@@ -104,7 +104,8 @@ let hasLora (m: ILanguageModel) =
 
 /// The partitioners that apply to a model (LoRA ones only with trainable LoRA matrices).
 let partitioners (m: ILanguageModel) =
-    SkillUnitPartitioners.Names
+    // neuron-3: blocks whose last one is shorter when the width is not a multiple of 3.
+    Seq.append SkillUnitPartitioners.Names [ "neuron-3" ]
     |> Seq.filter (fun n -> hasLora m || not (n.StartsWith "lora"))
     |> Seq.map SkillUnitPartitioners.ByName
     |> List.ofSeq
@@ -267,9 +268,11 @@ let tests =
                     for (_, _, t) in scores do t.Dispose())
         }
 
-        test "ByName knows the four partitioners and rejects others" {
-            for n in [ "full"; "lora-matrix"; "lora-rank1"; "head" ] do
+        test "ByName knows the five partitioners (and neuron blocks) and rejects others" {
+            for n in [ "full"; "lora-matrix"; "lora-rank1"; "head"; "neuron"; "neuron-16" ] do
                 Expect.equal (SkillUnitPartitioners.ByName(n).Name) n n
-            Expect.throwsT<ArgumentException> (fun () -> SkillUnitPartitioners.ByName "rows" |> ignore) "unknown"
+            Expect.equal (SkillUnitPartitioners.ByName("neuron-16") :?> NeuronPartitioner).BlockSize 16 "block size"
+            for bad in [ "rows"; "neuron-0"; "neuron-x"; "neuron-"; "neuron-+4" ] do
+                Expect.throwsT<ArgumentException> (fun () -> SkillUnitPartitioners.ByName bad |> ignore) bad
         }
     ]

@@ -3,11 +3,15 @@ namespace Klf.SkillUnits;
 /// <summary>The built-in partitioners by their stable names.</summary>
 public static class SkillUnitPartitioners
 {
-    /// <summary>Every known name: <c>full</c>, <c>lora-matrix</c>, <c>lora-rank1</c>, <c>head</c>.</summary>
+    /// <summary>
+    /// Every known name: <c>full</c>, <c>lora-matrix</c>, <c>lora-rank1</c>, <c>head</c>, <c>neuron</c>
+    /// (<see cref="ByName"/> also reads <c>neuron-B</c>, blocks of B neurons).
+    /// </summary>
     public static IReadOnlyList<string> Names { get; } = new[]
     {
         FullFineTuningPartitioner.PartitionerName, LoraMatrixPartitioner.PartitionerName,
         LoraRank1Partitioner.PartitionerName, AttentionHeadPartitioner.PartitionerName,
+        NeuronPartitioner.PartitionerName,
     };
 
     /// <summary>
@@ -20,6 +24,7 @@ public static class SkillUnitPartitioners
         LoraMatrixPartitioner.PartitionerName => new LoraMatrixPartitioner(),
         LoraRank1Partitioner.PartitionerName => new LoraRank1Partitioner(),
         AttentionHeadPartitioner.PartitionerName => new AttentionHeadPartitioner(),
+        _ when NeuronPartitioner.TryParseName(name, out var block) => new NeuronPartitioner(block),
         _ => throw new ArgumentException($"unknown skill-unit partitioner '{name}' (known: {string.Join(", ", Names)})", nameof(name)),
     };
 }
