@@ -32,10 +32,15 @@ module Evaluate =
     let task (model: ILanguageModel) (tok: ITextTokenizer) (metric: Metric) (maxNewTokens: int) (examples: Example[]) : float =
         taskWith model tok (GenerationOptions(MaxNewTokens = maxNewTokens, UseCache = true)) metric examples
 
-    /// As `task`, with prompts cut like training cuts them (`Prompt.truncate` by the trainer's
-    /// Truncation to its MaxLength), so a long input is scored on what the model was trained to read.
+    /// Greedy answers (at most `maxNewTokens` new tokens, KV cache) to prompts cut like training cuts
+    /// them (`Prompt.truncate` by the trainer's Truncation to its MaxLength), in example order.
+    let predictionsWithin (options: TrainerOptions) (model: ILanguageModel) (tok: ITextTokenizer) (maxNewTokens: int) (examples: Example[]) : string[] =
+        let prompts = examples |> Array.map (fun e -> Prompt.ids model.Family tok e.Input |> Prompt.truncate model.Family options.Truncation options.MaxLength maxNewTokens)
+        Prompt.generateIds model tok (GenerationOptions(MaxNewTokens = maxNewTokens, UseCache = true)) prompts
+
+    /// As `task`, with prompts cut like training cuts them (`predictionsWithin`), so a long input is
+    /// scored on what the model was trained to read.
     let taskWithin (options: TrainerOptions) (model: ILanguageModel) (tok: ITextTokenizer) (metric: Metric) (maxNewTokens: int) (examples: Example[]) : float =
         if examples.Length = 0 then invalidArg "examples" "no examples to evaluate"
-        let prompts = examples |> Array.map (fun e -> Prompt.ids model.Family tok e.Input |> Prompt.truncate model.Family options.Truncation options.MaxLength maxNewTokens)
-        let predictions = Prompt.generateIds model tok (GenerationOptions(MaxNewTokens = maxNewTokens, UseCache = true)) prompts
+        let predictions = predictionsWithin options model tok maxNewTokens examples
         Scoring.score metric predictions (examples |> Array.map (fun e -> e.Output))

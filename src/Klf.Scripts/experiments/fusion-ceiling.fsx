@@ -24,7 +24,6 @@
 open System
 open System.IO
 open TorchSharp
-open Klf.Models
 open Klf.Pipelines
 open Klf.Training
 
@@ -52,13 +51,14 @@ let a, b = pick (arg "a" "dbpedia"), pick (arg "b" "agnews")
 let options = Experiment.trainerOptions spec seed
 let model = Experiment.makeModel spec tok torch.CPU seed
 
-let score (t: TaskData) =
-    Evaluate.taskWithin options model tok (Metric.ofName t.Metric) (Task.maxNewTokens (fun s -> tok.Encode s) t) t.Test
-let topAnswers (t: TaskData) =
-    let prompts = t.Test |> Array.map (fun e -> Prompt.ids model.Family tok e.Input |> Prompt.truncate model.Family options.Truncation options.MaxLength 8)
-    Prompt.generateIds model tok (GenerationOptions(MaxNewTokens = 6, UseCache = true)) prompts
-    |> Array.countBy id |> Array.sortByDescending snd |> Array.truncate 3
-    |> Array.map (fun (s, n) -> $"{s.Trim()} ×{n}") |> String.concat ", "
+/// Score of task `t` and its three most frequent answers, from one greedy generation.
+let evaluate (t: TaskData) =
+    let predictions = Evaluate.predictionsWithin options model tok (Task.maxNewTokens (fun s -> tok.Encode s) t) t.Test
+    let score = Scoring.score (Metric.ofName t.Metric) predictions (t.Test |> Array.map (fun e -> e.Output))
+    let answers =
+        predictions |> Array.countBy (fun p -> p.Trim()) |> Array.sortByDescending snd |> Array.truncate 3
+        |> Array.map (fun (s, n) -> $"{s} ×{n}") |> String.concat ", "
+    score, answers
 let snapshot () = model.Module.named_parameters() |> Seq.map (fun struct (n, p) -> n, p.detach().clone()) |> Array.ofSeq
 let train (t: TaskData) = Trainer.Fit(model, Prompt.examples model.Family tok t.Train, options) |> ignore
 
@@ -74,15 +74,17 @@ let load (lambda: string -> float) =
         use d = y - x
         use v = x + lambda n * d
         live[n].copy_ v |> ignore
+/// Scores of both tasks and A's most frequent answers for that fusion.
 let fuse (lambda: string -> float) =
     load lambda
-    score a, score b
+    let sa, answers = evaluate a
+    sa, fst (evaluate b), answers
 
 printfn "θ_A = %s, %d steps, lr %g, seed %d; θ_B = θ_A then %s; %d test examples each" a.Name spec.Steps spec.LearningRate seed b.Name spec.TestExamples
 printfn ""
 printfn "| fusion | %s | %s | sum | most frequent answers on %s |" a.Name b.Name a.Name
 printfn "| --- | ---: | ---: | ---: | --- |"
-let row label (sa: float, sb: float) = printfn "| %s | %.1f | %.1f | %.1f | %s |" label sa sb (sa + sb) (topAnswers a)
+let row label (sa: float, sb: float, answers: string) = printfn "| %s | %.1f | %.1f | %.1f | %s |" label sa sb (sa + sb) answers
 for alpha in [ 0.0; 0.25; 0.5; 0.75; 1.0 ] do
     row $"θ_A + {alpha} (θ_B − θ_A)" (fuse (fun _ -> alpha))
 let families =
@@ -102,15 +104,16 @@ let group (n: string) =
         $"layer {layer} " + (if n.Contains ".self_attn." then "attention" else "MLP")
 let groups = thetaA |> Array.map (fst >> group) |> Array.distinct
 let mutable best = groups |> Array.map (fun g -> g, 1.0) |> Map.ofArray
-let mutable bestScores = fuse (fun n -> best[group n])
+let total (sa, sb, _) = sa + sb
+let mutable bestResult = fuse (fun n -> best[group n])
 for _ in 1 .. ScriptArgs.int args "passes" 1 do
     for g in groups do
         for v in [ 0.0; 0.3; 0.5; 1.0 ] do
             if best[g] <> v then
                 let candidate = best.Add(g, v)
-                let s = fuse (fun n -> candidate[group n])
-                if fst s + snd s > fst bestScores + snd bestScores then
+                let result = fuse (fun n -> candidate[group n])
+                if total result > total bestResult then
                     best <- candidate
-                    bestScores <- s
+                    bestResult <- result
 let chosen = groups |> Array.map (fun g -> $"{g} {best[g]}") |> String.concat "; "
-row $"oracle λ per group ({chosen})" (fuse (fun n -> best[group n]))
+row $"oracle λ per group ({chosen})" bestResult
