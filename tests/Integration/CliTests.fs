@@ -38,9 +38,11 @@ let tests =
                 let code, out =
                     klf [ "train"; "--model"; Path.Combine(dir, "init"); "--tokenizer"; tokDir; "--task"; "agnews"
                           "--train-examples"; "64"; "--heldout-examples"; "16"; "--steps"; "12"; "--lr"; "3e-3"; "--warmup"; "2"
-                          "--max-length"; "192"; "--out"; ck ]
+                          "--max-length"; "192"; "--save-dtype"; "bf16"; "--out"; ck ]
                 Expect.equal code 0 out
                 Expect.stringContains out "held-out loss" "reports losses"
+                let header, _ = Klf.Checkpoints.SafeTensors.ReadHeader(Path.Combine(ck, "model.safetensors"))
+                Expect.all header (fun t -> t.DType = "BF16") "--save-dtype bf16 stores every tensor as bf16"
                 Expect.stringContains out "tokens/s" "reports throughput"
                 let manifest = Klf.Checkpoints.Checkpoint.ReadManifest ck
                 Expect.equal (manifest.Extra["task"].GetValue<string>()) "agnews" "manifest records the task"
@@ -48,6 +50,19 @@ let tests =
                 let code, out = klf [ "generate"; "--model"; ck; "--task"; "agnews"; "--n"; "6"; "--max-new-tokens"; "4" ]
                 Expect.equal code 0 out
                 Expect.stringContains out "exact match" "reports exact match"
+            finally
+                Directory.Delete(dir, true)
+        }
+
+        test "train rejects an unknown --save-dtype before any work" {
+            let dir = Directory.CreateTempSubdirectory("klf-cli-").FullName
+            try
+                let code, out =
+                    klf [ "train"; "--preset"; "llama-tiny"; "--tokenizer"; TokenizerTests.trained.Value.LlamaFolder; "--task"; "agnews"
+                          "--steps"; "1"; "--save-dtype"; "fp8"; "--out"; Path.Combine(dir, "ck") ]
+                Expect.notEqual code 0 out
+                Expect.stringContains out "--save-dtype must be fp32 or bf16, got \"fp8\"" "names the option and the value"
+                Expect.isFalse (Directory.Exists(Path.Combine(dir, "ck"))) "no checkpoint written"
             finally
                 Directory.Delete(dir, true)
         }

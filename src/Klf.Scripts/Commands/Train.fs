@@ -4,6 +4,7 @@ module Klf.Cli.Train
 open System
 open System.IO
 open System.Text.Json.Nodes
+open TorchSharp
 open Klf.Models
 open Klf.Adapters
 open Klf.Training
@@ -32,6 +33,7 @@ let private seed = opt<int> "--seed" "Seed for sampling, initialisation, dropout
 let private loraR = opt<int> "--lora-r" "Train a LoRA adapter of this rank instead of all weights (0 = full fine-tuning)." (Some 0)
 let private loraTargets = opt<string> "--lora-targets" "Comma-separated module names for LoRA (default: q_proj,v_proj for LLaMA; q,v for T5)." None
 let private out = req<string> "--out" "Output folder: a checkpoint (or the LoRA adapter) plus the tokenizer files."
+let private saveDtype = opt<string> "--save-dtype" "Weights' storage type of a full checkpoint: fp32 or bf16 (training is always float32)." (Some "fp32")
 let private importance =
     opt<string> "--importance" "Also track KIF importance while training and write this task's normalised unit scores (an importance profile, JSON) to this file, for klf fuse." None
 let private partitionerList = String.Join(", ", SkillUnitPartitioners.Names)
@@ -49,8 +51,13 @@ let importanceOptions (lora: bool) (units: string) : KifOptions =
                          TopFraction = reference.TopFraction, Gamma = reference.Gamma, Rule = reference.Rule)
 
 let cmd =
-    command "train" "Fine-tune a model on one task of a benchmark and save a checkpoint." [ model; preset; tokenizer; benchmark; task; nTrain; nHeld; steps; epochs; batch; accum; lr; warmup; maxLen; seed; loraR; loraTargets; deviceOption; out; importance; units ] (fun pr ->
+    command "train" "Fine-tune a model on one task of a benchmark and save a checkpoint." [ model; preset; tokenizer; benchmark; task; nTrain; nHeld; steps; epochs; batch; accum; lr; warmup; maxLen; seed; loraR; loraTargets; deviceOption; out; saveDtype; importance; units ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
+        let bf16 =
+            match pr.GetValue saveDtype with
+            | "fp32" -> false
+            | "bf16" -> true
+            | other -> raise (ArgumentException $"--save-dtype must be fp32 or bf16, got \"{other}\"")
         let importanceFile = pr.GetValue importance
         let trackImportance = not (String.IsNullOrEmpty importanceFile)
         if not trackImportance && not (String.IsNullOrEmpty(pr.GetValue units)) then
@@ -102,7 +109,11 @@ let cmd =
         extra["tokens_per_second"] <- JsonValue.Create report.TokensPerSecond
         extra["seed"] <- JsonValue.Create(pr.GetValue seed)
         match Lora.Find m.Module with
-        | null -> Checkpoint.Save(m, dir, extra, tokenizerFiles tokDir) |> ignore; printfn "saved checkpoint to %s" (Path.GetFullPath dir)
+        | null ->
+            // Rounded only now, after any importance was scored on the float32 weights.
+            if bf16 then m.Module.``to``(torch.ScalarType.BFloat16) |> ignore
+            Checkpoint.Save(m, dir, extra, tokenizerFiles tokDir) |> ignore
+            printfn "saved checkpoint to %s" (Path.GetFullPath dir)
         | lora ->
             let taskType = if m.Family = ModelFamily.DecoderOnly then "CAUSAL_LM" else "SEQ_2_SEQ_LM"
             AtomicFile.WriteFolder(dir, fun tmp ->
