@@ -13,7 +13,10 @@
 # Never reads the continual-learning benchmark.
 #
 # Writes DIR/corpus.txt (one paragraph or gloss per line) and DIR/SOURCES.md (each source, version,
-# licence, byte and line counts, the corpus's SHA-256). Downloads are kept in DIR/downloads and
+# licence, byte and line counts, the corpus's SHA-256), and the multiple-choice questions made from
+# them for the instruction stage (scripts/lib/build-questions.js): DIR/questions/train/questions.jsonl
+# (80,000, seed 1) and DIR/questions/test/questions.jsonl (300, seed 99), a benchmark folder for
+# `klf train --benchmark DIR/questions --task questions` and `klf eval`. Downloads are kept in DIR/downloads and
 # reused; rerunning rebuilds the same bytes. Needs npm, node, apt-get (with current package lists:
 # `apt-get update`), dpkg-deb, tar and sha256sum; root is not needed.
 set -euo pipefail
@@ -116,6 +119,11 @@ cat > "$work/meta.json" <<JSON
 JSON
 
 node "$root/scripts/lib/build-corpus.js" "$work/sotu/package" "$work/moby/package" "$work/wordnet" "$work" "$work/meta.json"
+mkdir -p "$work/questions/train" "$work/questions/test"
+node "$root/scripts/lib/build-questions.js" "$work/corpus.txt.tmp" "$work/wordnet" "$work/questions/train/questions.jsonl" 80000 1
+node "$root/scripts/lib/build-questions.js" "$work/corpus.txt.tmp" "$work/wordnet" "$work/questions/test/questions.jsonl" 300 99
 mv -f "$work/corpus.txt.tmp" "$dir/corpus.txt"
 mv -f "$work/SOURCES.md.tmp" "$dir/SOURCES.md"
-echo "fetch-corpus: wrote $dir/corpus.txt and $dir/SOURCES.md"
+rm -rf "$dir/questions"
+mv "$work/questions" "$dir/questions"
+echo "fetch-corpus: wrote $dir/corpus.txt, $dir/SOURCES.md and $dir/questions"

@@ -214,6 +214,70 @@ let tests =
             Expect.stringContains sources "WordNet 3.0 Copyright 2006 by Princeton University." "carries the WordNet licence"
         }
 
+        test "the question builder: every answer is one of its options, found in the text or the synset, deterministic" {
+            let dir = tempDir "klf-questions-"
+            let write (rel: string) (text: string) =
+                let p = Path.Combine(dir, rel)
+                Directory.CreateDirectory(Path.GetDirectoryName p) |> ignore
+                File.WriteAllText(p, text, UTF8Encoding false)
+            // 120 paragraphs of 30 words over a vocabulary large enough for distractors, and glosses (skipped as paragraphs).
+            let vocab = [| for a in [ "amber"; "basil"; "cedar"; "delta"; "ember"; "fjord"; "grove"; "harbor"; "inlet"; "juniper"; "kelp"; "lagoon" ] do
+                             for b in [ "stone"; "field"; "river"; "tower"; "bridge" ] -> a + b |]
+            let rnd = Random 7
+            let paragraphs = [ for _ in 1 .. 120 -> String.Join(" ", [ for _ in 1 .. 30 -> if rnd.Next 3 = 0 then "the" else vocab[rnd.Next vocab.Length] ]) + "." ]
+            write "corpus.txt" (String.Join("\n", paragraphs @ [ "dog, domestic dog: a member of the genus Canis" ]) + "\n")
+            let header = "  1 This software and database is provided.\n"
+            write "wn/usr/share/wordnet/data.noun"
+                (header + String.Join("", [ "00001 05 n 01 dog 0 000 | a domesticated carnivorous mammal  "; "00002 20 n 01 oak 0 000 | a tree bearing acorns  "
+                                            "00003 06 n 01 hammer 0 000 | a hand tool with a heavy head  "; "00004 18 n 01 baker 0 000 | someone who bakes bread  " ] |> List.map (fun l -> l + "\n")))
+            write "wn/usr/share/wordnet/data.verb" (header + "00005 38 v 01 run 0 000 | move fast by using the legs  \n00006 30 v 01 melt 0 000 | become liquid when heated  \n")
+            write "wn/usr/share/wordnet/data.adj" (header + "00007 00 a 01 able(a) 0 000 | having the means to do something  \n")
+            write "wn/usr/share/wordnet/data.adv" header
+            let build (file: string) (seed: string) =
+                let code, out =
+                    NativeTests.run "node" [ Path.Combine(repo, "scripts", "lib", "build-questions.js"); Path.Combine(dir, "corpus.txt"); Path.Combine(dir, "wn")
+                                             Path.Combine(dir, file); "400"; seed ] 60000
+                Expect.equal code 0 out
+                Expect.stringContains out "400 questions (120 paragraphs, 7 synsets)" "reports what it read"
+                File.ReadAllBytes(Path.Combine(dir, file))
+            let bytes = build "q.jsonl" "3"
+            Expect.sequenceEqual (build "again.jsonl" "3") bytes "same inputs and seed, same bytes"
+            Expect.isFalse (build "other.jsonl" "4" = bytes) "another seed, other questions"
+            let examples = TaskFile.load (Path.Combine(dir, "q.jsonl"))
+            Expect.equal examples.Length 400 "COUNT questions, loadable as a task file"
+            let category = dict [ "dog", "Animal"; "oak", "Plant"; "hammer", "Artifact"; "baker", "Person"; "run", "Motion"; "melt", "Change" ]
+            let words (s: string) = " " + Text.RegularExpressions.Regex.Replace(s.ToLowerInvariant(), "[^a-z]+", " ") + " "
+            let mutable kinds = Set.empty
+            for e in examples do
+                let m = Text.RegularExpressions.Regex.Match(e.Input, "(?:Option:|Options:|one of:) (.*)\\.\\n")
+                Expect.isTrue m.Success $"{e.Id}: lists its options"
+                let options = m.Groups[1].Value.Split(", ")
+                Expect.contains options e.Output $"{e.Id}: the answer is one of the options, spelt the same"
+                Expect.isGreaterThanOrEqual options.Length 2 $"{e.Id}: at least two options"
+                Expect.equal (Array.distinct options).Length options.Length $"{e.Id}: no option twice"
+                Expect.isTrue (e.Input.EndsWith "Answer:") $"{e.Id}: ends with the answer cue"
+                let text = e.Input.Substring(e.Input.IndexOf "Text: " + 6)
+                if e.Input.Contains "Title: " then
+                    let title = e.Input.Substring(e.Input.IndexOf "Title: " + 7).Split('\n')[0]
+                    Expect.equal e.Output category[title] $"{e.Id}: the category of {title}"
+                    kinds <- kinds.Add "category"
+                elif options |> Array.exists (fun o -> category.ContainsKey o || o = "able") then
+                    kinds <- kinds.Add "word"
+                else
+                    let t = words text
+                    Expect.stringContains t (words e.Output) $"{e.Id}: the answer occurs in the text"
+                    for o in options do
+                        if o <> e.Output then Expect.isFalse (t.Contains(words o)) $"{e.Id}: the distractor {o} does not"
+                    kinds <- kinds.Add "appears"
+            Expect.equal kinds (set [ "appears"; "category"; "word" ]) "all three kinds occur"
+            let code, out =
+                NativeTests.run "node" [ Path.Combine(repo, "scripts", "lib", "build-questions.js"); Path.Combine(dir, "corpus.txt"); Path.Combine(dir, "nowhere")
+                                         Path.Combine(dir, "bad.jsonl") ] 60000
+            Expect.equal code 1 out
+            Expect.stringContains out "nowhere/usr/share/wordnet/data.noun: not found" "names the missing file"
+            Expect.isFalse (File.Exists(Path.Combine(dir, "bad.jsonl"))) "writes nothing"
+        }
+
         test "the embedded Standard CL excerpt: stated counts, train from train and test from test, loads as standard/order1" {
             let root = Path.Combine(repo, "data", "standard-cl")
             let orders = Orders.load (Path.Combine(root, "orders.json"))
