@@ -302,6 +302,10 @@ module Strategy =
     /// KIF with full fine-tuning and the reference settings.
     let kif : Strategy = kifWith (KifOptions.FullFineTuning())
 
+    /// KIF with feed-forward neuron blocks of 16 and attention heads as units, per-module-type
+    /// normalisation and λ = 1 for units important to neither distribution (`KifOptions.NeuronBlocks`).
+    let kifNeuron : Strategy = { kifWith (KifOptions.NeuronBlocks()) with Name = "kif-neuron" }
+
     /// KIF-LoRA: rank-1 units of a LoRA of rank r, second-order importance, the adaptive rule and
     /// the orthogonality term (λ_orth = 0.1).
     let kifLora (r: int) : Strategy =
@@ -414,7 +418,7 @@ module Strategy =
     let mtl : Strategy = { Name = "mtl"; Start = fun _ -> { plain with Joint = true } }
 
     /// Every strategy by name (LoRA rank 8).
-    let all : Strategy list = [ seqFT; seqLora 8; kif; kifLora 8; incLora 8; oLora 8; ewc; replay; kifReplay; mtl ]
+    let all : Strategy list = [ seqFT; seqLora 8; kif; kifNeuron; kifLora 8; incLora 8; oLora 8; ewc; replay; kifReplay; mtl ]
 
     /// Names of the strategies.
     let names = all |> List.map (fun s -> s.Name)

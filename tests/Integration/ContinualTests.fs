@@ -45,7 +45,7 @@ let tests =
             Expect.equal (Strategy.byName "KIF").Name "kif" "case-insensitive"
             let msg = try Strategy.byName "lwf" |> ignore; "" with :? ArgumentException as e -> e.Message
             Expect.stringContains msg "kif-lora" "lists the known strategies"
-            for name in [ "inclora"; "olora"; "ewc"; "replay"; "kif-replay"; "mtl" ] do
+            for name in [ "kif-neuron"; "inclora"; "olora"; "ewc"; "replay"; "kif-replay"; "mtl" ] do
                 Expect.equal (Strategy.byName name).Name name $"{name} selectable"
         }
     ]

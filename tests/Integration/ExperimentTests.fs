@@ -216,7 +216,7 @@ let tests =
                 Expect.stringContains out ("run folder: " + dir) "says where it writes"
                 let j = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "metrics.json")))
                 let strategies = j["strategies"].AsObject()
-                Expect.equal [ for KeyValue(k, _) in strategies -> k ] [ "seqft"; "kif"; "mtl" ] "SeqFT, KIF and MTL"
+                Expect.equal [ for KeyValue(k, _) in strategies -> k ] [ "seqft"; "kif"; "kif-neuron"; "mtl" ] "SeqFT, KIF (reference and neuron units) and MTL"
                 let kif = strategies["kif"]
                 Expect.isNotNull (kif["FWT"]) "FWT from the single-task runs"
                 let exp = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "experiment.json")))

@@ -89,6 +89,33 @@ let tests =
             disposeAll before; disposeAll previous; disposeAll current
         }
 
+        test "neuron blocks (kif-neuron): neuron-16 and head units, per-module-type normalisation; neither and current-only units take θ_2 exactly" {
+            let options = KifOptions.NeuronBlocks()
+            Expect.equal options.Partitioner.Name "neuron-16" "16 neurons per unit"
+            Expect.equal options.Normalisation Klf.Importance.NormalisationScope.ModuleType "group-wise identification by module type"
+            let tok = Klf.Tokenizers.TokenizerLoader.FromFolder TokenizerTests.trained.Value.LlamaFolder
+            torch.manual_seed 5L |> ignore
+            use model = new Klf.Models.Llama.LlamaForCausalLM(Klf.Models.Llama.LlamaConfig.Preset("llama-tiny", tok.VocabSize))
+            let session, _, r2, previous, current = twoTasks model tok options ignore 3e-3
+            use _ = session
+            let map = session.Map
+            Expect.isTrue (map.Units |> Seq.exists (fun u -> u.ModuleType = "mlp.neuron")) "feed-forward neuron units"
+            let report = r2.Fusion
+            Expect.isGreaterThan (report.CountOf UnitCategory.Neither) 0 "some units are important to neither task"
+            let live = model.Module.named_parameters() |> Seq.map (fun struct (n, p) -> n, p :> Tensor) |> dict
+            use _scope = torch.NewDisposeScope()
+            for u, ur in Seq.zip map.Units report.Units do
+                let lambda = match ur.Category with UnitCategory.Shared -> 0.3 | UnitCategory.PreviousOnly -> 0.0 | _ -> 1.0
+                Expect.equal ur.Lambda lambda $"{u.Id}: λ from the table with neither = 1"
+                for s in u.Slices do
+                    let fused = sliceOf live s
+                    match ur.Category with
+                    | UnitCategory.PreviousOnly -> Expect.equal (bytesOf fused) (bytesOf (sliceOf previous s)) $"{u.Id}: kept from θ̄_1"
+                    | UnitCategory.CurrentOnly | UnitCategory.Neither -> Expect.equal (bytesOf fused) (bytesOf (sliceOf current s)) $"{u.Id}: taken from θ_2"
+                    | _ -> ()
+            disposeAll previous; disposeAll current
+        }
+
         test "LoRA, rank-1 units, adaptive rule, orthogonality term: two tasks on a tiny T5; weights sum to 1 on the real models" {
             let tok = Klf.Tokenizers.TokenizerLoader.FromFolder TokenizerTests.trained.Value.T5Folder
             torch.manual_seed 6L |> ignore

@@ -40,6 +40,23 @@ public sealed record KifOptions
     /// <summary>KIF for full fine-tuning: whole-tensor units, first-order importance, static rule.</summary>
     public static KifOptions FullFineTuning() => new();
 
+    /// <summary>
+    /// KIF with finer units for small models (the <c>kif-neuron</c> strategy; a variant of this
+    /// project, not a reference configuration): feed-forward blocks of <paramref name="neuronsPerUnit"/>
+    /// neurons and one unit per attention head (<see cref="NeuronPartitioner"/>), min-max normalisation
+    /// per module type (the paper's group-wise identification), first-order importance, top 20 %, and
+    /// the static rule with λ = 1 instead of 0.5 for units that neither the earlier tasks nor the
+    /// current one rank important: nothing earlier needs them, so the new task keeps its change.
+    /// </summary>
+    /// <remarks>Measured on the embedded default stream (README): averaging the "neither" units halves
+    /// what a small model learns of each new task, while whole-tensor units rank every tensor alike.</remarks>
+    public static KifOptions NeuronBlocks(int neuronsPerUnit = 16) => new()
+    {
+        Partitioner = new NeuronPartitioner(neuronsPerUnit),
+        Normalisation = NormalisationScope.ModuleType,
+        Rule = new KifStaticRule(neither: 1.0),
+    };
+
     /// <summary>KIF-LoRA: rank-1 units, second-order importance, adaptive rule (τ = 0.25). Add the orthogonality term to training yourself (<see cref="Orthogonality"/>).</summary>
     public static KifOptions Lora() => new()
     {
