@@ -41,7 +41,7 @@ let tests =
                           "--max-length"; "192"; "--save-dtype"; "bf16"; "--out"; ck ]
                 Expect.equal code 0 out
                 Expect.stringContains out "held-out loss" "reports losses"
-                let header, _ = Klf.Checkpoints.SafeTensors.ReadHeader(Path.Combine(ck, "model.safetensors"))
+                let header, _ = Klf.Checkpoints.SafeTensors.ReadHeader(Path.Combine(ck, "model.safetensors")).ToTuple()
                 Expect.all header (fun t -> t.DType = "BF16") "--save-dtype bf16 stores every tensor as bf16"
                 Expect.stringContains out "tokens/s" "reports throughput"
                 let manifest = Klf.Checkpoints.Checkpoint.ReadManifest ck
