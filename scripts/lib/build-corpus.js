@@ -9,6 +9,7 @@
 const fs = require('fs');
 const path = require('path');
 const crypto = require('crypto');
+const WordNet = require('./wordnet');
 
 const [sotuDir, mobyDir, wordnetDir, outDir, metaPath] = process.argv.slice(2);
 if (!metaPath) { console.error('usage: build-corpus.js SOTU_DIR MOBY_DIR WORDNET_DIR OUT_DIR META_JSON'); process.exit(2); }
@@ -75,33 +76,15 @@ function mobyDick(dir) {
 
 /** WordNet 3.0 glosses: one line per synset, "word, other word: gloss", nouns, verbs, adjectives, adverbs in file order. */
 function wordnet(dir) {
-  const data = path.join(dir, 'usr', 'share', 'wordnet');
-  return ['data.noun', 'data.verb', 'data.adj', 'data.adv'].flatMap(f => {
-    const file = path.join(data, f);
-    if (!fs.existsSync(file)) throw new Error(`${file}: WordNet data file not found`);
-    const lines = [];
-    for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
-      if (line === '' || line.startsWith('  ')) continue;   // licence header lines start with two spaces
-      const bar = line.indexOf(' | ');
-      if (bar < 0) continue;
-      const fields = line.slice(0, bar).split(' ');
-      const count = parseInt(fields[3], 16);
-      const words = [];
-      for (let i = 0; i < count; i++) {
-        const w = fields[4 + 2 * i].replace(/\([a-z]+\)$/, '').replace(/_/g, ' ');
-        if (!words.includes(w)) words.push(w);
-      }
-      const gloss = clean(line.slice(bar + 3));
-      if (gloss) lines.push(`${words.join(', ')}: ${gloss}`);
-    }
-    return lines;
-  });
+  return WordNet.synsets(dir)
+    .map(s => ({ words: s.words, gloss: clean(s.gloss) }))
+    .filter(s => s.gloss)
+    .map(s => `${s.words.join(', ')}: ${s.gloss}`);
 }
 
 /** The licence WordNet ships in the header of its data files (lines "  N text"), as plain text. */
 function wordnetLicence(dir) {
-  const file = path.join(dir, 'usr', 'share', 'wordnet', 'data.noun');
-  return fs.readFileSync(file, 'utf8').split('\n')
+  return fs.readFileSync(WordNet.dataFile(dir, 'noun'), 'utf8').split('\n')
     .filter(l => l.startsWith('  '))
     .map(l => l.replace(/^ {2}\d+ ?/, '').trimEnd())
     .join('\n');

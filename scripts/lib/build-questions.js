@@ -14,7 +14,7 @@
 // Nothing comes from any continual-learning benchmark. Deterministic: same inputs, same bytes.
 'use strict';
 const fs = require('fs');
-const path = require('path');
+const WordNet = require('./wordnet');
 
 const [corpusFile, wordnetRoot, outFile, countArg, seedArg] = process.argv.slice(2);
 if (!outFile) {
@@ -75,23 +75,18 @@ const LEX = ['adjective', 'pertainym', 'adverb', 'top', 'act', 'animal', 'artifa
   'plant', 'possession', 'process', 'quantity', 'relation', 'shape', 'state', 'substance', 'time',
   'body', 'change', 'cognition', 'communication', 'competition', 'consumption', 'contact', 'creation', 'emotion',
   'motion', 'perception', 'possession', 'social', 'stative', 'weather', 'participle'];
-const synsets = [];
-for (const file of ['noun', 'verb', 'adj', 'adv']) {
-  const data = path.join(wordnetRoot, 'usr/share/wordnet', 'data.' + file);
-  if (!fs.existsSync(data)) { console.error(`build-questions: ${data}: not found (is ${wordnetRoot} the unpacked wordnet-base package?)`); process.exit(1); }
-  for (const line of fs.readFileSync(data, 'latin1').split('\n')) {
-    if (!line || line.startsWith(' ')) continue;
-    const bar = line.indexOf(' | ');
-    if (bar < 0) continue;
-    const f = line.slice(0, bar).split(' ');
-    const lex = Number(f[1]);
-    const words = [];
-    for (let i = 0, n = parseInt(f[3], 16); i < n; i++) words.push(f[4 + 2 * i].replace(/\(.*\)$/, '').replace(/_/g, ' '));
-    const def = line.slice(bar + 3).split(/;\s*"/)[0].trim().replace(/\s+/g, ' ');
-    if (def.length < 12 || !/^[a-z]/i.test(words[0])) continue;
-    const cat = (file === 'noun' || file === 'verb') && lex >= 4 ? LEX[lex] : null;
-    synsets.push({ pos: file, cat, words, def });
-  }
+let synsets;
+try {
+  synsets = WordNet.synsets(wordnetRoot).flatMap((s) => {
+    // The definition is the gloss up to its first quoted example.
+    const def = s.gloss.split(/;\s*"/)[0].trim().replace(/\s+/g, ' ');
+    if (def.length < 12 || !/^[a-z]/i.test(s.words[0])) return [];
+    const cat = (s.pos === 'noun' || s.pos === 'verb') && s.lex >= 4 ? LEX[s.lex] : null;
+    return [{ pos: s.pos, cat, words: s.words, def }];
+  });
+} catch (e) {
+  console.error(`build-questions: ${e.message}`);
+  process.exit(1);
 }
 const byPos = {};
 for (const s of synsets) (byPos[s.pos] = byPos[s.pos] || []).push(s);

@@ -69,6 +69,12 @@ let private prepared =
 let private csvRows (path: string) =
     File.ReadAllLines path |> Array.skip 1 |> Array.map (fun l -> l.Split(','))
 
+/// Writes UTF-8 text (no BOM) to DIR/REL, creating the folders on the way.
+let private writeUnder (dir: string) (rel: string) (text: string) =
+    let p = Path.Combine(dir, rel)
+    Directory.CreateDirectory(Path.GetDirectoryName p) |> ignore
+    File.WriteAllText(p, text, UTF8Encoding false)
+
 [<Tests>]
 let tests =
     testSequenced <| testList "pretrain" [
@@ -173,10 +179,7 @@ let tests =
 
         test "the corpus builder cleans, interleaves and counts (hand-made packages)" {
             let dir = tempDir "klf-corpus-"
-            let write (rel: string) (text: string) =
-                let p = Path.Combine(dir, rel)
-                Directory.CreateDirectory(Path.GetDirectoryName p) |> ignore
-                File.WriteAllText(p, text, UTF8Encoding false)
+            let write = writeUnder dir
             write "sotu/data/1790_a_b_n.json" """{"text":"Fellow citizens: we meet again. (Applause.) The   year was good.\u00a0[Laughter] Thank you."}"""
             write "sotu/data/1791_a_b_n.json" """{"text":"A second address."}"""
             write "moby/data/file_list.json" """["contents.txt","chapter_1.txt"]"""
@@ -216,10 +219,7 @@ let tests =
 
         test "the question builder: every answer is one of its options, found in the text or the synset, deterministic" {
             let dir = tempDir "klf-questions-"
-            let write (rel: string) (text: string) =
-                let p = Path.Combine(dir, rel)
-                Directory.CreateDirectory(Path.GetDirectoryName p) |> ignore
-                File.WriteAllText(p, text, UTF8Encoding false)
+            let write = writeUnder dir
             // 120 paragraphs of 30 words over a vocabulary large enough for distractors, and glosses (skipped as paragraphs).
             let vocab = [| for a in [ "amber"; "basil"; "cedar"; "delta"; "ember"; "fjord"; "grove"; "harbor"; "inlet"; "juniper"; "kelp"; "lagoon" ] do
                              for b in [ "stone"; "field"; "river"; "tower"; "bridge" ] -> a + b |]

@@ -24,6 +24,13 @@ let benchmarkOption = Cli.opt<string> "--benchmark" "Benchmark root with {train,
 /// The --device option of the commands that compute.
 let deviceOption = Cli.opt<string> "--device" "Compute device: cpu, cuda or cuda:N." (Some "cpu")
 
+/// Whether a --save-dtype value asks for bf16 storage (fp32: false); any other value is a clear error.
+let savesBf16 (value: string) : bool =
+    match value with
+    | "fp32" -> false
+    | "bf16" -> true
+    | other -> raise (ArgumentException $"--save-dtype must be fp32 or bf16, got \"{other}\"")
+
 /// Parses a device name; CUDA without a CUDA build or GPU is a clear error.
 let device (name: string) : torch.Device =
     if name.StartsWith("cuda", StringComparison.OrdinalIgnoreCase) && not (torch.cuda.is_available ()) then

@@ -130,8 +130,7 @@ let cmd =
         let wall = Diagnostics.Stopwatch.StartNew()
         let corpusPath = pr.GetValue corpus
         if not (File.Exists corpusPath) then raise (FileNotFoundException($"{corpusPath}: corpus file not found", corpusPath))
-        if pr.GetValue saveDtype <> "fp32" && pr.GetValue saveDtype <> "bf16" then
-            raise (ArgumentException $"--save-dtype must be fp32 or bf16, got \"{pr.GetValue saveDtype}\"")
+        savesBf16 (pr.GetValue saveDtype) |> ignore // an unknown value fails before any work
         let fraction = pr.GetValue heldOut
         if not (fraction >= 0.0 && fraction < 1.0) then raise (ArgumentException $"--heldout-fraction must lie in [0, 1), got {fraction}")
         if not (pr.GetValue lr > 0.0) then raise (ArgumentException $"--lr must be positive, got {pr.GetValue lr}")

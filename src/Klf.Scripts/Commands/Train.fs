@@ -53,11 +53,7 @@ let importanceOptions (lora: bool) (units: string) : KifOptions =
 let cmd =
     command "train" "Fine-tune a model on one task of a benchmark and save a checkpoint." [ model; preset; tokenizer; benchmark; task; nTrain; nHeld; steps; epochs; batch; accum; lr; warmup; maxLen; seed; loraR; loraTargets; deviceOption; out; saveDtype; importance; units ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
-        let bf16 =
-            match pr.GetValue saveDtype with
-            | "fp32" -> false
-            | "bf16" -> true
-            | other -> raise (ArgumentException $"--save-dtype must be fp32 or bf16, got \"{other}\"")
+        let bf16 = savesBf16 (pr.GetValue saveDtype)
         let importanceFile = pr.GetValue importance
         let trackImportance = not (String.IsNullOrEmpty importanceFile)
         if not trackImportance && not (String.IsNullOrEmpty(pr.GetValue units)) then
