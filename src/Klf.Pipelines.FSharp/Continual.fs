@@ -16,6 +16,12 @@ type FittedTask =
       Train: LmExample[]
       Options: TrainerOptions }
 
+/// A second stream of training steps for a task (Recurrent-KIF's memory steps): its examples, and
+/// the interleaved steps to run once they are encoded (given the task's training seed).
+type Interleaving =
+    { Examples: Example[]
+      Steps: int -> LmExample[] -> InterleavedSteps }
+
 /// A strategy running on one model: the hooks of each task of the default loop.
 /// Build runs with `{ StrategyRun.plain with ... }` so that new optional hooks keep their defaults.
 type StrategyRun =
@@ -41,7 +47,12 @@ type StrategyRun =
       LoadState: string -> unit
       /// Writes the strategy's own outputs into the run's folder once the last task is done (KIF:
       /// `importance-layers.json`, the importance per layer for the report).
-      WriteOutputs: string -> unit }
+      WriteOutputs: string -> unit
+      /// Interleaved steps on a second stream during a task's training (None: plain training).
+      Interleave: TaskData -> Interleaving option
+      /// Keep the weights of the lowest validation loss at the end of each task: Some true / Some
+      /// false, or None for the run's default (`RunControl.BestValidation`).
+      BestValidation: bool option }
 
     /// The default loop without hooks (identity data, no joint training).
     static member plain : StrategyRun =
@@ -53,7 +64,9 @@ type StrategyRun =
           Joint = false
           SaveState = ignore
           LoadState = ignore
-          WriteOutputs = ignore }
+          WriteOutputs = ignore
+          Interleave = (fun _ -> None)
+          BestValidation = None }
 
 /// A continual-learning strategy: the default training loop plus hooks. `Start` prepares a fresh
 /// model (e.g. adds LoRA) and returns the per-task hooks.
@@ -265,168 +278,3 @@ type Ewc(model: ILanguageModel, lambda: float, samples: int, seed: int) =
             fisher.Clear()
             anchor.Clear()
 
-/// The strategies available, selectable by name.
-[<RequireQualifiedAccess>]
-module Strategy =
-    let private plain = StrategyRun.plain
-
-    let private loraTargets (model: ILanguageModel) =
-        if model.Family = ModelFamily.DecoderOnly then [| "q_proj"; "v_proj" |] else [| "q"; "v" |]
-
-    let private loraConfig (r: int) (model: ILanguageModel) (name: string) =
-        LoraConfig(R = r, Alpha = float (2 * r), Dropout = 0.05, TargetModules = loraTargets model, AdapterName = name)
-
-    /// Sequential full fine-tuning: each task trains all weights, nothing protects earlier tasks.
-    let seqFT : Strategy = { Name = "seqft"; Start = fun _ -> plain }
-
-    /// One LoRA adapter (rank r, on q and v) trained through the whole sequence.
-    let seqLora (r: int) : Strategy =
-        { Name = "seqlora"
-          Start = fun model ->
-            LoraAdapter.applyWith (LoraConfig(R = r, Alpha = float (2 * r), Dropout = 0.05, TargetModules = loraTargets model)) model |> ignore
-            plain }
-
-    /// KIF with full fine-tuning: whole-tensor units, first-order importance, the static rule.
-    let kifWith (options: KifOptions) : Strategy =
-        { Name = "kif"
-          Start = fun model ->
-            let session = new KifSession(model, options)
-            { plain with
-                BeginTask = fun t -> session.BeginTask t.Name
-                EndTask = fun _ -> session.EndTask() |> ignore
-                SaveState = session.SaveState
-                LoadState = session.RestoreState
-                WriteOutputs = fun dir -> Kif.saveLayerImportance (IO.Path.Combine(dir, Kif.LayerImportanceFile)) (Kif.importanceByLayer session)
-                Dispose = session.Dispose } }
-
-    /// KIF with full fine-tuning and the reference settings.
-    let kif : Strategy = kifWith (KifOptions.FullFineTuning())
-
-    /// KIF with feed-forward neuron blocks of 16 and attention heads as units, per-module-type
-    /// normalisation and λ = 1 for units important to neither distribution (`KifOptions.NeuronBlocks`).
-    let kifNeuron : Strategy = { kifWith (KifOptions.NeuronBlocks()) with Name = "kif-neuron" }
-
-    /// KIF-LoRA: rank-1 units of a LoRA of rank r, second-order importance, the adaptive rule and
-    /// the orthogonality term (λ_orth = 0.1).
-    let kifLora (r: int) : Strategy =
-        { Name = "kif-lora"
-          Start = fun model ->
-            let lora = LoraAdapter.applyWith (LoraConfig(R = r, Alpha = float (2 * r), Dropout = 0.05, TargetModules = loraTargets model)) model
-            let session = new KifSession(model, KifOptions.Lora())
-            { plain with
-                BeginTask = fun t -> Orthogonality.AddTo(session.BeginTask t.Name, lora, "default")
-                EndTask = fun _ -> session.EndTask() |> ignore
-                SaveState = session.SaveState
-                LoadState = session.RestoreState
-                WriteOutputs = fun dir -> Kif.saveLayerImportance (IO.Path.Combine(dir, Kif.LayerImportanceFile)) (Kif.importanceByLayer session)
-                Dispose = session.Dispose } }
-
-    /// Name of the adapter IncLoRA and O-LoRA add for task k (0-based): "task{k}".
-    let adapterName (k: int) : string = $"task{k}"
-
-    /// Shared by IncLoRA and O-LoRA: at each task a new adapter (rank r, α = 2r, dropout 0.05,
-    /// on q and v) named task0, task1, …; every adapter stays active, only the new one trains.
-    let private incremental (name: string) (r: int) (lambda1: float option) : Strategy =
-        { Name = name
-          Start = fun model ->
-            let mutable k = 0
-            let countFile dir = IO.Path.Combine(dir, "adapters.txt")
-            { plain with
-                SaveState = fun dir -> Klf.Checkpoints.AtomicFile.WriteAllText(countFile dir, string k)
-                LoadState = fun dir ->
-                    let path = countFile dir
-                    let text = if IO.File.Exists path then IO.File.ReadAllText(path).Trim() else raise (IO.FileNotFoundException($"{dir}: no {name} adapter count (adapters.txt)", path))
-                    let n = match Int32.TryParse text with | true, v when v >= 0 -> v | _ -> raise (IO.InvalidDataException $"{path}: expected an adapter count, found \"{text}\"")
-                    for i in 0 .. n - 1 do
-                        let lora = LoraAdapter.applyWith (loraConfig r model (adapterName i)) model
-                        lora.SetTrainableAdapters(adapterName i)
-                    k <- n
-                BeginTask = fun _ ->
-                    let current = adapterName k
-                    let lora = LoraAdapter.applyWith (loraConfig r model current) model
-                    lora.SetTrainableAdapters current
-                    let previous = [ for i in 0 .. k - 1 -> adapterName i ]
-                    k <- k + 1
-                    let hooks = StepHooks()
-                    match lambda1 with
-                    | Some l when not previous.IsEmpty -> hooks.ExtraLosses.Add(fun _ -> OLora.penalty l lora current previous)
-                    | _ -> ()
-                    hooks } }
-
-    /// IncLoRA: a new LoRA adapter of rank r per task (task0, task1, …), earlier ones frozen but active.
-    let incLora (r: int) : Strategy = incremental "inclora" r None
-
-    /// O-LoRA: IncLoRA plus the ExtraLoss λ1 · Σ_modules Σ_prev Σ |A_prev A_curᵀ| (`OLora.penalty`)
-    /// against all earlier tasks' A of the same module (reference λ1 = 0.5, `OLora.DefaultLambda`).
-    let oLoraWith (r: int) (lambda1: float) : Strategy = incremental "olora" r (Some lambda1)
-
-    /// O-LoRA with rank r and λ1 = 0.5.
-    let oLora (r: int) : Strategy = oLoraWith r OLora.DefaultLambda
-
-    /// EWC with full fine-tuning: after each task the empirical diagonal Fisher over `samples`
-    /// seeded training examples (batches of one) is added to the accumulated Fisher and θ* is set to
-    /// the current weights; later tasks add the ExtraLoss (λ/2) · Σ F · (θ − θ*)² (see `Ewc`).
-    let ewcWith (lambda: float) (samples: int) : Strategy =
-        { Name = "ewc"
-          Start = fun model ->
-            let ewc = new Ewc(model, lambda, samples, 17)
-            { plain with
-                BeginTask = fun _ ->
-                    let hooks = StepHooks()
-                    if ewc.Fisher.Count > 0 then hooks.ExtraLosses.Add(fun _ -> ewc.Penalty())
-                    hooks
-                AfterFit = fun f -> ewc.Consolidate(f.Train, f.Options)
-                SaveState = ewc.Save
-                LoadState = ewc.Load
-                Dispose = fun () -> (ewc :> IDisposable).Dispose() } }
-
-    /// EWC with λ = 5000 (the value of many CL-for-LM papers) and 32 Fisher samples per task.
-    let ewc : Strategy = ewcWith Ewc.DefaultLambda Ewc.DefaultSamples
-
-    /// Adds a replay memory to a run: after each task its memory (`Replay.memory seed fraction`)
-    /// is kept; each later task trains on its own examples followed by every earlier task's memory
-    /// (the trainer's bucketed sampler mixes them into the batches).
-    let withReplay (seed: int) (fraction: float) (run: StrategyRun) : StrategyRun =
-        let memories = ResizeArray<Example[]>()
-        { run with
-            TrainExamples = fun t xs -> Array.append (run.TrainExamples t xs) (Array.concat memories)
-            EndTask = fun t -> run.EndTask t; memories.Add(Replay.memory seed fraction t)
-            SaveState = fun dir -> run.SaveState dir; Replay.save (IO.Path.Combine(dir, Replay.StateFile)) (List.ofSeq memories)
-            LoadState = fun dir ->
-                run.LoadState dir
-                memories.Clear()
-                memories.AddRange(Replay.load (IO.Path.Combine(dir, Replay.StateFile))) }
-
-    /// Replay: full fine-tuning with a memory of 2 % of each earlier task (≥ 1, label-balanced, seed 42).
-    let replayWith (seed: int) (fraction: float) : Strategy =
-        { Name = "replay"; Start = fun _ -> withReplay seed fraction plain }
-
-    /// Replay with the reference memory (2 %, seed 42).
-    let replay : Strategy = replayWith Replay.DefaultSeed Replay.DefaultFraction
-
-    /// KIF (full fine-tuning, reference settings) with the replay memory; identification and
-    /// fusion are unchanged.
-    let kifReplay : Strategy =
-        { Name = "kif-replay"; Start = fun model -> withReplay Replay.DefaultSeed Replay.DefaultFraction (kif.Start model) }
-
-    /// MTL, the upper bound: full fine-tuning once on the union of every task's training examples
-    /// with the step budget of the whole sequence (T × the per-task steps; the cheaper variant: one
-    /// joint training at the last task, not one per prefix). Every row of
-    /// the matrix holds the joint model's scores (a_{j,i} = a_{T,i} for i ≤ j), so AP is the
-    /// upper bound, BWT and F.Ra are 0 by construction and FWT compares joint with single-task
-    /// training; only AP (and FWT) are meaningful.
-    let mtl : Strategy = { Name = "mtl"; Start = fun _ -> { plain with Joint = true } }
-
-    /// Every strategy by name (LoRA rank 8).
-    let all : Strategy list = [ seqFT; seqLora 8; kif; kifNeuron; kifLora 8; incLora 8; oLora 8; ewc; replay; kifReplay; mtl ]
-
-    /// Names of the strategies.
-    let names = all |> List.map (fun s -> s.Name)
-
-    /// A strategy by name; unknown names list the known ones.
-    let byName (name: string) : Strategy =
-        match all |> List.tryFind (fun s -> String.Equals(s.Name, name, StringComparison.OrdinalIgnoreCase)) with
-        | Some s -> s
-        | None ->
-            let known = String.Join(", ", names)
-            invalidArg "name" $"unknown strategy \"{name}\" (known: {known})"

@@ -29,15 +29,26 @@ type RunControl =
       /// latest one (same matrix as an uninterrupted run). None: nothing is saved.
       StateDir: string option
       /// Keep every task's state (true) or only the latest (false).
-      KeepAllStates: bool }
+      KeepAllStates: bool
+      /// Best-validation checkpoints for strategies that do not set it (`StrategyRun.BestValidation`):
+      /// each task then needs validation examples (`TaskData.Validation`).
+      BestValidation: bool
+      /// Optimizer steps between validation measurements (the last step is always measured).
+      EvalEvery: int
+      /// Sees what the trainer did on each task: task index (0-based), task name, the fit's result
+      /// (validation losses and the step whose weights were kept).
+      OnFit: int -> string -> FitResult -> unit }
 
-    /// No callbacks, no state.
+    /// No callbacks, no state, no best-validation.
     static member none : RunControl =
         { OnTask = (fun _ _ _ -> ())
           OnStep = (fun _ _ _ -> ())
           OnResume = ignore
           StateDir = None
-          KeepAllStates = true }
+          KeepAllStates = true
+          BestValidation = false
+          EvalEvery = 10
+          OnFit = (fun _ _ _ -> ()) }
 
 /// Runs a strategy over a task sequence: train task j with the strategy's hooks (on the examples
 /// its `TrainExamples` returns), then evaluate every task seen so far on its test split (batched
@@ -60,14 +71,25 @@ module Continual =
             let record j (row: float[]) =
                 row |> Array.iteri (fun i a -> matrix <- Metrics.withEntry j i a matrix)
                 rows.Add row
-            let fit (j: int) (task: TaskData) (examples: Example[]) (stepsScale: int) =
+            let encode = Prompt.examples model.Family tok
+            let fit (j: int) (task: TaskData) (examples: Example[]) (validation: Example[]) (stepsScale: int) =
                 let hooks = run.BeginTask task
-                let train = Prompt.examples model.Family tok (run.TrainExamples task examples)
+                let train = encode (run.TrainExamples task examples)
                 let seeded = options.WithSeed(options.Seed + j)
                 let taskOptions = if stepsScale > 1 && seeded.MaxSteps > 0 then seeded.WithMaxSteps(seeded.MaxSteps * stepsScale) else seeded
                 let planned = Trainer.PlannedSteps(train.Length, taskOptions)
+                let best = defaultArg run.BestValidation control.BestValidation
+                if best && validation.Length = 0 then
+                    raise (InvalidOperationException $"{strategy.Name}: best-validation is on, but task {task.Name} has no validation examples (hold some out with validation-examples, or set best-validation: false)")
+                let validationSet = if best then ValidationSet(encode validation, control.EvalEvery) else null
+                let interleave =
+                    match run.Interleave task with
+                    | Some i -> i.Steps taskOptions.Seed (encode i.Examples)
+                    | None -> null
                 let mutable step = 0
-                Trainer.Fit(model, train, taskOptions, hooks, fun _ -> step <- step + 1; control.OnStep j step planned) |> ignore
+                let onStep = Action<StepMetrics>(fun _ -> step <- step + 1; control.OnStep j step planned)
+                let result = Trainer.Run(model, train, taskOptions, FitExtras(hooks, onStep, validationSet, interleave))
+                control.OnFit j task.Name result
                 run.AfterFit { Task = task; Train = train; Options = taskOptions }
                 run.EndTask task
             let evaluate (j: int) =
@@ -79,7 +101,7 @@ module Continual =
                 // sequence (T × the per-task steps); its scores fill every row.
                 let last = tasks.Length - 1
                 if last >= 0 then
-                    fit last tasks[last] (tasks |> Array.collect (fun t -> t.Train)) tasks.Length
+                    fit last tasks[last] (tasks |> Array.collect (fun t -> t.Train)) (tasks |> Array.collect (fun t -> t.Validation)) tasks.Length
                     let scores = evaluate last
                     for j in 0 .. last do
                         record j scores[.. j]
@@ -103,7 +125,7 @@ module Continual =
                 | None -> ()
                 for j in start .. tasks.Length - 1 do
                     let task = tasks[j]
-                    fit j task task.Train 1
+                    fit j task task.Train task.Validation 1
                     let row = evaluate j
                     record j row
                     control.OnTask j task.Name row

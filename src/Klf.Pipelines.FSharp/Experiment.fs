@@ -80,7 +80,7 @@ module Experiment =
 
     let private kindName (kind: RunKind) (tasks: string list) =
         match kind with
-        | StrategyRun s -> s
+        | StrategyRun s -> StrategySpec.folderName s
         | SingleTask j -> sprintf "single-%02d-%s" (j + 1) (slug tasks[j])
 
     /// The task names of each sequence of the spec (orders read from the orders file).
@@ -100,7 +100,7 @@ module Experiment =
             for seed in spec.Seeds do
                 let kinds =
                     [ if spec.SingleTask then for j in 0 .. tasks.Length - 1 -> SingleTask j
-                      for s in spec.Strategies -> StrategyRun s ]
+                      for s in spec.Strategies -> StrategyRun s.Label ]
                 for k in kinds ->
                     { Sequence = name; Seed = seed; Kind = k
                       Id = Path.Combine("runs", slug name, $"seed-{seed}", kindName k tasks) } ]
@@ -229,11 +229,52 @@ module Experiment =
     /// The trainer options of a run of the spec.
     let trainerOptions (spec: ExperimentSpec) (seed: int) : TrainerOptions =
         TrainerOptions(BatchSize = spec.BatchSize, MaxSteps = spec.Steps, Seed = seed, MaxLength = spec.MaxLength, Truncation = spec.Truncation,
-                       Optimizer = OptimizerOptions(LearningRate = spec.LearningRate, WarmupSteps = spec.WarmupSteps))
+                       Optimizer = OptimizerOptions(LearningRate = spec.LearningRate, WarmupSteps = spec.WarmupSteps,
+                                                    WeightDecay = spec.WeightDecay, DecayOn = spec.DecayOn))
+
+    /// The strategy spec of a label in the experiment.
+    let strategySpec (spec: ExperimentSpec) (label: string) : StrategySpec =
+        match spec.Strategies |> List.tryFind (fun s -> s.Label = label) with
+        | Some s -> s
+        | None -> raise (ArgumentException $"no strategy labelled \"{label}\" in the experiment")
+
+    /// Checks the experiment's strategies before any work: each builds from its settings, labels are
+    /// distinct, and best-validation set on explicitly needs validation examples.
+    let checkStrategies (spec: ExperimentSpec) : unit =
+        Strategy.checkLabels "experiment" spec.Strategies
+        for s in spec.Strategies do
+            Strategy.ofSpecIn "experiment" s |> ignore
+            match s.Settings |> List.tryFind (fst >> (=) "best-validation") with
+            | Some(_, Setting.Bool true) when spec.ValidationExamples = 0 ->
+                raise (InvalidDataException $"strategy {s.Label}: best-validation needs validation examples, and validation-examples is 0")
+            | _ -> ()
 
     let private json (o: JsonNode) = o.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true))
 
-    let private checkManifest (path: string) (spec: ExperimentSpec) =
+    /// Adds what the trainer did on task j to a run's manifest (atomically): `training[j]` = the
+    /// task, its optimizer steps (and interleaved steps), every validation loss and the step whose
+    /// weights were kept. Rewriting an entry is idempotent, so a resumed task overwrites its own.
+    let private recordFit (path: string) (j: int) (task: string) (fit: FitResult) =
+        let m = JsonNode.Parse(File.ReadAllText path).AsObject()
+        let training = match m["training"] with :? JsonArray as a -> a | _ -> JsonArray()
+        let entry = JsonObject()
+        entry["task"] <- JsonValue.Create task
+        entry["steps"] <- JsonValue.Create fit.Steps.Count
+        if fit.InterleavedSteps > 0 then entry["interleaved-steps"] <- JsonValue.Create fit.InterleavedSteps
+        let num (x: float) : JsonNode = if Double.IsFinite x then JsonValue.Create x else null
+        if fit.Validation.Count > 0 then
+            entry["validation"] <- JsonArray([| for p in fit.Validation -> JsonArray([| JsonValue.Create p.Step :> JsonNode; num p.Loss |]) :> JsonNode |])
+        match fit.Kept with
+        | null -> ()
+        | k ->
+            entry["kept-step"] <- JsonValue.Create k.Step
+            entry["kept-validation-loss"] <- num k.Loss
+        while training.Count <= j do training.Add(null)
+        training[j] <- entry
+        m["training"] <- training.DeepClone()
+        AtomicFile.WriteAllText(path, json m)
+
+    let private checkManifest (path: string) (spec: ExperimentSpec) (run: RunSpec) =
         let stored =
             try JsonNode.Parse(File.ReadAllText path)
             with :? Text.Json.JsonException as e -> raise (InvalidDataException($"{path} is not valid JSON: {e.Message}"))
@@ -242,6 +283,13 @@ module Experiment =
         if a <> b then
             let diff = String.Join("; ", ExperimentSpec.differences storedSpec spec |> List.filter (fun d -> not (d.StartsWith "strategies" || d.StartsWith "seeds" || d.StartsWith "orders" || d.StartsWith "fwt")))
             raise (InvalidOperationException $"{path}: this run folder was started with other settings ({diff}); use the same settings to resume, or another output folder")
+        match run.Kind, stored["strategy-settings"] with
+        | StrategyRun label, storedStrategy ->
+            let now = StrategySpec.toJson (strategySpec spec label)
+            let before = if isNull storedStrategy then JsonValue.Create label :> JsonNode else storedStrategy
+            if not (JsonNode.DeepEquals(now, before)) then
+                raise (InvalidOperationException $"{path}: strategy {label} was started with the settings {before.ToJsonString()}, not {now.ToJsonString()}; use the same settings to resume, or another output folder")
+        | _ -> ()
 
     /// Executes the runs of `spec` in `only` (all of them when None; e.g. a shard) into `outDir`:
     /// writes `outDir/experiment.json`, then per run `manifest.json` (settings, seed, task order,
@@ -254,7 +302,7 @@ module Experiment =
         let sequences = sequenceTasks root (ordersFile spec root) spec
         let all = runs sequences spec
         let chosen = defaultArg only all
-        for s in spec.Strategies do Strategy.byName s |> ignore
+        checkStrategies spec
         Directory.CreateDirectory outDir |> ignore
         let expFile = Path.Combine(outDir, ExperimentFile)
         let exp = JsonObject()
@@ -270,12 +318,14 @@ module Experiment =
         let sequenceOf (name: string) (seed: int) =
             if not (loaded.ContainsKey name) then
                 loaded[name] <- sequences |> List.find (fun (n, _) -> n = name) |> snd |> List.map (Task.load root)
-            TaskSequence.create name loaded[name] |> TaskSequence.subsample seed { Train = spec.TrainExamples; Test = spec.TestExamples }
+            TaskSequence.create name loaded[name]
+            |> TaskSequence.subsample seed { Train = spec.TrainExamples + spec.ValidationExamples; Test = spec.TestExamples }
+            |> TaskSequence.withValidation seed spec.ValidationExamples
         [ for r in chosen ->
             let runDir = Path.Combine(outDir, r.Id)
             let resultPath = Path.Combine(runDir, ResultFile)
             let manifestPath = Path.Combine(runDir, ManifestFile)
-            if File.Exists manifestPath then checkManifest manifestPath spec
+            if File.Exists manifestPath then checkManifest manifestPath spec r
             if File.Exists resultPath then
                 let result = readResult resultPath
                 control.OnRunDone r result true
@@ -296,6 +346,9 @@ module Experiment =
                     m["seed"] <- JsonValue.Create r.Seed
                     m["tasks"] <- JsonArray([| for t in names -> JsonValue.Create t :> JsonNode |])
                     m["config"] <- ExperimentSpec.toJson spec
+                    match r.Kind with
+                    | StrategyRun label -> m["strategy-settings"] <- StrategySpec.toJson (strategySpec spec label)
+                    | SingleTask _ -> ()
                     m["packages"] <- packages ()
                     m["revision"] <- JsonValue.Create(revision ())
                     m["started"] <- JsonValue.Create(DateTime.UtcNow.ToString "O")
@@ -308,11 +361,14 @@ module Experiment =
                         OnStep = (fun _ _ _ -> control.OnStep r)
                         OnResume = control.OnResume r
                         StateDir = Some runDir
-                        KeepAllStates = control.KeepAllStates }
+                        KeepAllStates = control.KeepAllStates
+                        BestValidation = spec.ValidationExamples > 0
+                        EvalEvery = spec.EvalEvery
+                        OnFit = fun j task fit -> recordFit manifestPath j task fit }
                 let result =
                     match r.Kind with
                     | StrategyRun s ->
-                        let strategy = Strategy.byName s
+                        let strategy = Strategy.ofSpecIn "experiment" (strategySpec spec s)
                         // Every strategy spends the per-task steps once per task (MTL all at once, on the union).
                         let planned = spec.Steps * names.Length
                         control.OnRunStart r names planned

@@ -28,12 +28,17 @@ type ExperimentSpec =
       Orders: string list
       /// An explicit task sequence (named "custom") instead of `Orders`.
       Tasks: string list
-      /// Strategy names (see `Strategy.names`).
-      Strategies: string list
+      /// The strategies, each a registered name with settings and a label (sweeps already expanded).
+      Strategies: StrategySpec list
       /// One run of every strategy and order per seed; the seed drives sampling, initialisation and training.
       Seeds: int list
       /// Training examples per task (seeded sample per seed).
       TrainExamples: int
+      /// Further training examples per task held out as validation (seeded; 0: none). With some,
+      /// every strategy keeps its best-validation weights unless its `best-validation` says otherwise.
+      ValidationExamples: int
+      /// Optimizer steps between validation measurements.
+      EvalEvery: int
       /// Test examples per task (seeded sample per seed).
       TestExamples: int
       /// Optimizer steps per task.
@@ -41,6 +46,9 @@ type ExperimentSpec =
       BatchSize: int
       LearningRate: float
       WarmupSteps: int
+      /// AdamW's decoupled weight decay and which parameters it applies to.
+      WeightDecay: float
+      DecayOn: Klf.Training.WeightDecayScope
       MaxLength: int
       /// Which prompt tokens are dropped when a prompt does not fit MaxLength (training and evaluation alike).
       Truncation: Klf.Training.PromptTruncation
@@ -59,14 +67,18 @@ module ExperimentSpec =
           OrdersFile = None
           Orders = [ "standard/order1" ]
           Tasks = []
-          Strategies = [ "seqft"; "kif" ]
+          Strategies = [ StrategySpec.named "seqft"; StrategySpec.named "kif" ]
           Seeds = [ 1 ]
           TrainExamples = 200
+          ValidationExamples = 100
+          EvalEvery = 10
           TestExamples = 100
           Steps = 100
           BatchSize = 8
           LearningRate = 3e-4
           WarmupSteps = 10
+          WeightDecay = 0.01
+          DecayOn = Klf.Training.WeightDecayScope.All
           MaxLength = 256
           Truncation = Klf.Training.PromptTruncation.DropMiddle
           SingleTask = true }
@@ -85,9 +97,11 @@ module ExperimentSpec =
             Benchmark = Some data
             OrdersFile = Some(IO.Path.Combine(data, "orders.json"))
             Orders = [ "standard/order1" ]
-            Strategies = [ "seqft"; "kif"; "kif-neuron"; "mtl" ]
+            Strategies = [ for s in [ "seqft"; "kif"; "kif-neuron"; "mtl" ] -> StrategySpec.named s ]
             Seeds = [ 1 ]
-            TrainExamples = 300
+            TrainExamples = 250
+            ValidationExamples = 50
+            EvalEvery = 10
             TestExamples = 200
             Steps = 60
             BatchSize = 8
@@ -95,6 +109,20 @@ module ExperimentSpec =
             WarmupSteps = 6
             MaxLength = 256
             SingleTask = true }
+
+    /// The config name of a weight-decay scope: `all` or `matrices`.
+    let decayName (scope: Klf.Training.WeightDecayScope) =
+        if scope = Klf.Training.WeightDecayScope.Matrices then "matrices" else "all"
+
+    /// Reads `all` (every parameter) or `matrices` (no decay on norm weights and biases).
+    let parseDecay (text: string) =
+        match text.Trim().ToLowerInvariant() with
+        | "all" -> Klf.Training.WeightDecayScope.All
+        | "matrices" -> Klf.Training.WeightDecayScope.Matrices
+        | t -> raise (ArgumentException $"\"{t}\" is not all or matrices")
+
+    /// The strategy labels, in order.
+    let labels (spec: ExperimentSpec) : string list = spec.Strategies |> List.map (fun s -> s.Label)
 
     /// The sequences the experiment runs: the explicit tasks as "custom", else the orders.
     let sequenceNames (spec: ExperimentSpec) : string list =
@@ -115,14 +143,18 @@ module ExperimentSpec =
         o["orders-file"] <- opt spec.OrdersFile
         o["orders"] <- list spec.Orders
         o["tasks"] <- list spec.Tasks
-        o["strategies"] <- list spec.Strategies
+        o["strategies"] <- JsonArray([| for s in spec.Strategies -> StrategySpec.toJson s |])
         o["seeds"] <- JsonArray([| for s in spec.Seeds -> JsonValue.Create s :> JsonNode |])
         o["train-examples"] <- JsonValue.Create spec.TrainExamples
+        o["validation-examples"] <- JsonValue.Create spec.ValidationExamples
+        o["eval-every"] <- JsonValue.Create spec.EvalEvery
         o["test-examples"] <- JsonValue.Create spec.TestExamples
         o["steps"] <- JsonValue.Create spec.Steps
         o["batch"] <- JsonValue.Create spec.BatchSize
         o["lr"] <- JsonValue.Create spec.LearningRate
         o["warmup"] <- JsonValue.Create spec.WarmupSteps
+        o["weight-decay"] <- JsonValue.Create spec.WeightDecay
+        o["decay-on"] <- str (decayName spec.DecayOn)
         o["max-length"] <- JsonValue.Create spec.MaxLength
         o["truncation"] <- str (Klf.Training.PromptCut.Name spec.Truncation)
         o["fwt"] <- JsonValue.Create spec.SingleTask
@@ -131,7 +163,8 @@ module ExperimentSpec =
     /// The keys `ofJson` understands.
     let keys =
         [ "name"; "model"; "preset"; "tokenizer"; "benchmark"; "orders-file"; "order"; "orders"; "tasks"; "strategies"; "seed"; "seeds"
-          "train-examples"; "test-examples"; "steps"; "batch"; "lr"; "warmup"; "max-length"; "truncation"; "fwt" ]
+          "train-examples"; "validation-examples"; "eval-every"; "test-examples"; "steps"; "batch"; "lr"; "warmup"
+          "weight-decay"; "decay-on"; "max-length"; "truncation"; "fwt" ]
 
     /// Reads a specification from JSON, starting from `defaults`; `source` names the file in errors.
     /// Lists may be arrays or comma-separated strings; numbers and booleans may be strings (YAML).
@@ -180,6 +213,8 @@ module ExperimentSpec =
             | Some _, Some _ -> bad "give either order or orders"
             | Some x, None | None, Some x -> x
             | None, None -> d.Orders
+        let nonNegative k = int k |> Option.map (fun v -> if v < 0 then bad $"{k} must be at least 0, got {v}" else v)
+        let positive k = int k |> Option.map (fun v -> if v < 1 then bad $"{k} must be at least 1, got {v}" else v)
         { Name = str "name" |> Option.defaultValue d.Name
           Model = model
           Tokenizer = str "tokenizer"
@@ -187,14 +222,23 @@ module ExperimentSpec =
           OrdersFile = str "orders-file"
           Orders = orders
           Tasks = list "tasks" |> Option.defaultValue d.Tasks
-          Strategies = list "strategies" |> Option.defaultValue d.Strategies
+          Strategies =
+            match get "strategies" with
+            | None -> d.Strategies
+            | Some(:? JsonArray as a) -> [ for x in a do yield! Strategy.specsOfJson source x ]
+            | Some n -> Strategy.specsOfText source (text "strategies" n)
+            |> fun specs -> Strategy.checkLabels source specs; specs
           Seeds = seeds
           TrainExamples = int "train-examples" |> Option.defaultValue d.TrainExamples
+          ValidationExamples = nonNegative "validation-examples" |> Option.defaultValue d.ValidationExamples
+          EvalEvery = positive "eval-every" |> Option.defaultValue d.EvalEvery
           TestExamples = int "test-examples" |> Option.defaultValue d.TestExamples
           Steps = int "steps" |> Option.defaultValue d.Steps
           BatchSize = int "batch" |> Option.defaultValue d.BatchSize
           LearningRate = float "lr" |> Option.defaultValue d.LearningRate
           WarmupSteps = int "warmup" |> Option.defaultValue d.WarmupSteps
+          WeightDecay = float "weight-decay" |> Option.map (fun v -> if not (v >= 0.0 && Double.IsFinite v) then bad $"weight-decay must be a finite number >= 0, got {v}" else v) |> Option.defaultValue d.WeightDecay
+          DecayOn = str "decay-on" |> Option.map (fun t -> try parseDecay t with :? ArgumentException as e -> bad $"decay-on: {e.Message}") |> Option.defaultValue d.DecayOn
           MaxLength = int "max-length" |> Option.defaultValue d.MaxLength
           Truncation =
             str "truncation"

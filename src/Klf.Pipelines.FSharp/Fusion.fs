@@ -9,20 +9,23 @@ open Klf.Fusion
 /// and ModelFusion.
 [<RequireQualifiedAccess>]
 module Fusion =
-    /// The names `rule` knows, each with the reference defaults.
-    let ruleNames = [ "kif-static"; "kif-adaptive"; "average"; "task-arithmetic"; "ties"; "dare"; "magmax" ]
+    /// The names of the registered rules (`FusionRules`; the shipped ones first).
+    let ruleNames () : string list = List.ofSeq FusionRules.Names
 
-    /// A shipped rule by name, with its reference defaults (unknown names throw ArgumentException).
-    let rule (name: string) : IFusionRule =
-        match name.Trim().ToLowerInvariant() with
-        | "kif-static" -> KifStaticRule()
-        | "kif-adaptive" -> KifAdaptiveRule()
-        | "average" -> AverageRule()
-        | "task-arithmetic" -> TaskArithmeticRule()
-        | "ties" -> TiesRule()
-        | "dare" -> DareRule()
-        | "magmax" -> MagMaxRule()
-        | other -> raise (ArgumentException($"""unknown fusion rule "{other}" (known: {String.Join(", ", ruleNames)})"""))
+    /// A registered rule by name or alias (`static`, `adaptive`), with its defaults; unknown names
+    /// throw ArgumentException listing the known ones.
+    let rule (name: string) : IFusionRule = FusionRules.Create name
+
+    /// A registered rule with parameters over its defaults, e.g. `ruleWith "kif-static" [ "neither", 1.0 ]`.
+    let ruleWith (name: string) (parameters: (string * float) list) : IFusionRule =
+        FusionRules.Create(name, dict parameters |> Collections.Generic.Dictionary)
+
+    /// Registers a rule written in F# under `name`, with its parameters (name, default, description)
+    /// and a builder from their values; it can then be named in configs, KIF settings and `klf fuse`.
+    let register (name: string) (description: string) (parameters: (string * float * string) list)
+                 (create: Map<string, float> -> IFusionRule) : unit =
+        let ps = [| for n, d, doc in parameters -> FusionRuleParameter(n, d, doc) |]
+        FusionRules.Register(FusionRuleDefinition(name, description, ps, Func<_, _>(fun values -> create (values |> Seq.map (fun kv -> kv.Key, kv.Value) |> Map.ofSeq))))
 
     /// Detached copies of the model's trainable parameters (the caller disposes the snapshot).
     let snapshot (model: ILanguageModel) : ParameterSnapshot = ParameterSnapshot.TakeTrainable model

@@ -37,10 +37,12 @@ type StrategyAggregate =
 /// `metrics.json` contract of `klf run`.
 [<RequireQualifiedAccess>]
 module Results =
-    let private strategyRank (name: string) =
-        match List.tryFindIndex ((=) name) Strategy.names with Some i -> i | None -> Int32.MaxValue
+    // Registered strategies in registry order (a label `kif(top=0.3)` ranks with `kif`), then the rest.
+    let private strategyRank (label: string) =
+        let name = match label.IndexOf '(' with -1 -> label | i -> label.Substring(0, i)
+        match List.tryFindIndex ((=) name) (Strategy.names ()) with Some i -> i | None -> Int32.MaxValue
 
-    /// Per sequence and seed, the strategies (in `Strategy.names` order, then by name) with their
+    /// Per sequence and seed, the strategies (in `Strategy.names ()` order, then by label) with their
     /// metrics. Seeds with no finished strategy run are left out.
     let bySeed (results: RunResult list) : SeedOutcome list =
         results

@@ -84,7 +84,7 @@ let tests =
                 fit m hooks 4 ignore
                 Expect.isNonEmpty tracker.Names "tracks something"
                 Expect.isTrue (tracker.Names |> Seq.forall Lora.IsLoraPath) "only LoRA parameters"
-                Expect.equal tracker.StepsCounted 2 "4 steps minus first and last"
+                Expect.equal tracker.StepsCounted 3 "4 steps minus the first (the reference gate; the last one counts)"
             finally m.Module.Dispose()
         }
 

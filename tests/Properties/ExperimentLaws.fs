@@ -11,7 +11,7 @@ open Klf.Pipelines
 let private config = { FsCheckConfig.defaultConfig with maxTest = 300; replay = Some (20261126UL, 0x5DEECE66DUL, None) }
 
 let private spec strategies seeds fwt =
-    { ExperimentSpec.defaults with Strategies = strategies; Seeds = seeds; SingleTask = fwt }
+    { ExperimentSpec.defaults with Strategies = strategies |> List.map StrategySpec.named; Seeds = seeds; SingleTask = fwt }
 
 let private rowsOf (xs: float list list) = xs |> List.map Array.ofList |> Array.ofList
 
@@ -19,7 +19,7 @@ let private rowsOf (xs: float list list) = xs |> List.map Array.ofList |> Array.
 let tests =
     testList "experiment laws" [
         testPropertyWithConfig config "the n shards of an experiment are disjoint, cover every run, and differ in size by at most one" <| fun (PositiveInt nStrategies) (PositiveInt nSeeds) (PositiveInt tasks) (PositiveInt n) (fwt: bool) ->
-            let strategies = List.init (min nStrategies 6) (fun i -> Strategy.names[i % Strategy.names.Length] + string i)
+            let strategies = List.init (min nStrategies 6) (fun i -> let names = Strategy.names () in names[i % names.Length] + string i)
             let seeds = List.init (min nSeeds 5) id
             let sequences = [ "a/o1", List.init (min tasks 6) (sprintf "t%d"); "b/o2", [ "x"; "y" ] ]
             let runs = Experiment.runs sequences (spec strategies seeds fwt)

@@ -133,8 +133,10 @@ let tests =
                 Expect.equal (counts ()) (0, 0) "disposed"
         }
 
-        test "Counts: SkipLastStep needs TotalSteps > 0; SkipFirstStep drops step 0 only" {
-            let o = ImportanceOptions()
+        test "Counts: the default skips step 0 only (the reference gate 0 < step < total); SkipLastStep needs TotalSteps > 0" {
+            let d = ImportanceOptions()
+            Expect.equal [ for s in 0 .. 4 -> d.Counts(s, 5) ] [ false; true; true; true; true ] "default: first skipped, last counted"
+            let o = ImportanceOptions(SkipLastStep = true)
             Expect.equal [ for s in 0 .. 4 -> o.Counts(s, 5) ] [ false; true; true; true; false ] "both skips, 5 steps"
             Expect.equal [ for s in 0 .. 4 -> o.Counts(s, 0) ] [ false; true; true; true; true ] "unknown total: last not skipped"
             Expect.equal [ for s in 0 .. 2 -> ImportanceOptions(SkipFirstStep = false, SkipLastStep = false).Counts(s, 3) ] [ true; true; true ] "no skips"

@@ -89,6 +89,32 @@ public sealed class ParameterSnapshot : IDisposable
         }
     }
 
+    /// <summary>
+    /// Overwrites every held copy with the current value of its parameter in <paramref name="model"/>
+    /// (in place, no new allocation): the snapshot now holds the model as it is.
+    /// </summary>
+    public void Refresh(ILanguageModel model)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var live = LiveParameters(model);
+        using var _ = no_grad();
+        foreach (var (n, t) in _tensors)
+            t.copy_(live.TryGetValue(n, out var p) ? p : throw new ArgumentException($"snapshot: the model has no parameter {n}"));
+    }
+
+    /// <summary>
+    /// Writes every held copy back into its parameter of <paramref name="model"/> with <c>copy_</c>
+    /// under no_grad: the same Parameter objects, so optimizers and references survive.
+    /// </summary>
+    public void RestoreTo(ILanguageModel model)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var live = LiveParameters(model);
+        using var _ = no_grad();
+        foreach (var (n, t) in _tensors)
+            (live.TryGetValue(n, out var p) ? p : throw new ArgumentException($"snapshot: the model has no parameter {n}")).copy_(t);
+    }
+
     /// <summary>Total number of elements held.</summary>
     public long ElementCount => _tensors.Values.Sum(t => t.numel());
 

@@ -42,8 +42,12 @@ public static class ImportanceMath
     }
 
     /// <summary>
-    /// <see cref="MinMax"/> applied to each group separately: the elements with equal
-    /// <paramref name="groups"/>[i] form a group, normalised on their own (a constant group → zeros).
+    /// Min-max normalisation within each group: the elements with equal <paramref name="groups"/>[i]
+    /// form a group, normalised on their own, (x − min_g) / (max_g − min_g). A group whose scores are
+    /// all equal (in particular a group of one unit, such as a tied embedding or the final norm under
+    /// per-module-type groups) has no ranking of its own; its units are placed on the global scale
+    /// instead, (x − min) / (max − min) over all elements, so a single unit is neither forced to 0 nor
+    /// to 1 but keeps its standing among all units. A constant input overall maps to zeros.
     /// </summary>
     public static double[] MinMaxPerGroup(double[] scores, string[] groups)
     {
@@ -51,17 +55,24 @@ public static class ImportanceMath
         ArgumentNullException.ThrowIfNull(groups);
         if (groups.Length != scores.Length)
             throw new ArgumentException($"{groups.Length} group labels for {scores.Length} scores", nameof(groups));
+        if (scores.Length == 0) return [];
+        var global = MinMax(scores);
         var result = new double[scores.Length];
         foreach (var members in Enumerable.Range(0, scores.Length).GroupBy(i => groups[i], StringComparer.Ordinal))
         {
             var idx = members.ToArray();
-            var norm = MinMax(idx.Select(i => scores[i]).ToArray());
-            for (var k = 0; k < idx.Length; k++) result[idx[k]] = norm[k];
+            var values = idx.Select(i => scores[i]).ToArray();
+            var constant = values.Max() == values.Min();
+            var norm = constant ? null : MinMax(values);
+            for (var k = 0; k < idx.Length; k++) result[idx[k]] = constant ? global[idx[k]] : norm![k];
         }
         return result;
     }
 
-    /// <summary>Normalises unit scores aligned with <paramref name="map"/> over the groups of <paramref name="scope"/>.</summary>
+    /// <summary>
+    /// Normalises unit scores aligned with <paramref name="map"/> over the groups of <paramref name="scope"/>
+    /// (<see cref="MinMax"/> for <see cref="NormalisationScope.Global"/>, <see cref="MinMaxPerGroup"/> otherwise).
+    /// </summary>
     public static double[] Normalise(SkillUnitMap map, double[] scores, NormalisationScope scope = NormalisationScope.Global)
     {
         ArgumentNullException.ThrowIfNull(map);
@@ -119,10 +130,21 @@ public static class ImportanceMath
     }
 
     /// <summary>
-    /// Accumulated importance after a task: MinMax(γ·previous + (1 − γ)·current), γ = 0.7 by default
-    /// (KIF's Â_k = minmax(γ·Â_{k−1} + (1−γ)·Ŝ_k)). Both arrays are aligned with the same unit map.
+    /// Accumulated importance after a task with global normalisation: MinMax(γ·previous + (1 − γ)·current),
+    /// γ = 0.7 by default (KIF's Â_k = minmax(γ·Â_{k−1} + (1−γ)·Ŝ_k)). Both arrays are aligned with the
+    /// same unit map. Use the overload with a map and a scope when Ŝ is normalised per group.
     /// </summary>
-    public static double[] Accumulate(double[] previous, double[] current, double gamma = 0.7)
+    public static double[] Accumulate(double[] previous, double[] current, double gamma = 0.7) =>
+        MinMax(Mix(previous, current, gamma));
+
+    /// <summary>
+    /// Accumulated importance normalised the way Ŝ is: <see cref="Normalise"/>(map, γ·previous + (1 − γ)·current, scope),
+    /// so that Â and Ŝ are on the same per-group scale when they are compared unit by unit.
+    /// </summary>
+    public static double[] Accumulate(SkillUnitMap map, double[] previous, double[] current, double gamma, NormalisationScope scope) =>
+        Normalise(map, Mix(previous, current, gamma), scope);
+
+    private static double[] Mix(double[] previous, double[] current, double gamma)
     {
         ArgumentNullException.ThrowIfNull(previous);
         ArgumentNullException.ThrowIfNull(current);
@@ -131,7 +153,7 @@ public static class ImportanceMath
         if (!(gamma >= 0 && gamma <= 1)) throw new ArgumentOutOfRangeException(nameof(gamma), gamma, "γ must lie in [0, 1]");
         var mixed = new double[current.Length];
         for (var i = 0; i < mixed.Length; i++) mixed[i] = gamma * previous[i] + (1 - gamma) * current[i];
-        return MinMax(mixed);
+        return mixed;
     }
 
     private static void CheckFinite(double[] scores)

@@ -29,20 +29,18 @@ public enum ImportanceHookPoint
 /// <param name="Order">Sensitivity formula (default <see cref="ImportanceOrder.Second"/>, KIF-LoRA).</param>
 /// <param name="Beta1">EMA factor of the smoothed sensitivity Ī ← β1·Ī + (1−β1)·s (0.85).</param>
 /// <param name="Beta2">EMA factor of the uncertainty Ū ← β2·Ū + (1−β2)·|s − Ī| (0.85).</param>
-/// <param name="SkipFirstStep">Do not count optimizer step 0. The reference code counts only
-/// <c>global_step &gt; 0</c> (0-based steps), so this matches it.</param>
+/// <param name="SkipFirstStep">Do not count optimizer step 0 (default true, as the reference).</param>
 /// <param name="SkipLastStep">Do not count the last planned step (Step = TotalSteps − 1; needs
-/// TotalSteps &gt; 0 in the step context, otherwise nothing is skipped). Note: the TaSL reference
-/// trainer counts <c>0 &lt; global_step &lt; max_steps</c> with 0-based steps, i.e. it does
-/// <em>not</em> drop the last step; the default <c>true</c> follows the project's method notes and
-/// drops one extra step out of hundreds. Set <c>false</c> to reproduce the reference exactly.</param>
+/// TotalSteps &gt; 0 in the step context, otherwise nothing is skipped). Default false, as the
+/// reference: the TaSL / KIF trainer gates on <c>0 &lt; global_step &lt; max_steps</c> before its step
+/// counter moves, so with 0-based steps it skips only the very first step and counts the last one.</param>
 /// <param name="HookPoint">Where <c>ImportanceTracker.Attach</c> hooks in (default after the optimizer step).</param>
 public sealed record ImportanceOptions(
     ImportanceOrder Order = ImportanceOrder.Second,
     double Beta1 = 0.85,
     double Beta2 = 0.85,
     bool SkipFirstStep = true,
-    bool SkipLastStep = true,
+    bool SkipLastStep = false,
     ImportanceHookPoint HookPoint = ImportanceHookPoint.AfterOptimizerStep)
 {
     /// <summary>Throws when a β is outside (0, 1).</summary>

@@ -175,6 +175,57 @@ public sealed class ImportanceTracker : IDisposable
         throw new KeyNotFoundException($"parameter '{name}' is not tracked");
     }
 
+    /// <summary>
+    /// Writes Ī and Ū of every tracked parameter to a safetensors file atomically (keys
+    /// <c>sensitivity.NAME</c> and <c>uncertainty.NAME</c>; metadata <c>steps_seen</c>, <c>steps_counted</c>),
+    /// so an accumulating importance survives a resumed run bit for bit.
+    /// </summary>
+    public void Save(string path)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var tensors = _tracked.Select(t => new KeyValuePair<string, Tensor>("sensitivity." + t.Name, t.Sensitivity))
+            .Concat(_tracked.Select(t => new KeyValuePair<string, Tensor>("uncertainty." + t.Name, t.Uncertainty)));
+        var meta = new Dictionary<string, string>
+        {
+            ["steps_seen"] = StepsSeen.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["steps_counted"] = StepsCounted.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        };
+        Klf.Checkpoints.SafeTensors.Save(path, tensors, meta);
+    }
+
+    /// <summary>
+    /// Restores buffers written by <see cref="Save"/> into the tracked parameters' buffers (copy_, in
+    /// place). The file must hold exactly the tracked names with their shapes; otherwise an
+    /// <see cref="InvalidDataException"/> names the file and the first difference.
+    /// </summary>
+    public void Load(string path)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var (_, meta) = Klf.Checkpoints.SafeTensors.ReadHeader(path);
+        var loaded = Klf.Checkpoints.SafeTensors.Load(path);
+        try
+        {
+            if (loaded.Count != 2 * _tracked.Count)
+                throw new InvalidDataException($"{path}: {loaded.Count} importance buffers for {_tracked.Count} tracked parameters");
+            using var _ = torch.no_grad();
+            foreach (var t in _tracked)
+                foreach (var (prefix, buffer) in new[] { ("sensitivity.", t.Sensitivity), ("uncertainty.", t.Uncertainty) })
+                {
+                    if (!loaded.TryGetValue(prefix + t.Name, out var v)) throw new InvalidDataException($"{path}: no {prefix}{t.Name}");
+                    if (!v.shape.SequenceEqual(buffer.shape)) throw new InvalidDataException($"{path}: {prefix}{t.Name} has shape ({string.Join(", ", v.shape)}), the parameter ({string.Join(", ", buffer.shape)})");
+                    buffer.copy_(v);
+                }
+            int Count(string key) => meta.TryGetValue(key, out var x) && int.TryParse(x, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var n) && n >= 0
+                ? n : throw new InvalidDataException($"{path}: metadata {key} is missing or not a count");
+            StepsSeen = Count("steps_seen");
+            StepsCounted = Count("steps_counted");
+        }
+        finally
+        {
+            foreach (var v in loaded.Values) v.Dispose();
+        }
+    }
+
     /// <summary>Detaches the hook and disposes the buffers. The parameters belong to the model and are untouched.</summary>
     public void Dispose()
     {

@@ -56,8 +56,10 @@ public sealed class KifSession : IDisposable
     /// <summary>Â after the last completed task (null before the first).</summary>
     public double[]? Accumulated { get; private set; }
 
-    /// <summary>Results of the completed tasks, in order.</summary>
-    public List<KifTaskResult> History { get; } = new();
+    private readonly List<KifTaskResult> _history = new();
+
+    /// <summary>Results of the completed tasks, in order (restored entries carry no fusion report).</summary>
+    public IReadOnlyList<KifTaskResult> History => _history;
 
     /// <summary>
     /// Starts task <paramref name="task"/>: fixes the unit map (first task), snapshots the units'
@@ -97,24 +99,20 @@ public sealed class KifSession : IDisposable
         using (NewDisposeScope())
             raw = UnitScores.Compute(Map, _model, _tracker.ElementScores());
         var current = ImportanceMath.Normalise(Map, raw, Options.Normalisation);
-        var importantCurrent = ImportanceMath.TopFraction(current, Options.TopFraction);
-        bool[]? importantPrevious = null;
-        FusionReport? report = null;
-        double[] accumulated;
+        KifTaskResult result;
         if (Accumulated == null)
         {
-            accumulated = current;
+            result = new KifTaskResult(_task, _history.Count + 1, raw, current, ImportanceMath.TopFraction(current, Options.TopFraction),
+                null, null, current, _tracker.StepsCounted);
         }
         else
         {
-            importantPrevious = ImportanceMath.TopFraction(Accumulated, Options.TopFraction);
-            var categories = Categories.Classify(importantPrevious, importantCurrent);
-            report = ModelFusion.Apply(_model, _previous, _baseline, Map, Accumulated, current, categories, Options.Rule, Options.Seed + History.Count);
-            accumulated = ImportanceMath.Accumulate(Accumulated, current, Options.Gamma);
+            var step = KifStep.Fuse(_model, _previous, _baseline, Map, Accumulated, current, Options, Options.Seed + _history.Count);
+            result = new KifTaskResult(_task, _history.Count + 1, raw, current, step.ImportantCurrent, step.ImportantPrevious,
+                step.Report, step.Accumulated, _tracker.StepsCounted);
         }
-        var result = new KifTaskResult(_task, History.Count + 1, raw, current, importantCurrent, importantPrevious, report, accumulated, _tracker.StepsCounted);
-        Accumulated = accumulated;
-        History.Add(result);
+        Accumulated = result.Accumulated;
+        _history.Add(result);
         _previous.Dispose();
         _previous = null;
         _task = null;
@@ -193,7 +191,7 @@ public sealed class KifSession : IDisposable
     public void RestoreState(string folder)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (_task != null || History.Count > 0) throw new InvalidOperationException("restore the state into a fresh session");
+        if (_task != null || _history.Count > 0) throw new InvalidOperationException("restore the state into a fresh session");
         var path = Path.Combine(folder, StateFile);
         if (!File.Exists(path)) throw new FileNotFoundException($"no KIF state at {path}", path);
         JsonNode json;
@@ -212,12 +210,12 @@ public sealed class KifSession : IDisposable
         foreach (var h in history)
         {
             var task = (string?)h!["task"] ?? throw new InvalidDataException($"{path}: a history entry has no task");
-            History.Add(new KifTaskResult(task, (int)h["index"]!, Nums(h["raw"], $"{task}.raw"), Nums(h["normalised"], $"{task}.normalised"),
+            _history.Add(new KifTaskResult(task, (int)h["index"]!, Nums(h["raw"], $"{task}.raw"), Nums(h["normalised"], $"{task}.normalised"),
                 Flags(h["importantCurrent"]) ?? throw new InvalidDataException($"{path}: {task} has no importantCurrent"),
                 Flags(h["importantPrevious"]), null, Nums(h["accumulated"], $"{task}.accumulated"), (int)h["steps"]!));
         }
         Map = map;
-        Accumulated = History[^1].Accumulated;
+        Accumulated = _history[^1].Accumulated;
         var baseline = Path.Combine(folder, BaselineFile);
         if (Options.KeepBaseline)
         {

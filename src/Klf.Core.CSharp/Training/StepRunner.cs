@@ -11,12 +11,15 @@ namespace Klf.Training;
 /// <param name="Beta1">AdamW β1.</param>
 /// <param name="Beta2">AdamW β2.</param>
 /// <param name="Eps">AdamW ε.</param>
-/// <param name="WeightDecay">Decoupled weight decay (applied to every trainable parameter).</param>
+/// <param name="WeightDecay">Decoupled weight decay, on the parameters <paramref name="DecayOn"/> selects.</param>
 /// <param name="MaxGradNorm">Clip the total L2 norm of trainable gradients to this; ≤ 0 disables clipping (the norm is still reported).</param>
 /// <param name="WarmupSteps">Linear warm-up steps (see <see cref="Schedules.LinearWarmupDecay"/>).</param>
 /// <param name="TotalSteps">Steps of the schedule; 0 keeps the learning rate constant.</param>
 /// <param name="Schedule">Shape of the decay after warm-up (linear to 0 by default).</param>
 /// <param name="MinLearningRateRatio">Cosine schedule only: the floor, as a fraction of <paramref name="LearningRate"/>.</param>
+/// <param name="DecayOn">Which parameters weight decay applies to. <see cref="WeightDecayScope.All"/> (the default) is a
+/// choice of this project, which no KIF reference fixes; <see cref="WeightDecayScope.Matrices"/> is the common
+/// alternative (Hugging Face's trainer, nanoGPT) that exempts norm weights and biases.</param>
 public sealed record OptimizerOptions(
     double LearningRate = 3e-4,
     double Beta1 = 0.9,
@@ -27,7 +30,8 @@ public sealed record OptimizerOptions(
     int WarmupSteps = 0,
     int TotalSteps = 0,
     LearningRateSchedule Schedule = LearningRateSchedule.Linear,
-    double MinLearningRateRatio = 0.0)
+    double MinLearningRateRatio = 0.0,
+    WeightDecayScope DecayOn = WeightDecayScope.All)
 {
     /// <summary>Learning rate of optimizer step <paramref name="step"/> (0-based).</summary>
     public double LearningRateAt(int step) =>
@@ -35,6 +39,15 @@ public sealed record OptimizerOptions(
         : Schedule == LearningRateSchedule.Cosine
             ? LearningRate * Schedules.WarmupCosine(step, WarmupSteps, TotalSteps, MinLearningRateRatio)
             : LearningRate * Schedules.LinearWarmupDecay(step, WarmupSteps, TotalSteps);
+}
+
+/// <summary>Which trainable parameters AdamW's weight decay applies to.</summary>
+public enum WeightDecayScope
+{
+    /// <summary>Every trainable parameter (this project's default; a project choice, not a reference value).</summary>
+    All,
+    /// <summary>Parameters with two or more dimensions only: norm weights and biases (the 1-D tensors) are not decayed.</summary>
+    Matrices,
 }
 
 /// <summary>How the learning rate falls after the warm-up (see <see cref="Schedules"/>).</summary>
@@ -125,8 +138,12 @@ public sealed class StepRunner : IDisposable
         Klf.Adapters.Lora.Find(model.Module)?.SyncToBase();   // adapters follow a moved model before the optimizer sees them
         _trainable = model.Module.named_parameters().Where(p => p.parameter.requires_grad).ToArray();
         if (_trainable.Length == 0) throw new InvalidOperationException("the model has no trainable parameters");
-        _optimizer = torch.optim.AdamW(_trainable.Select(p => p.Parameter), options.LearningRate,
-            options.Beta1, options.Beta2, options.Eps, options.WeightDecay, false, false);
+        var decayed = _trainable.Where(p => options.DecayOn == WeightDecayScope.All || p.Parameter.dim() >= 2).Select(p => p.Parameter).ToArray();
+        var exempt = _trainable.Where(p => options.DecayOn != WeightDecayScope.All && p.Parameter.dim() < 2).Select(p => p.Parameter).ToArray();
+        var groups = new List<AdamW.ParamGroup>();
+        if (decayed.Length > 0) groups.Add(new AdamW.ParamGroup(decayed, options.LearningRate, options.Beta1, options.Beta2, options.Eps, options.WeightDecay, false, false));
+        if (exempt.Length > 0) groups.Add(new AdamW.ParamGroup(exempt, options.LearningRate, options.Beta1, options.Beta2, options.Eps, 0.0, false, false));
+        _optimizer = torch.optim.AdamW(groups, options.LearningRate, options.Beta1, options.Beta2, options.Eps, options.WeightDecay, false, false);
     }
 
     /// <summary>The settings in use.</summary>
@@ -140,9 +157,12 @@ public sealed class StepRunner : IDisposable
 
     /// <summary>
     /// One optimizer step over <paramref name="microBatches"/> (on the model's device; the caller
-    /// keeps ownership). Puts the model in training mode.
+    /// keeps ownership). Puts the model in training mode. With <paramref name="advanceSchedule"/> false
+    /// the step uses the current learning rate and leaves the step counter (and so the schedule and
+    /// <see cref="StepContext.Step"/>) where it is: interleaved steps on a second stream (Recurrent-KIF's
+    /// memory steps) are extra optimizer steps that the schedule does not count.
     /// </summary>
-    public StepMetrics Step(IReadOnlyList<LmBatch> microBatches, StepHooks? hooks = null)
+    public StepMetrics Step(IReadOnlyList<LmBatch> microBatches, StepHooks? hooks = null, bool advanceSchedule = true)
     {
         if (microBatches.Count == 0) throw new ArgumentException("no micro-batches", nameof(microBatches));
         var clock = Stopwatch.StartNew();
@@ -183,7 +203,7 @@ public sealed class StepRunner : IDisposable
         foreach (var g in _optimizer.ParamGroups) g.LearningRate = lr;
         _optimizer.step();
         if (hooks != null) foreach (var h in hooks.AfterOptimizerStep) h(ctx);
-        _step++;
+        if (advanceSchedule) _step++;
         return new StepMetrics(ctx.Step, loss, extra, lr, norm, total, clock.Elapsed, processed);
     }
 

@@ -62,12 +62,28 @@ public static class Trainer
     /// <see cref="TrainerOptions.AccumulationSteps"/> micro-batches per optimizer step (an epoch's
     /// last step may have fewer) and runs a <see cref="StepRunner"/>. Batches are built on the
     /// model's device and disposed after their step. Returns one metrics record per step;
-    /// <paramref name="onStep"/> sees each as it is produced.
+    /// <paramref name="onStep"/> sees each as it is produced. (<see cref="Run"/> adds best-validation
+    /// checkpoints and interleaved steps.)
     /// </summary>
     public static IReadOnlyList<StepMetrics> Fit(ILanguageModel model, IReadOnlyList<LmExample> train, TrainerOptions options,
-        StepHooks? hooks = null, Action<StepMetrics>? onStep = null)
+        StepHooks? hooks = null, Action<StepMetrics>? onStep = null) =>
+        Run(model, train, options, new FitExtras(hooks, onStep)).Steps;
+
+    /// <summary>
+    /// <see cref="Fit"/> with its optional parts (<see cref="FitExtras"/>): hooks, a step callback,
+    /// best-validation checkpointing (the model ends with the weights of the lowest validation loss)
+    /// and a second stream of interleaved steps. The validation loss is measured after every
+    /// <see cref="ValidationSet.EvalEvery"/> main steps and after the last; with interleaved steps, only
+    /// at the end of a round (after its <see cref="InterleavedSteps.After"/>) or after the last step,
+    /// so that a kept state is always a merged one. The best weights are a detached copy of the
+    /// trainable parameters, owned and freed here.
+    /// </summary>
+    public static FitResult Run(ILanguageModel model, IReadOnlyList<LmExample> train, TrainerOptions options, FitExtras? extras = null)
     {
         if (train.Count == 0) throw new ArgumentException("no training examples", nameof(train));
+        extras ??= new FitExtras();
+        extras.Validation?.Validate();
+        extras.Interleave?.Validate();
         var total = PlannedSteps(train.Count, options);
         var opt = (options.Optimizer ?? new OptimizerOptions()) with { TotalSteps = total };
         var layout = BatchLayout.For(model, options.MaxLength, options.MaxTargetLength, options.Truncation);
@@ -75,6 +91,10 @@ public static class Trainer
         var lengths = train.Select(e => Batching.Length(e, layout)).ToArray();
         Seed(options.Seed);
         using var runner = new StepRunner(model, opt);
+        using var keeper = extras.Validation is { } v ? new BestWeights(model, v, options) : null;
+        var interleave = extras.Interleave;
+        var draws = interleave is null ? null : new Random(interleave.Seed);
+        var interleaved = 0;
         var metrics = new List<StepMetrics>(total);
         for (var epoch = 0; metrics.Count < total; epoch++)
         {
@@ -82,21 +102,56 @@ public static class Trainer
             for (var s = 0; s < plan.Length && metrics.Count < total; s += options.AccumulationSteps)
             {
                 var group = plan.Skip(s).Take(options.AccumulationSteps).ToArray();
-                var batches = new List<LmBatch>(group.Length);
-                try
+                var m = Step(runner, group.Select(g => g.Select(i => train[i]).ToArray()), layout, device, extras.Hooks, true);
+                metrics.Add(m);
+                extras.OnStep?.Invoke(m);
+                var done = metrics.Count;
+                var roundEnd = interleave is not null && done % interleave.Every == 0;
+                if (roundEnd)
                 {
-                    foreach (var g in group) batches.Add(Batching.Build(g.Select(i => train[i]).ToArray(), layout, device));
-                    var m = runner.Step(batches, hooks);
-                    metrics.Add(m);
-                    onStep?.Invoke(m);
+                    interleave!.Before?.Invoke();
+                    var size = Math.Min(interleave.BatchSize > 0 ? interleave.BatchSize : options.BatchSize, interleave.Examples.Count);
+                    for (var k = 0; k < interleave.Steps; k++)
+                    {
+                        var batch = Draw(draws!, interleave.Examples.Count, size).Select(i => interleave.Examples[i]).ToArray();
+                        Step(runner, [batch], layout, device, interleave.Hooks, false);
+                        interleaved++;
+                    }
+                    interleave.After?.Invoke();
                 }
-                finally
-                {
-                    foreach (var b in batches) b.Dispose();
-                }
+                if (interleave is null || roundEnd || done == total) keeper?.Measure(done, done == total);
             }
         }
-        return metrics;
+        var kept = keeper?.Finish();
+        return new FitResult(metrics, interleaved, keeper?.Points ?? [], kept);
+    }
+
+    // One optimizer step over micro-batches built from example groups; the batches are freed after it.
+    private static StepMetrics Step(StepRunner runner, IEnumerable<LmExample[]> groups, BatchLayout layout, Device device,
+        StepHooks? hooks, bool advanceSchedule)
+    {
+        var batches = new List<LmBatch>();
+        try
+        {
+            foreach (var g in groups) batches.Add(Batching.Build(g, layout, device));
+            return runner.Step(batches, hooks, advanceSchedule);
+        }
+        finally
+        {
+            foreach (var b in batches) b.Dispose();
+        }
+    }
+
+    // `size` distinct indices of 0..count-1, uniformly at random (a partial Fisher–Yates shuffle).
+    private static int[] Draw(Random rng, int count, int size)
+    {
+        var idx = Enumerable.Range(0, count).ToArray();
+        for (var i = 0; i < size; i++)
+        {
+            var j = rng.Next(i, count);
+            (idx[i], idx[j]) = (idx[j], idx[i]);
+        }
+        return idx[..size];
     }
 
     /// <summary>

@@ -28,32 +28,41 @@ let private previousImportance =
 let private currentImportance =
     req<string> "--current-importance" "Importance profile of the current task (Ŝ_k): from klf train --importance."
 let private out = req<string> "--out" "Output folder: the fused checkpoint (manifest with the fusion's settings and counts), tokenizer files and importance.json."
-let private ruleList = String.Join(", ", Fusion.ruleNames)
+let private ruleList () = String.Join(", ", Fusion.ruleNames ())
 let private rule =
-    opt<string> "--rule" $"Fusion rule: static, adaptive or any rule name ({ruleList}); default static, adaptive for lora-rank1 units." None
+    opt<string> "--rule" $"Fusion rule: static, adaptive or any registered rule ({ruleList ()}); default static, adaptive for lora-rank1 units." None
 let private partitionerList = String.Join(", ", SkillUnitPartitioners.Names)
 let private units = opt<string> "--units" $"Skill-unit partitioner ({partitionerList}); default: the one recorded in the profiles." None
 let private top = opt<float> "--top" "Fraction of units counted important for each distribution (strictly above its (1 − F) percentile)." (Some 0.2)
-let private tau = opt<float> "--tau" "τ of the adaptive rule." (Some 0.25)
+let private tau = opt<float> "--tau" "τ of the adaptive rule (the same as --param tau=X)." (Some 0.25)
+let private ruleParams = opt<string> "--param" "Parameters of the rule, comma-separated key=value (e.g. shared=0.5,neither=1 for the static rule); klf list shows each rule's parameters." None
+let private gamma = opt<float> "--gamma" "γ of the accumulation Â_k = normalise(γ·Â_{k−1} + (1−γ)·Ŝ_k)." (Some 0.7)
+let private normalisation = opt<string> "--normalisation" "Groups of the accumulation's min-max: global, layer or module-type (as the profiles were normalised)." (Some "global")
 let private seed = opt<int> "--seed" "Seed of stochastic rules (DARE); unit seeds derive from it and the unit id." (Some 0)
 let private baseModel =
     opt<string> "--base" "Base model folder of LoRA adapters (default: the adapters' base_model_name_or_path, when that is a folder)." None
 
-/// The rule named on the command line: `static` / `kif-static` (the λ table 0.3 / 0 / 1 / 0.5),
-/// `adaptive` / `kif-adaptive` (with τ = `tau`), or any other name `Fusion.rule` knows, with its
-/// reference defaults. `tauGiven` says whether --tau was on the command line: it is an error with
-/// any rule but the adaptive one.
-let ruleOf (name: string) (tau: float) (tauGiven: bool) : IFusionRule =
-    let rule =
-        match name.Trim().ToLowerInvariant() with
-        | "static" | "kif-static" -> KifStaticRule() :> IFusionRule
-        | "adaptive" | "kif-adaptive" ->
-            if not (tau > 0.0 && Double.IsFinite tau) then raise (ArgumentException $"--tau must be positive and finite, got {tau}")
-            KifAdaptiveRule(tau) :> IFusionRule
-        | other -> Fusion.rule other
-    if tauGiven && not (rule :? KifAdaptiveRule) then
-        raise (ArgumentException $"--tau sets τ of the adaptive rule; the rule here is {rule.Name}")
-    rule
+/// The rule named on the command line, built by the rule registry (`FusionRules`, where `static`
+/// and `adaptive` are aliases) with the parameters of `--param` and, for the adaptive rule, τ.
+/// `tauGiven` says whether --tau was on the command line: it is an error with any rule but the
+/// adaptive one.
+let ruleOf (name: string) (parameters: (string * float) list) (tau: float) (tauGiven: bool) : IFusionRule =
+    let definition = FusionRules.Definition name
+    let adaptive = definition.Name = "kif-adaptive"
+    if tauGiven && not adaptive then raise (ArgumentException $"--tau sets τ of the adaptive rule; the rule here is {definition.Name}")
+    if adaptive && not (tau > 0.0 && Double.IsFinite tau) then raise (ArgumentException $"--tau must be positive and finite, got {tau}")
+    let ps = if adaptive && not (parameters |> List.exists (fst >> (=) "tau")) then parameters @ [ "tau", tau ] else parameters
+    Fusion.ruleWith definition.Name ps
+
+/// `key=value,key=value` as pairs; errors name the flag.
+let parseParams (text: string) : (string * float) list =
+    [ for part in text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) ->
+        match part.Split('=') with
+        | [| k; v |] ->
+            match Double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture) with
+            | true, x -> k.Trim(), x
+            | _ -> raise (ArgumentException $"--param: \"{v}\" is not a number ({part})")
+        | _ -> raise (ArgumentException $"--param: \"{part}\" must read key=value") ]
 
 /// The partitioner and fingerprint recorded in an importance profile file, read without a unit
 /// map. Errors name the file.
@@ -103,21 +112,18 @@ type FuseOutcome =
       Accumulated: ImportanceProfile }
 
 /// KIF fusion of `model` (holding θ_k, written in place) with `previousWeights` (θ̄_{k−1}) over the
-/// units of `map`: the previous profile's top fraction (Â_{k−1}) and the current one's (Ŝ_k) give the
-/// categories, the rule fuses, and the accumulated profile is returned. Profiles are checked
-/// against the map before the model changes.
-let fuseInPlace (rule: IFusionRule) (topFraction: float) (gamma: float) (seed: int64) (previousProfile: string) (currentProfile: string)
+/// units of `map` by the KIF step of `KifSession` (`KifStep.Fuse`): the previous profile's top fraction
+/// (Â_{k−1}) and the current one's (Ŝ_k) give the categories, the rule fuses, and the accumulated
+/// profile is returned. Profiles are checked against the map before the model changes.
+let fuseInPlace (options: KifOptions) (seed: int64) (previousProfile: string) (currentProfile: string)
                 (map: SkillUnitMap) (previousWeights: ParameterSnapshot) (model: ILanguageModel) : FuseOutcome =
     let prevProfile, prevScores = loadProfile previousProfile map
     let curProfile, curScores = loadProfile currentProfile map
-    let categories =
-        Categories.Classify(ImportanceMath.TopFraction(prevScores, topFraction), ImportanceMath.TopFraction(curScores, topFraction))
-    let report = ModelFusion.Apply(model, previousWeights, null, map, prevScores, curScores, categories, rule, seed)
+    let step = KifStep.Fuse(model, previousWeights, null, map, prevScores, curScores, options, seed)
     let history =
         [ for p in [ prevProfile; curProfile ] do
             for i in 0 .. p.History.Count - 1 -> TaskImportance(p.History[i].Task, p.HistoryAlignedTo(map, i)) ]
-    let accumulated = ImportanceMath.Accumulate(prevScores, curScores, gamma)
-    { Map = map; Categories = categories; Report = report; Accumulated = ImportanceProfile.FromMap(map, accumulated, history) }
+    { Map = map; Categories = step.Categories; Report = step.Report; Accumulated = ImportanceProfile.FromMap(map, step.Accumulated, history) }
 
 let private invariant (x: float) = x.ToString("0.####", CultureInfo.InvariantCulture)
 
@@ -134,13 +140,17 @@ let private categoryNames =
     [ UnitCategory.Shared, "shared"; UnitCategory.PreviousOnly, "previous_only"; UnitCategory.CurrentOnly, "current_only"; UnitCategory.Neither, "neither" ]
 
 /// The manifest's extra data: settings, inputs, units per category, λ counts, the task history.
-let private extraJson (outcome: FuseOutcome) (rule: IFusionRule) (topFraction: float) (gamma: float) (seed: int) (inputs: (string * string) list) =
+let private extraJson (outcome: FuseOutcome) (options: KifOptions) (parameters: (string * float) list) (seed: int) (inputs: (string * string) list) =
     let r = outcome.Report
+    let topFraction, gamma = options.TopFraction, options.Gamma
     let fusion = JsonObject()
     fusion["rule"] <- JsonValue.Create r.Rule
-    match rule with
+    match options.Rule with
     | :? KifAdaptiveRule as a -> fusion["tau"] <- JsonValue.Create a.Temperature
     | _ -> ()
+    if not parameters.IsEmpty then
+        fusion["parameters"] <- JsonObject(dict [ for k, v in parameters -> k, JsonValue.Create v :> JsonNode ])
+    fusion["normalisation"] <- JsonValue.Create(KifSettings.scopeName options.Normalisation)
     fusion["partitioner"] <- JsonValue.Create outcome.Map.Partitioner
     fusion["fingerprint"] <- JsonValue.Create outcome.Map.Fingerprint
     fusion["units"] <- JsonValue.Create outcome.Map.Count
@@ -207,7 +217,7 @@ let private adapterShape (dir: string) =
 
 let cmd =
     command "fuse" "KIF fusion of two checkpoints (before and after a task) with their importance profiles: unit categories from the top fractions, a fusion rule per unit, a new checkpoint with the accumulated importance."
-        [ previous; current; previousImportance; currentImportance; out; rule; units; top; tau; seed; baseModel; deviceOption ] (fun pr ->
+        [ previous; current; previousImportance; currentImportance; out; rule; ruleParams; units; top; tau; gamma; normalisation; seed; baseModel; deviceOption ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
         let clock = Stopwatch.StartNew()
         let prevDir, curDir, outDir = pr.GetValue previous, pr.GetValue current, pr.GetValue out
@@ -232,11 +242,20 @@ let cmd =
                 prevPartitioner
             | u -> u
         let partitioner = SkillUnitPartitioners.ByName partitionerName
+        let parameters = match pr.GetValue ruleParams with null | "" -> [] | t -> parseParams t
         let theRule =
             let name = match pr.GetValue rule with null | "" -> (if partitionerName = LoraRank1Partitioner.PartitionerName then "adaptive" else "static") | r -> r
             let tauResult = pr.GetResult tau
-            ruleOf name (pr.GetValue tau) (not (isNull tauResult) && not tauResult.Implicit)
-        let gamma = KifOptions.FullFineTuning().Gamma
+            ruleOf name parameters (pr.GetValue tau) (not (isNull tauResult) && not tauResult.Implicit)
+        let gammaValue = pr.GetValue gamma
+        if not (gammaValue >= 0.0 && gammaValue <= 1.0) then raise (ArgumentException $"--gamma must lie in [0, 1], got {gammaValue}")
+        let scope =
+            match (pr.GetValue normalisation).Trim().ToLowerInvariant() with
+            | "global" -> NormalisationScope.Global
+            | "layer" -> NormalisationScope.Layer
+            | "module-type" -> NormalisationScope.ModuleType
+            | other -> raise (ArgumentException $"--normalisation must be global, layer or module-type, not \"{other}\"")
+        let options = KifOptions(Partitioner = partitioner, TopFraction = topFraction, Gamma = gammaValue, Rule = theRule, Normalisation = scope)
         let s = pr.GetValue seed
         let dev = device (pr.GetValue deviceOption)
         let inputs = [ "previous", prevDir; "current", curDir; "previous_importance", prevFile; "current_importance", curFile ]
@@ -261,9 +280,9 @@ let cmd =
                     let map = partitioner.Partition model
                     if map.Fingerprint <> prevMap.Fingerprint then
                         raise (InvalidDataException $"{curDir}: its skill units (map {map.Fingerprint}) differ from those of {prevDir} (map {prevMap.Fingerprint})")
-                    let outcome = fuseInPlace theRule topFraction gamma (int64 s) prevFile curFile map snapshot model
+                    let outcome = fuseInPlace options (int64 s) prevFile curFile map snapshot model
                     outcome.Accumulated.Save profilePath
-                    Checkpoint.Save(model, outDir, extraJson outcome theRule topFraction gamma s inputs, tokenizerFiles curDir @ [ profilePath ]) |> ignore
+                    Checkpoint.Save(model, outDir, extraJson outcome options parameters s inputs, tokenizerFiles curDir @ [ profilePath ]) |> ignore
                     printSummary outcome topFraction clock.Elapsed
                     printfn "saved fused checkpoint to %s (with importance.json: %s)" (Path.GetFullPath outDir)
                         (String.Join(" -> ", [ for h in outcome.Accumulated.History -> h.Task ]))
@@ -288,8 +307,8 @@ let cmd =
                     requireUnits map prevDir
                     use snapshot = ParameterSnapshot.Take(model, unitParameters map)
                     lora.LoadAdapter(curDir, "default")
-                    let outcome = fuseInPlace theRule topFraction gamma (int64 s) prevFile curFile map snapshot model
-                    let extra = extraJson outcome theRule topFraction gamma s (inputs @ [ "base", baseDir ])
+                    let outcome = fuseInPlace options (int64 s) prevFile curFile map snapshot model
+                    let extra = extraJson outcome options parameters s (inputs @ [ "base", baseDir ])
                     let taskType = if model.Family = ModelFamily.DecoderOnly then "CAUSAL_LM" else "SEQ_2_SEQ_LM"
                     AtomicFile.WriteFolder(outDir, fun dir ->
                         lora.SaveAdapter(dir, "default", taskType, Path.GetFullPath baseDir)

@@ -28,8 +28,24 @@ let cmd =
             for b in Orders.benchmarks orders do
                 for KeyValue(name, ts) in orders[b] do
                     printfn "order      %s/%s: %s" b name (String.Join(" -> ", ts))
-        printfn "strategies %s" (String.Join(", ", Strategy.names))
+        printfn "strategies %s" (String.Join(", ", Strategy.names ()))
         printfn "presets    %s" (String.Join(", ", LanguageModels.PresetNames))
         printfn "units      %s" (String.Join(", ", SkillUnitPartitioners.Names))
-        printfn "fusion     %s" (String.Join(", ", Fusion.ruleNames))
+        printfn "fusion     %s" (String.Join(", ", Fusion.ruleNames ()))
+        printfn ""
+        printfn "strategy settings (e.g. --strategies 'kif(top=0.3,lambda.neither=1)'; every strategy also takes label and best-validation):"
+        for d in Strategy.definitions () do
+            printfn "  %-11s %s" d.Name d.Doc
+            let rec keys (prefix: string) (ks: SettingKey list) =
+                for k in ks do
+                    match k.Kind with
+                    | SettingKind.Table inner -> keys $"{prefix}{k.Key}." inner
+                    | _ -> printfn "      %-26s %s" (prefix + k.Key) k.Doc
+            keys "" d.Keys
+        printfn ""
+        printfn "fusion rule parameters (rule: {name: NAME, parameter: value} in a KIF strategy, or klf fuse --rule NAME --param k=v):"
+        for r in Klf.Fusion.FusionRules.Definitions do
+            let ps = [ for p in r.Parameters -> $"{p.Name}={Setting.numberText p.Default}" ]
+            let aliases = match r.Aliases with null -> "" | a when a.Count = 0 -> "" | a -> " (also " + String.Join(", ", a) + ")"
+            printfn "  %-16s %s%s%s" r.Name r.Description aliases (if ps.IsEmpty then "" else "; " + String.Join(", ", ps))
         0)

@@ -20,10 +20,15 @@ let private benchmark = benchmarkOption
 let private orders = opt<string> "--orders" "orders.json (default: beside the benchmark root)." None
 let private order = opt<string> "--order" "Task order(s) as benchmark/name in orders.json, comma-separated." (Some(String.Join(",", d.Orders)))
 let private tasksOpt = opt<string> "--tasks" "Comma-separated tasks instead of --order." None
-let private strategyList = String.Join(", ", Strategy.names)
-let private strategies = opt<string> "--strategies" $"Comma-separated strategies ({strategyList})." (Some(String.Join(",", d.Strategies)))
+let private strategyList () = String.Join(", ", Strategy.names ())
+let private strategies =
+    opt<string> "--strategies" $"Comma-separated strategies ({strategyList ()}), each with optional settings: kif(top=0.3,lambda.shared=0.5); a list is a sweep, one run per value: kif(top=[0.1,0.2,0.3]). klf list shows every strategy's settings." (Some(String.Join(",", ExperimentSpec.labels d)))
 let private nTrain = opt<int> "--train-examples" "Training examples per task (seeded sample)." (Some d.TrainExamples)
 let private nTest = opt<int> "--test-examples" "Test examples per task (seeded sample)." (Some d.TestExamples)
+let private nValidation = opt<int> "--validation-examples" "Further training examples per task held out for the validation loss (0: none); with some, every strategy keeps its best-validation weights unless its best-validation setting says otherwise." (Some d.ValidationExamples)
+let private evalEvery = opt<int> "--eval-every" "Optimizer steps between validation measurements (the last step is always measured)." (Some d.EvalEvery)
+let private weightDecay = opt<float> "--weight-decay" "AdamW's decoupled weight decay." (Some d.WeightDecay)
+let private decayOn = opt<string> "--decay-on" "Parameters weight decay applies to: all (the project's default) or matrices (no decay on norm weights and biases)." (Some(ExperimentSpec.decayName d.DecayOn))
 let private steps = opt<int> "--steps" "Optimizer steps per task." (Some d.Steps)
 let private batch = opt<int> "--batch" "Examples per batch." (Some d.BatchSize)
 let private lr = opt<float> "--lr" "Peak learning rate." (Some d.LearningRate)
@@ -80,10 +85,19 @@ let spec (pr: ParseResult) : ExperimentSpec =
         OrdersFile = str orders s0.OrdersFile
         Orders = (if given pr order || fromFile.IsNone then split (pr.GetValue order) else s0.Orders)
         Tasks = (if given pr tasksOpt then split (pr.GetValue tasksOpt) else s0.Tasks)
-        Strategies = (if given pr strategies || fromFile.IsNone then split (pr.GetValue strategies) else s0.Strategies)
+        Strategies =
+            if given pr strategies || fromFile.IsNone then
+                let specs = Strategy.specsOfText "--strategies" (pr.GetValue strategies)
+                Strategy.checkLabels "--strategies" specs
+                specs
+            else s0.Strategies
         Seeds = seedList
         TrainExamples = pick nTrain s0.TrainExamples
         TestExamples = pick nTest s0.TestExamples
+        ValidationExamples = pick nValidation s0.ValidationExamples
+        EvalEvery = pick evalEvery s0.EvalEvery
+        WeightDecay = pick weightDecay s0.WeightDecay
+        DecayOn = ExperimentSpec.parseDecay (pick decayOn (ExperimentSpec.decayName s0.DecayOn))
         Steps = pick steps s0.Steps
         BatchSize = pick batch s0.BatchSize
         LearningRate = pick lr s0.LearningRate
@@ -95,11 +109,13 @@ let spec (pr: ParseResult) : ExperimentSpec =
 /// The settings table of the report.
 let settings (spec: ExperimentSpec) =
     let inv (x: float) = x.ToString(Globalization.CultureInfo.InvariantCulture)
-    [ "strategies", String.Join(", ", spec.Strategies)
+    [ "strategies", String.Join(", ", ExperimentSpec.labels spec)
       "model", (match spec.Model with Folder m -> m | Preset p -> "preset " + p + " (random init)")
-      "train / test examples per task", $"{spec.TrainExamples} / {spec.TestExamples}"
+      "train / validation / test examples per task", $"{spec.TrainExamples} / {spec.ValidationExamples} / {spec.TestExamples}"
+      "best-validation", (if spec.ValidationExamples > 0 then $"on unless a strategy sets it off; validation loss every {spec.EvalEvery} steps" else "off (no validation examples)")
       "steps per task, batch", $"{spec.Steps}, {spec.BatchSize}"
       "learning rate, warm-up", $"{inv spec.LearningRate}, {spec.WarmupSteps}"
+      "weight decay", $"{inv spec.WeightDecay} on {ExperimentSpec.decayName spec.DecayOn} parameters"
       "max length, prompt truncation", $"{spec.MaxLength}, drop {PromptCut.Name spec.Truncation}"
       "single-task runs (FWT)", (if spec.SingleTask then "yes" else "no") ]
 
@@ -111,7 +127,7 @@ let private runLabel (r: RunSpec) =
 
 let cmd =
     command "run" "Run an experiment (strategies × orders × seeds) into a resumable run folder; writes DIR/metrics.json (accuracy matrices, AP, F.Ra, FWT, BWT in percent), DIR/report.md and plots."
-        [ config; model; preset; tokenizer; benchmark; orders; order; tasksOpt; strategies; nTrain; nTest; steps; batch; lr; warmup; maxLen; truncation; seeds; seed; noFwt; shard; keepStates; deviceOption; out ] (fun pr ->
+        [ config; model; preset; tokenizer; benchmark; orders; order; tasksOpt; strategies; nTrain; nValidation; nTest; evalEvery; steps; batch; lr; warmup; weightDecay; decayOn; maxLen; truncation; seeds; seed; noFwt; shard; keepStates; deviceOption; out ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
         let spec = spec pr
         let dir =
