@@ -259,7 +259,19 @@ module ExperimentSpec =
         | :? YamlDotNet.RepresentationModel.YamlScalarNode as s -> (match s.Value with null | "" | "~" | "null" -> null | v -> JsonValue.Create v)
         | n -> raise (InvalidDataException($"{source}: line {n.Start.Line}: unsupported YAML node"))
 
-    /// Reads a specification from a `.json`, `.yaml` or `.yml` file (see `ofJson`); errors name the file.
+    /// The spec with its relative folder and file paths (model, tokenizer, benchmark, orders file)
+    /// taken relative to `baseDir`.
+    let resolvePaths (baseDir: string) (spec: ExperimentSpec) : ExperimentSpec =
+        let full (p: string) = if Path.IsPathRooted p then p else Path.GetFullPath(Path.Combine(baseDir, p))
+        { spec with
+            Model = (match spec.Model with Folder d -> Folder(full d) | m -> m)
+            Tokenizer = spec.Tokenizer |> Option.map full
+            Benchmark = spec.Benchmark |> Option.map full
+            OrdersFile = spec.OrdersFile |> Option.map full }
+
+    /// Reads a specification from a `.json`, `.yaml` or `.yml` file (see `ofJson`); errors name the
+    /// file. Relative paths in it (model, tokenizer, benchmark, orders-file) are relative to the
+    /// file's folder, so a config and its data move together.
     let load (path: string) : ExperimentSpec =
         if not (File.Exists path) then raise (FileNotFoundException($"no experiment config at {path}", path))
         let text = File.ReadAllText path
@@ -275,7 +287,7 @@ module ExperimentSpec =
                 if stream.Documents.Count = 0 then raise (InvalidDataException($"{path} is empty"))
                 yamlToJson path stream.Documents[0].RootNode
             | ext -> raise (InvalidDataException($"{path}: unknown config type \"{ext}\" (use .json, .yaml or .yml)"))
-        ofJson path json
+        ofJson path json |> resolvePaths (Path.GetDirectoryName(Path.GetFullPath path))
 
     /// The settings that define the results (everything in `toJson`), as canonical JSON text;
     /// two specs with equal identity produce the same matrices.

@@ -151,8 +151,9 @@ module KifSettings =
         [ { Key = "memory"; Kind = SettingKind.Number; Doc = "replay memory: fraction of each earlier task's training set (0: none)" }
           { Key = "memory-seed"; Kind = SettingKind.Integer; Doc = "seed of the memory sampling (42)" } ]
 
-    /// The keys a KIF strategy accepts (besides `label` and `best-validation`).
-    let keys : SettingKey list =
+    /// The keys a KIF strategy accepts (besides `label` and `best-validation`); `lora` adds the
+    /// adapter's keys and the orthogonality term.
+    let keysFor (lora: bool) : SettingKey list =
         [ { Key = "units"; Kind = SettingKind.Text; Doc = "skill-unit partitioner (full, lora-matrix, lora-rank1, head, neuron, neuron-B)" } ]
         @ importanceKeys
         @ [ { Key = "normalisation"; Kind = SettingKind.Text; Doc = "min-max groups: global, layer or module-type" }
@@ -161,9 +162,9 @@ module KifSettings =
             { Key = "lambda"; Kind = SettingKind.Table [ for k in [ "shared"; "previous-only"; "current-only"; "neither" ] -> { Key = k; Kind = SettingKind.Number; Doc = $"λ of {k} units" } ]; Doc = "the static rule's λ table (sets rule kif-static)" }
             { Key = "tau"; Kind = SettingKind.Number; Doc = "τ of the adaptive rule (sets rule kif-adaptive)" }
             { Key = "keep-baseline"; Kind = SettingKind.Flag; Doc = "keep the pre-trained weights as the base of task vectors" }
-            { Key = "seed"; Kind = SettingKind.Integer; Doc = "seed of stochastic rules (DARE)" }
-            { Key = "orthogonality"; Kind = SettingKind.Number; Doc = "λ_orth of the orthogonality term on the LoRA adapter (0: none)" } ]
-        @ memoryKeys @ LoraSettings.keys
+            { Key = "seed"; Kind = SettingKind.Integer; Doc = "seed of stochastic rules (DARE)" } ]
+        @ memoryKeys
+        @ (if lora then { Key = "orthogonality"; Kind = SettingKind.Number; Doc = "λ_orth of the orthogonality term on the adapter (0.1; 0: none)" } :: LoraSettings.keys else [])
 
     /// `ImportanceOptions` from the settings.
     let importance (order: ImportanceOrder) (beta1: float) (beta2: float) (skipFirst: bool) (skipLast: bool) =
@@ -304,8 +305,8 @@ module RecurrentKifSettings =
     let lora (r: int) : RecurrentKifSettings =
         { full with Lora = Some { LoraSettings.ofRank r with Alpha = float (4 * r) } }
 
-    /// The keys a Recurrent-KIF strategy accepts (besides `label` and `best-validation`).
-    let keys : SettingKey list =
+    /// The keys a Recurrent-KIF strategy accepts (besides `label` and `best-validation`); `lora` adds the adapter's.
+    let keysFor (lora: bool) : SettingKey list =
         KifSettings.importanceKeys
         @ [ { Key = "inner-steps"; Kind = SettingKind.Integer; Doc = "Q: current-task steps per round (8)" }
             { Key = "outer-steps"; Kind = SettingKind.Integer; Doc = "M: memory steps per round (4)" }
@@ -313,7 +314,7 @@ module RecurrentKifSettings =
             { Key = "reset-inner"; Kind = SettingKind.Flag; Doc = "reset the inner importance after each merge (true)" }
             { Key = "outer-across-tasks"; Kind = SettingKind.Flag; Doc = "keep the outer importance from task to task (false, as the reference)" }
             { Key = "outer-batch"; Kind = SettingKind.Integer; Doc = "examples per memory batch (0: the training batch)" } ]
-        @ KifSettings.memoryKeys @ LoraSettings.keys
+        @ KifSettings.memoryKeys @ (if lora then LoraSettings.keys else [])
 
     /// The session options of the settings.
     let toOptions (s: RecurrentKifSettings) : RecurrentKifOptions =

@@ -258,12 +258,12 @@ module Strategy =
         let def name doc keys create = { Name = name; Doc = doc; Keys = keys; Create = create }
         [ def "seqft" "sequential full fine-tuning" [] (fun _ -> seqFT)
           def "seqlora" "one LoRA adapter through the sequence (r 8, α 16, q and v)" LoraSettings.keys (fun s -> seqLoraWith (loraOf s))
-          def "kif" "reference KIF, full fine-tuning" KifSettings.keys (fun s -> kifWith "kif" (KifSettings.read s KifSettings.reference))
-          def "kif-neuron" "KIF with neuron-16 and head units, per-module-type normalisation, λ = 1 for neither (a project variant)" KifSettings.keys
+          def "kif" "reference KIF, full fine-tuning" (KifSettings.keysFor false) (fun s -> kifWith "kif" (KifSettings.read s KifSettings.reference))
+          def "kif-neuron" "KIF with neuron-16 and head units, per-module-type normalisation, λ = 1 for neither (a project variant)" (KifSettings.keysFor false)
               (fun s -> kifWith "kif-neuron" (KifSettings.read s KifSettings.neuron))
-          def "kif-lora" "reference KIF-LoRA (rank-1 units, r 8)" KifSettings.keys (fun s -> kifWith "kif-lora" (KifSettings.read s (KifSettings.lora 8)))
-          def "rkif" "Recurrent-KIF, full fine-tuning" RecurrentKifSettings.keys (fun s -> recurrentKifWith "rkif" (RecurrentKifSettings.read s RecurrentKifSettings.full))
-          def "rkif-lora" "Recurrent-KIF on a LoRA (r 8, α 32)" RecurrentKifSettings.keys (fun s -> recurrentKifWith "rkif-lora" (RecurrentKifSettings.read s (RecurrentKifSettings.lora 8)))
+          def "kif-lora" "reference KIF-LoRA (rank-1 units, r 8)" (KifSettings.keysFor true) (fun s -> kifWith "kif-lora" (KifSettings.read s (KifSettings.lora 8)))
+          def "rkif" "Recurrent-KIF, full fine-tuning" (RecurrentKifSettings.keysFor false) (fun s -> recurrentKifWith "rkif" (RecurrentKifSettings.read s RecurrentKifSettings.full))
+          def "rkif-lora" "Recurrent-KIF on a LoRA (r 8, α 32)" (RecurrentKifSettings.keysFor true) (fun s -> recurrentKifWith "rkif-lora" (RecurrentKifSettings.read s (RecurrentKifSettings.lora 8)))
           def "inclora" "a new LoRA adapter per task" LoraSettings.keys (fun s -> incLoraWith (loraOf s))
           def "olora" "O-LoRA (λ1 0.5)" (LoraSettings.keys @ [ { Key = "lambda1"; Kind = SettingKind.Number; Doc = "λ1 of the orthogonality penalty (0.5)" } ])
               (fun s -> oLoraWithSettings (loraOf s) (s.Float("lambda1", OLora.DefaultLambda)))
@@ -275,7 +275,7 @@ module Strategy =
                   if n < 1 then s.Fail("samples", $"must be at least 1, got {n}")
                   ewcWith (s.Float("lambda", Ewc.DefaultLambda)) n)
           def "replay" "replay of 2 % of each earlier task" KifSettings.memoryKeys (fun s -> let f, seed = memoryOf s in replayWith seed f)
-          def "kif-replay" "reference KIF with the replay memory" KifSettings.keys (fun s -> kifWith "kif-replay" (KifSettings.read s KifSettings.replay))
+          def "kif-replay" "reference KIF with the replay memory" (KifSettings.keysFor false) (fun s -> kifWith "kif-replay" (KifSettings.read s KifSettings.replay))
           def "mtl" "joint training on every task (the upper bound)" [] (fun _ -> mtl) ]
 
     let private registry = Collections.Generic.List<StrategyDefinition>(shipped)

@@ -16,6 +16,7 @@ open Klf.SkillUnits
 open Klf.Importance
 open Klf.Fusion
 open Klf.Pipelines
+open Klf.Kif
 
 type private Tensor = torch.Tensor
 
@@ -151,6 +152,32 @@ let tests =
             Expect.equal (acc.AlignTo map) (ImportanceMath.Accumulate(prev, cur, 0.7)) "importance.json = minmax(0.7 Â + 0.3 Ŝ)"
             Expect.equal [ for h in acc.History -> h.Task ] [ "dbpedia"; "sst-2" ] "history of both tasks"
             Expect.equal (acc.HistoryAlignedTo(map, 1)) cur "Ŝ of the current task kept"
+        }
+
+        test "fuse is KifSession's own step: with --param and --gamma the checkpoint and importance.json equal KifStep.Fuse in this process, bit for bit" {
+            let r = runs.Value
+            let out = outPath "F-param"
+            let code, text = fuse r.A r.B (profileOf r.A) (profileOf r.B) out [ "--param"; "shared=0.5,neither=1"; "--gamma"; "0.5" ]
+            Expect.equal code 0 text
+            Expect.stringContains text "λ=1: " "the parameters took effect"
+            let a = LanguageModels.FromFolder r.A
+            let map = FullFineTuningPartitioner().Partition a
+            use snapshot = ParameterSnapshot.Take(a, [ for u in map.Units do for sl in u.Slices -> sl.Parameter ] |> List.distinct)
+            a.Module.Dispose()
+            let b = LanguageModels.FromFolder r.B
+            use _b = owned b
+            let prev = ImportanceProfile.Load(profileOf r.A, map).AlignTo map
+            let cur = ImportanceProfile.Load(profileOf r.B, map).AlignTo map
+            let options = KifOptions(TopFraction = 0.2, Gamma = 0.5, Rule = KifStaticRule(shared = 0.5, neither = 1.0))
+            let step = KifStep.Fuse(b, snapshot, null, map, prev, cur, options, 0L)
+            let f = weights out
+            try
+                for struct (n, p) in b.Module.named_parameters() do
+                    if f.ContainsKey n then Expect.equal (bits f[n]) (bits p) $"{n}: the same fused values"
+            finally disposeAll f
+            Expect.equal (ImportanceProfile.Load(profileOf out, map).AlignTo map) step.Accumulated "importance.json = the step's Â with γ = 0.5"
+            let m = Checkpoint.ReadManifest out
+            Expect.equal (m.Extra["fusion"].["parameters"].["neither"].GetValue<float>()) 1.0 "the manifest records the rule's parameters"
         }
 
         test "fuse with profiles that disagree: units important only before are A's, only now B's, bit for bit" {

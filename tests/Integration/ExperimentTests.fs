@@ -22,7 +22,8 @@ let private sequence () =
     [ "dbpedia"; "amazon"; "agnews" ]
     |> List.map (Task.load (root ()))
     |> TaskSequence.create "standard-3"
-    |> TaskSequence.subsample 3 { Train = 12; Test = 4 }
+    |> TaskSequence.subsample 3 { Train = 15; Test = 4 }
+    |> TaskSequence.withValidation 3 3
 
 let private bytesOf (path: string) = File.ReadAllBytes path
 
@@ -49,15 +50,20 @@ let tests =
             let options = TrainerOptions(BatchSize = 4, MaxSteps = 4, Seed = 2, MaxLength = 160, Optimizer = OptimizerOptions(LearningRate = 5e-3, WarmupSteps = 1))
             let dir = Directory.CreateTempSubdirectory("klf-resume-").FullName
             try
-                for strategy in [ Strategy.kif; Strategy.kifLora 4; Strategy.oLora 4; Strategy.ewc; Strategy.kifReplay ] do
+                let rkif = Strategy.recurrentKifWith "rkif" { RecurrentKifSettings.full with InnerSteps = 2; OuterSteps = 1 }
+                let rkifLora = Strategy.recurrentKifWith "rkif-lora-across" { RecurrentKifSettings.lora 4 with InnerSteps = 2; OuterSteps = 1; OuterAcrossTasks = true }
+                let bestKif = Strategy.kifWith "kif-best" KifSettings.reference
+                for strategy in [ Strategy.kif; Strategy.kifLora 4; Strategy.oLora 4; Strategy.ewc; Strategy.kifReplay; rkif; rkifLora; bestKif ] do
                     let whole = Path.Combine(dir, strategy.Name + "-whole")
                     let cut = Path.Combine(dir, strategy.Name + "-cut")
-                    let full = Continual.execute { RunControl.none with StateDir = Some whole } makeModel tok options strategy seq
-                    let crash = { RunControl.none with StateDir = Some cut; OnTask = fun j _ _ -> if j = 2 then raise SimulatedCrash }
+                    // Best-validation checkpoints (every 2 steps) for the kif-best run and Recurrent-KIF.
+                    let control = { RunControl.none with BestValidation = (strategy.Name = "kif-best" || strategy.Name.StartsWith "rkif"); EvalEvery = 2 }
+                    let full = Continual.execute { control with StateDir = Some whole } makeModel tok options strategy seq
+                    let crash = { control with StateDir = Some cut; OnTask = fun j _ _ -> if j = 2 then raise SimulatedCrash }
                     Expect.throwsT<SimulatedCrash> (fun () -> Continual.execute crash makeModel tok options strategy seq |> ignore) "the first attempt dies in task 3"
                     Expect.equal (RunState.latest cut |> Option.map fst) (Some 1) "the state after task 2 was kept"
                     let mutable resumedAt = -1
-                    let resumed = Continual.execute { RunControl.none with StateDir = Some cut; OnResume = fun n -> resumedAt <- n } makeModel tok options strategy seq
+                    let resumed = Continual.execute { control with StateDir = Some cut; OnResume = fun n -> resumedAt <- n } makeModel tok options strategy seq
                     Expect.equal resumedAt 2 $"{strategy.Name}: resumed after task 2"
                     // NaN (not measured) compares unequal to itself: compare the bit patterns.
                     let bits (m: AccuracyMatrix) = m.ToRows() |> Array.map (Array.map BitConverter.DoubleToInt64Bits)
@@ -152,6 +158,15 @@ let tests =
                 Expect.equal ExperimentSpec.defaults.Truncation Klf.Training.PromptTruncation.DropMiddle "prompts lose their middle by default"
                 Expect.equal (Experiment.trainerOptions a 1).Truncation Klf.Training.PromptTruncation.DropStart "the trainer cuts as the spec says"
                 Expect.equal (ExperimentSpec.ofJson "round trip" (ExperimentSpec.toJson a)) a "toJson round-trips"
+                Expect.equal a.Tokenizer (Some(Path.Combine(dir, "tok"))) "relative paths are relative to the config's folder"
+                File.WriteAllText(yaml, "preset: llama-tiny\nstrategies:\n  - seqft\n  - {name: kif, top: 0.3, lambda: {shared: 0.5}}\n  - {name: kif, gamma: [0.5, 0.7, 0.9]}\nvalidation-examples: 20\ndecay-on: matrices\n")
+                let c = ExperimentSpec.load yaml
+                Expect.equal (ExperimentSpec.labels c) [ "seqft"; "kif(top=0.3,lambda.shared=0.5)"; "kif(gamma=0.5)"; "kif(gamma=0.7)"; "kif(gamma=0.9)" ] "settings and a sweep"
+                Expect.equal (c.ValidationExamples, c.DecayOn) (20, Klf.Training.WeightDecayScope.Matrices) "validation and decay keys"
+                Expect.equal (ExperimentSpec.ofJson "round trip" (ExperimentSpec.toJson c)) c "strategy settings round-trip"
+                File.WriteAllText(yaml, "strategies:\n  - {name: kif, lambda: {sharred: 0.5}}\n")
+                let e = Expect.throwsC (fun () -> ExperimentSpec.load yaml |> ignore) id
+                for part in [ yaml; "kif"; "lambda.sharred" ] do Expect.stringContains e.Message part $"a strategy setting's error names {part}"
                 File.WriteAllText(yaml, "preset: llama-tiny\ntrain-exampels: 5\n")
                 let e = Expect.throwsC (fun () -> ExperimentSpec.load yaml |> ignore) id
                 Expect.stringContains e.Message yaml "names the file"
@@ -166,6 +181,66 @@ let tests =
                 Directory.Delete(dir, true)
         }
     
+        test "klf run with strategy settings and a sweep: one run per value, labels in folders, metrics.json and report.md; manifests record settings and kept steps; changed settings are refused; bad keys fail before any work" {
+            let dir = Directory.CreateTempSubdirectory("klf-sweep-").FullName
+            try
+                let out = Path.Combine(dir, "run")
+                let args strategies =
+                    [ "run"; "--preset"; "llama-tiny"; "--tokenizer"; tokDir (); "--tasks"; "dbpedia,amazon"; "--strategies"; strategies
+                      "--train-examples"; "12"; "--validation-examples"; "4"; "--eval-every"; "2"; "--test-examples"; "4"; "--steps"; "4"; "--batch"; "4"
+                      "--lr"; "5e-3"; "--warmup"; "1"; "--max-length"; "160"; "--no-fwt"; "--out"; out ]
+                let code, text = klf (args "seqft,kif(top=[0.2,0.5]),rkif(inner-steps=2,outer-steps=1)")
+                Expect.equal code 0 text
+                let labels = [ "seqft"; "kif(top=0.2)"; "kif(top=0.5)"; "rkif(inner-steps=2,outer-steps=1)" ]
+                let j = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "metrics.json")))
+                Expect.equal [ for KeyValue(k, _) in j["strategies"].AsObject() -> k ] labels "metrics.json keys are the labels"
+                let report = File.ReadAllText(Path.Combine(out, "report.md"))
+                for l in labels do Expect.stringContains report l $"report.md names {l}"
+                let runDir = Path.Combine(out, "runs", "custom", "seed-1", "kif-top-0.5")
+                let m = JsonNode.Parse(File.ReadAllText(Path.Combine(runDir, "manifest.json")))
+                Expect.equal (m["strategy-settings"].ToJsonString()) """{"name":"kif","top":0.5}""" "the run's settings"
+                let training = m["training"].AsArray()
+                Expect.equal training.Count 2 "one record per task"
+                for t in training do
+                    Expect.equal [ for p in t["validation"].AsArray() -> p.[0].GetValue<int>() ] [ 2; 4 ] "validation every 2 steps and at the end"
+                    Expect.isTrue (List.contains (t["kept-step"].GetValue<int>()) [ 2; 4 ]) "the kept step is a measured one"
+                let rk = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "runs", "custom", "seed-1", "rkif-inner-steps-2-outer-steps-1", "manifest.json")))
+                Expect.equal (rk["training"].[1].["interleaved-steps"].GetValue<int>()) 2 "rkif: M = 1 memory step after each of the 2 rounds of task 2"
+                Expect.isTrue (File.Exists(Path.Combine(out, "runs", "custom", "seed-1", "rkif-inner-steps-2-outer-steps-1", Strategy.MergesFile))) "rkif writes its merges"
+                // The same label with other settings on the same folder is refused.
+                let code, text = klf (args "kif(label=kif-top-0.2-alias,top=0.2)")
+                Expect.equal code 0 text
+                let code, text = klf (args "kif(label=kif-top-0.2-alias,top=0.3)")
+                Expect.equal code 1 text
+                Expect.stringContains text "kif-top-0.2-alias was started with the settings" "names the strategy and its settings"
+                // A bad key fails before any work.
+                let fresh = Path.Combine(dir, "fresh")
+                let code, text = klf ((args "kif(topp=0.3)" |> List.takeWhile ((<>) "--out")) @ [ "--out"; fresh ])
+                Expect.equal code 1 text
+                for part in [ "--strategies"; "topp"; "known:" ] do Expect.stringContains text part $"names {part}"
+                Expect.isFalse (Directory.Exists fresh) "nothing written"
+            finally
+                Directory.Delete(dir, true)
+        }
+
+        test "a fusion rule and a strategy written in an .fsx script run through klf run --config next to reference KIF" {
+            CliTests.klfDll.Value |> ignore
+            let dir = Directory.CreateTempSubdirectory("klf-custom-").FullName
+            try
+                let script = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "src", "Klf.Scripts", "experiments", "custom-strategy.fsx"))
+                let args = [ "fsi"; "--quiet"; script; "--steps"; "2"; "--train-examples"; "8"; "--validation-examples"; "4"; "--test-examples"; "4"; "--out"; dir ]
+                let code, out = NativeTests.run "dotnet" args 600000
+                Expect.equal code 0 out
+                Expect.stringContains out "Between" "the fusion laws ran on the rule"
+                let j = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "metrics.json")))
+                let names = [ for KeyValue(k, _) in j["strategies"].AsObject() -> k ] |> Set.ofList
+                Expect.equal names (set [ "seqft"; "kif"; "kif-ratio"; "kif-keep-new" ]) "the registered rule and strategy ran beside KIF"
+                let m = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "runs", "standard-order1", "seed-1", "kif-ratio", "manifest.json")))
+                Expect.stringContains (m["strategy-settings"].ToJsonString()) "\"kif-ratio\"" "its settings name the rule"
+            finally
+                Directory.Delete(dir, true)
+        }
+
         test "the fusion-ceiling script scores every fusion of two trained models on both tasks" {
             CliTests.klfDll.Value |> ignore   // builds klf, which copies the embedded model and stream
             let script = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "src", "Klf.Scripts", "experiments", "fusion-ceiling.fsx"))

@@ -209,6 +209,37 @@ let tests =
                 finally
                     for (_, _, t) in scores do t.Dispose())
 
+        testPropertyWithConfig config "lora-rank1 pairs row r of A with column r of B of the same module and adapter, r = 0 .. R−1, and the views are those rows and columns" <| fun (key: int) ->
+            let s = spec key
+            withModel s 1L (fun m ->
+                not (hasLora m) ||
+                    let live = m.Module.named_parameters() |> Seq.map (fun struct (n, p) -> n, p :> torch.Tensor) |> dict
+                    let map = (LoraRank1Partitioner()).Partition m
+                    let rank1 = map.Units |> Seq.filter (fun u -> u.Aggregation = UnitAggregation.ProductOfSliceMeans) |> List.ofSeq
+                    let byModule = rank1 |> List.groupBy (fun u -> u.Id.Substring(0, u.Id.LastIndexOf ".r"))
+                    let pairs =
+                        rank1 |> List.forall (fun u ->
+                            let r = int64 (u.Id.Substring(u.Id.LastIndexOf ".r" + 2))
+                            let a = u.Slices |> Seq.tryFind (fun x -> x.Parameter.Contains ".lora_A.")
+                            let b = u.Slices |> Seq.tryFind (fun x -> x.Parameter.Contains ".lora_B.")
+                            let aOk = a |> Option.forall (fun x -> x.Dim = 0 && x.Start = r && x.Length = 1L)
+                            let bOk = b |> Option.forall (fun x -> x.Dim = 1 && x.Start = r && x.Length = 1L)
+                            let same =
+                                match a, b with
+                                | Some x, Some y -> x.Parameter.Replace(".lora_A.", ".lora_B.") = y.Parameter
+                                | _ -> true
+                            use _s = torch.NewDisposeScope()
+                            let views =
+                                (a |> Option.forall (fun x -> (x.View live[x.Parameter]).eq(live[x.Parameter].narrow(0L, r, 1L)).all().item<bool>()))
+                                && (b |> Option.forall (fun y -> (y.View live[y.Parameter]).eq(live[y.Parameter].narrow(1L, r, 1L)).all().item<bool>()))
+                            aOk && bOk && same && views && (a.IsSome || b.IsSome))
+                    let ranks =
+                        byModule |> List.forall (fun (_, us) ->
+                            let rs = us |> List.map (fun u -> int (u.Id.Substring(u.Id.LastIndexOf ".r" + 2))) |> List.sort
+                            rs = [ 0 .. rs.Length - 1 ])
+                    if not (pairs && ranks) then failwithf "spec %d (%s, %s): rank-1 pairing broken" key s.Family s.Mode
+                    true)
+
         testPropertyWithConfig config "ids and fingerprints: equal for identical models, different for another architecture" <| fun (key: int) ->
             let s = spec key
             let grown =

@@ -59,6 +59,22 @@ public sealed class RecurrentKifSession : IDisposable
     /// <summary>The merges of the current (or last) task, in order.</summary>
     public IReadOnlyList<RecurrentMergeReport> Merges => _merges;
 
+    /// <summary>Steps counted in the inner importance since its last reset (a merge or a new task).</summary>
+    public int InnerStepsCounted => _inner.StepsCounted;
+
+    /// <summary>Steps counted in the outer importance since its last reset.</summary>
+    public int OuterStepsCounted => _outer.StepsCounted;
+
+    /// <summary>
+    /// The element scores Ī ⊙ Ū of the inner (<paramref name="inner"/> true) or outer importance, per
+    /// tracked parameter: fresh float32 tensors the caller owns and disposes.
+    /// </summary>
+    public IReadOnlyDictionary<string, Tensor> ElementScores(bool inner)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return (inner ? _inner : _outer).ElementScores();
+    }
+
     /// <summary>Names of the parameters the session tracks and merges (fixed at the first task).</summary>
     public IReadOnlyList<string> Parameters => _names ?? [];
 
