@@ -33,6 +33,8 @@ let private seed = opt<int> "--seed" "Seed for sampling, initialisation, dropout
 let private loraR = opt<int> "--lora-r" "Train a LoRA adapter of this rank instead of all weights (0 = full fine-tuning)." (Some 0)
 let private loraTargets = opt<string> "--lora-targets" "Comma-separated module names for LoRA (default: q_proj,v_proj for LLaMA; q,v for T5)." None
 let private out = req<string> "--out" "Output folder: a checkpoint (or the LoRA adapter) plus the tokenizer files."
+let private bestEvery =
+    opt<int> "--best-validation" "Keep the weights of the lowest held-out loss, measured every N steps and after the last (0: the last weights). Importance (--importance) is still collected over every step." (Some 0)
 let private saveDtype = opt<string> "--save-dtype" "Weights' storage type of a full checkpoint: fp32 or bf16 (training is always float32)." (Some "fp32")
 let private importance =
     opt<string> "--importance" "Also track KIF importance while training and write this task's normalised unit scores (an importance profile, JSON) to this file, for klf fuse." None
@@ -51,7 +53,7 @@ let importanceOptions (lora: bool) (units: string) : KifOptions =
                          TopFraction = reference.TopFraction, Gamma = reference.Gamma, Rule = reference.Rule)
 
 let cmd =
-    command "train" "Fine-tune a model on one task of a benchmark and save a checkpoint." [ model; preset; tokenizer; benchmark; task; nTrain; nHeld; steps; epochs; batch; accum; lr; warmup; maxLen; seed; loraR; loraTargets; deviceOption; out; saveDtype; importance; units ] (fun pr ->
+    command "train" "Fine-tune a model on one task of a benchmark and save a checkpoint." [ model; preset; tokenizer; benchmark; task; nTrain; nHeld; steps; epochs; batch; accum; lr; warmup; maxLen; seed; loraR; loraTargets; deviceOption; out; saveDtype; importance; units; bestEvery ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
         let bf16 = savesBf16 (pr.GetValue saveDtype)
         let importanceFile = pr.GetValue importance
@@ -86,14 +88,20 @@ let cmd =
         // so the weights are exactly those of plain training).
         use session = if trackImportance then new KifSession(m, kifOptions) else null
         let hooks = if trackImportance then session.BeginTask(pr.GetValue task) else null
+        let every' = pr.GetValue bestEvery
+        if every' < 0 then raise (ArgumentException $"--best-validation must be 0 (off) or a number of steps, got {every'}")
+        if every' > 0 && heldOut.Length = 0 then raise (ArgumentException "--best-validation needs held-out examples (--heldout-examples)")
         let report =
-            Finetune.runWith hooks m tok options (fun s ->
+            Finetune.runBest every' hooks m tok options (fun s ->
                 if s.Step % every = 0 || s.Step = total - 1 then
                     printfn "step %5d/%d  loss %.4f  lr %.2e  grad-norm %.3f" (s.Step + 1) total s.Loss s.LearningRate s.GradNorm) train heldOut
         let taskImportance = if trackImportance then Some(session.EndTask()) else None
         printfn "train loss    %.4f -> %.4f" report.TrainLossBefore report.TrainLossAfter
         printfn "held-out loss %.4f -> %.4f" report.HeldOutLossBefore report.HeldOutLossAfter
         printfn "throughput    %.0f tokens/s" report.TokensPerSecond
+        match report.Kept with
+        | Some k -> printfn "best-validation: kept step %d of %d (held-out loss %.4f)" k.Step report.Steps.Length k.Loss
+        | None -> ()
         let dir = pr.GetValue out
         let extra = JsonObject()
         extra["task"] <- JsonValue.Create(pr.GetValue task)
@@ -104,6 +112,11 @@ let cmd =
         extra["heldout_loss_after"] <- JsonValue.Create report.HeldOutLossAfter
         extra["tokens_per_second"] <- JsonValue.Create report.TokensPerSecond
         extra["seed"] <- JsonValue.Create(pr.GetValue seed)
+        match report.Kept with
+        | Some k ->
+            extra["kept_step"] <- JsonValue.Create k.Step
+            extra["kept_heldout_loss"] <- JsonValue.Create k.Loss
+        | None -> ()
         match Lora.Find m.Module with
         | null ->
             // Rounded only now, after any importance was scored on the float32 weights.
@@ -124,7 +137,7 @@ let cmd =
             printfn "importance    %d %s units, %d of %d steps counted; top %.0f%%: %s" map.Count map.Partitioner result.StepsCounted report.Steps.Length
                 (100.0 * kifOptions.TopFraction) (if top.Length = 0 then "none" elif top.Length <= 8 then String.Join(", ", top) else String.Join(", ", top[.. 7]) + $", … ({top.Length})")
             if result.StepsCounted = 0 then
-                eprintfn "klf: warning: no step counted towards importance (the first and last steps are skipped): every unit scores 0"
+                eprintfn "klf: warning: no step counted towards importance (the first step is skipped): every unit scores 0"
             printfn "saved importance profile to %s" (Path.GetFullPath importanceFile)
         | None -> ()
         m.Module.Dispose()
