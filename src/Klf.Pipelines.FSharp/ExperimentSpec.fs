@@ -85,8 +85,10 @@ module ExperimentSpec =
 
     /// The embedded default experiment, from the folder holding `klf-tiny/` (the project's pretrained
     /// tiny LLaMA with its tokenizer) and `standard-cl/` (the Standard CL excerpt with its
-    /// orders.json): SeqFT, KIF and MTL plus the single-task runs on dbpedia → amazon → yahoo →
-    /// agnews, seed 1, every example of the excerpt, settings sized for a 2-core laptop.
+    /// orders.json): SeqFT, reference KIF, kif-neuron, Recurrent-KIF, KIF-LoRA, Recurrent-KIF-LoRA and
+    /// MTL plus the single-task runs on dbpedia → amazon → yahoo → agnews, seed 1, every example of
+    /// the excerpt (250 to train, 50 held out for best-validation checkpoints), settings sized for a
+    /// 2-core laptop.
     let embedded (root: string) : ExperimentSpec =
         let model = IO.Path.Combine(root, "klf-tiny")
         let data = IO.Path.Combine(root, "standard-cl")
@@ -97,7 +99,7 @@ module ExperimentSpec =
             Benchmark = Some data
             OrdersFile = Some(IO.Path.Combine(data, "orders.json"))
             Orders = [ "standard/order1" ]
-            Strategies = [ for s in [ "seqft"; "kif"; "kif-neuron"; "mtl" ] -> StrategySpec.named s ]
+            Strategies = [ for s in [ "seqft"; "kif"; "kif-neuron"; "rkif"; "kif-lora"; "rkif-lora"; "mtl" ] -> StrategySpec.named s ]
             Seeds = [ 1 ]
             TrainExamples = 250
             ValidationExamples = 50

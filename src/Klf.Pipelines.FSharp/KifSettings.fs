@@ -46,6 +46,16 @@ module LoraSettings =
         if not (dropout >= 0.0 && dropout < 1.0) then settings.Fail("dropout", $"must lie in [0, 1), got {dropout}")
         { Rank = r; Alpha = alpha; Dropout = dropout; Targets = settings.Texts("targets", s.Targets) }
 
+    /// `read` for a strategy that may have an adapter: None stays None, and LoRA keys are then an
+    /// error saying which strategy takes them.
+    let readOption (settings: StrategySettings) (preset: LoraSettings option) (loraStrategy: string) : LoraSettings option =
+        match preset with
+        | Some l -> Some(read settings l)
+        | None ->
+            for k in keys do
+                if settings.Has k.Key then settings.Fail(k.Key, $"this strategy fine-tunes all weights; LoRA settings belong to {loraStrategy}")
+            None
+
 /// Every constant of KIF as one value, from which a strategy is built (`Strategy.kifWith`). The
 /// presets `reference`, `neuron` and `lora` are named values of it; a config changes any field.
 type KifSettings =
@@ -137,6 +147,12 @@ module KifSettings =
         | Some(_, o) -> o
         | None -> settings.Fail("order", $"\"{t}\" is not first or second")
 
+    /// A number setting that must pass `check`; otherwise the error says `what` and the value.
+    let checkedFloat (settings: StrategySettings) (key: string) (fallback: float) (check: float -> bool) (what: string) : float =
+        let v = settings.Float(key, fallback)
+        if not (check v) then settings.Fail(key, $"{what}, got {Setting.numberText v}")
+        v
+
     /// The importance keys shared by KIF and Recurrent-KIF.
     let importanceKeys : SettingKey list =
         [ { Key = "order"; Kind = SettingKind.Text; Doc = "importance order: first |w·g| or second |w·g − ½(w·g)²|" }
@@ -189,10 +205,7 @@ module KifSettings =
     /// `preset` with every key of `settings` applied; values are checked (range, known names, the
     /// rule and its parameters), each error naming the source, the strategy and the key.
     let read (settings: StrategySettings) (preset: KifSettings) : KifSettings =
-        let f key (fallback: float) check (what: string) =
-            let v = settings.Float(key, fallback)
-            if not (check v) then settings.Fail(key, $"{what}, got {Setting.numberText v}")
-            v
+        let f = checkedFloat settings
         let units = settings.Text("units", preset.Units)
         (try SkillUnitPartitioners.ByName units |> ignore with :? ArgumentException as e -> settings.Fail("units", e.Message))
         let normalisation =
@@ -221,13 +234,7 @@ module KifSettings =
             else preset.Rule, preset.RuleParameters
         (try FusionRules.Create(ruleName, dict ruleParams |> Collections.Generic.Dictionary) |> ignore
          with :? ArgumentException as e -> settings.Fail((if settings.Has "lambda" then "lambda" elif settings.Has "tau" then "tau" else "rule"), e.Message))
-        let lora =
-            match preset.Lora with
-            | Some l -> Some(LoraSettings.read settings l)
-            | None ->
-                for k in LoraSettings.keys do
-                    if settings.Has k.Key then settings.Fail(k.Key, "this strategy fine-tunes all weights; LoRA settings belong to kif-lora")
-                None
+        let lora = LoraSettings.readOption settings preset.Lora "kif-lora"
         let orthogonality = f "orthogonality" preset.Orthogonality (fun x -> x >= 0.0) "must be at least 0"
         if orthogonality > 0.0 && lora.IsNone then settings.Fail("orthogonality", "needs a LoRA adapter (kif-lora)")
         { Units = units
@@ -330,10 +337,7 @@ module RecurrentKifSettings =
 
     /// `preset` with every key of `settings` applied, values checked.
     let read (settings: StrategySettings) (preset: RecurrentKifSettings) : RecurrentKifSettings =
-        let f key (fallback: float) check (what: string) =
-            let v = settings.Float(key, fallback)
-            if not (check v) then settings.Fail(key, $"{what}, got {Setting.numberText v}")
-            v
+        let f = KifSettings.checkedFloat settings
         let positive key fallback =
             let v = settings.Int(key, fallback)
             if v < 1 then settings.Fail(key, $"must be at least 1, got {v}")
@@ -343,13 +347,7 @@ module RecurrentKifSettings =
             match table.Numbers(key, [ fst fallback; snd fallback ]) with
             | [ a; b ] -> a, b
             | xs -> table.Fail(key, $"needs [c_in, c_out], got {xs.Length} numbers")
-        let lora =
-            match preset.Lora with
-            | Some l -> Some(LoraSettings.read settings l)
-            | None ->
-                for k in LoraSettings.keys do
-                    if settings.Has k.Key then settings.Fail(k.Key, "this strategy fine-tunes all weights; LoRA settings belong to rkif-lora")
-                None
+        let lora = LoraSettings.readOption settings preset.Lora "rkif-lora"
         let outerBatch = settings.Int("outer-batch", preset.OuterBatch)
         if outerBatch < 0 then settings.Fail("outer-batch", $"must be at least 0, got {outerBatch}")
         { Order = KifSettings.readOrder settings preset.Order

@@ -285,13 +285,13 @@ let tests =
             let dir = Directory.CreateTempSubdirectory("klf-default-").FullName
             try
                 // The default's own settings except a few steps and examples, so the test stays short.
-                let code, out = klf [ "run"; "--steps"; "2"; "--train-examples"; "8"; "--test-examples"; "4"; "--out"; dir ]
+                let code, out = klf [ "run"; "--steps"; "2"; "--train-examples"; "8"; "--validation-examples"; "4"; "--test-examples"; "4"; "--out"; dir ]
                 Expect.equal code 0 out
                 Expect.stringContains out "dbpedia -> amazon -> yahoo -> agnews" "the Standard CL order"
                 Expect.stringContains out ("run folder: " + dir) "says where it writes"
                 let j = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "metrics.json")))
                 let strategies = j["strategies"].AsObject()
-                Expect.equal [ for KeyValue(k, _) in strategies -> k ] [ "seqft"; "kif"; "kif-neuron"; "mtl" ] "SeqFT, KIF (reference and neuron units) and MTL"
+                Expect.equal [ for KeyValue(k, _) in strategies -> k ] [ "seqft"; "kif"; "kif-neuron"; "kif-lora"; "rkif"; "rkif-lora"; "mtl" ] "SeqFT, KIF (reference, neuron units, LoRA), Recurrent-KIF (full, LoRA) and MTL"
                 let kif = strategies["kif"]
                 Expect.isNotNull (kif["FWT"]) "FWT from the single-task runs"
                 let exp = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "experiment.json")))
