@@ -3,10 +3,10 @@
 //
 //   dotnet fsi scripts/make-default-stream.fsx [--train N] [--test N] [--benchmark DIR] [--out DIR]
 //
-// Defaults: 300 training and 200 test examples per task, the shared benchmark found by walking up
-// from the repository (as Benchmark.locate; KLF_BENCHMARKS overrides), out = data/standard-cl in
-// the repository. Training examples come from train/<task>.json only, test examples from
-// test/<task>.json only (dev is never read). Sampling is label-balanced and seeded (Seed below):
+// Defaults: 300 training and 200 test examples per task, the repository's benchmarks/long_sequence
+// (its .json.gz files; --benchmark DIR reads another copy, .json or .json.gz), out = data/standard-cl
+// in the repository. Training examples come from train/<task> only, test examples from
+// test/<task> only (dev is never read). Sampling is label-balanced and seeded (Seed below):
 // each label's examples are shuffled, then labels take turns (in ordinal order) giving one example
 // until N are chosen, and the chosen ones are shuffled. Writes {train,test}/<task>.json (JSON arrays
 // of {id, input, output}, as the benchmark), orders.json and PROVENANCE.md. Same inputs, same bytes.
@@ -34,26 +34,26 @@ let nTrain = int (option "--train" "300" args)
 let nTest = int (option "--test" "200" args)
 let out = Path.GetFullPath(option "--out" (Path.Combine(repo, "data", "standard-cl")) args)
 
-let locate (start: string) =
-    match Environment.GetEnvironmentVariable "KLF_BENCHMARKS" with
-    | null | "" ->
-        let rec up (dir: DirectoryInfo) =
-            if isNull dir then None
-            else
-                let c = Path.Combine(dir.FullName, "shared", "benchmarks")
-                if Directory.Exists c then Some c else up dir.Parent
-        up (DirectoryInfo start)
-    | p -> Some p
-let benchmarks =
+let root =
     match option "--benchmark" "" args with
-    | "" -> locate repo |> Option.defaultWith (fun () -> failwith "no shared/benchmarks above the repository (give --benchmark DIR or set KLF_BENCHMARKS)")
+    | "" -> Path.Combine(repo, "benchmarks", "long_sequence")
     | b -> Path.GetFullPath b
-let root = Path.Combine(benchmarks, "long_sequence")
+
+/// The bytes of one split of one task: `<task>.json`, else `<task>.json.gz` decompressed.
+let sourceBytes split task : byte[] =
+    let plain = Path.Combine(root, split, task + ".json")
+    let gz = plain + ".gz"
+    if File.Exists plain then File.ReadAllBytes plain
+    elif File.Exists gz then
+        use input = File.OpenRead gz
+        use z = new IO.Compression.GZipStream(input, IO.Compression.CompressionMode.Decompress)
+        use m = new MemoryStream()
+        z.CopyTo m
+        m.ToArray()
+    else failwithf "%s: task file not found (nor %s)" plain gz
 
 let load split task : Example[] =
-    let file = Path.Combine(root, split, task + ".json")
-    if not (File.Exists file) then failwithf "%s: task file not found" file
-    use doc = JsonDocument.Parse(File.ReadAllBytes file)
+    use doc = JsonDocument.Parse(ReadOnlyMemory<byte>(sourceBytes split task))
     [| for e in doc.RootElement.EnumerateArray() ->
         { Id = e.GetProperty("id").GetString(); Input = e.GetProperty("input").GetString(); Output = e.GetProperty("output").GetString() } |]
 
@@ -92,7 +92,7 @@ let toJson (examples: Example[]) =
         JsonSerializer.Serialize(dict [ "id", e.Id; "input", e.Input; "output", e.Output ], jsonOptions)
     "[\n" + String.Join(",\n", examples |> Array.map item) + "\n]\n"
 
-let sha256 (path: string) = Convert.ToHexString(SHA256.HashData(File.ReadAllBytes path)).ToLowerInvariant()
+let sha256 (bytes: byte[]) = Convert.ToHexString(SHA256.HashData bytes).ToLowerInvariant()
 let write (path: string) (text: string) =
     Directory.CreateDirectory(Path.GetDirectoryName path) |> ignore
     File.WriteAllText(path, text, UTF8Encoding false)
@@ -106,7 +106,7 @@ for task in Tasks do
         let picked = balanced (Seed ^^^ int (fnv $"{task}/{split}" % 1000003UL)) n source
         write (Path.Combine(tmp, split, task + ".json")) (toJson picked)
         let labels = picked |> Array.countBy (fun e -> e.Output) |> Array.sortWith (fun (a, _) (b, _) -> String.CompareOrdinal(a, b)) |> List.ofArray
-        counts.Add((task, split, source.Length, labels, sha256 (Path.Combine(root, split, task + ".json"))))
+        counts.Add((task, split, source.Length, labels, sha256 (sourceBytes split task)))
         printfn "%-8s %-5s %4d of %4d examples, %d labels" task split n source.Length labels.Length
 write (Path.Combine(tmp, "orders.json")) ("{\n  \"standard\": {\n    \"order1\": [" + String.Join(", ", Tasks |> List.map (sprintf "\"%s\"")) + "]\n  }\n}\n")
 
@@ -115,8 +115,8 @@ let line (s: string) = md.AppendLine s |> ignore
 line "# Provenance of the embedded Standard CL excerpt"
 line ""
 line "An excerpt of the 4-task Standard CL benchmark (`standard/order1`: dbpedia → amazon → yahoo → agnews), the"
-line "first four tasks of the Long Sequence benchmark's `standard` orders, taken from the project's shared"
-line "benchmark folder (`shared/benchmarks`, see its README.md). Same layout as the benchmark:"
+line "first four tasks of the Long Sequence benchmark's `standard` orders, taken from the copy of that benchmark"
+line "in the repository (`benchmarks/long_sequence`, see `benchmarks/PROVENANCE.md`). Same layout as the benchmark:"
 line "`{train,test}/<task>.json`, JSON arrays of `{id, input, output}`, and `orders.json`."
 line ""
 line "Made by `scripts/make-default-stream.fsx` with:"
@@ -131,20 +131,20 @@ line "order) giving one example until the count is reached; the chosen examples 
 line "from `train/` only and test examples from `test/` only; `dev/` is never read. Ids are the benchmark's (a train"
 line "and a test example may share an id, as in the benchmark: the splits number their examples separately)."
 line ""
-line "| task | split | source file (under shared/benchmarks) | source SHA-256 | examples | per label |"
+line "| task | split | source file (under benchmarks/) | source SHA-256 (decompressed) | examples | per label |"
 line "| --- | --- | --- | --- | ---: | --- |"
 for task, split, total, labels, sha in counts do
     let per = String.Join(", ", labels |> List.map (fun (l, c) -> $"{l} {c}"))
     let n = labels |> List.sumBy snd
-    line $"| {task} | {split} | `long_sequence/{split}/{task}.json` ({total}) | `{sha}` | {n} | {per} |"
+    line $"| {task} | {split} | `long_sequence/{split}/{task}.json.gz` ({total}) | `{sha}` | {n} | {per} |"
 line ""
 line "## Caveats and licences"
 line ""
-line "- Inherited from the published benchmark (shared/benchmarks/README.md): no public test split of yahoo"
-line "  survives, so `test/yahoo.json` there is a copy of `dev/yahoo.json`, and this excerpt's yahoo test examples"
-line "  are dev examples; `test/dbpedia.json` was rebuilt from the published dbpedia test instances minus the 500"
-line "  in dev. Metric: exact match after trimming and lower-casing."
-line "- The shared benchmark's README states no licence. The four tasks are the text-classification sets of"
+line "- Inherited from the published benchmark (benchmarks/PROVENANCE.md): no public test split of yahoo"
+line "  survives, so `test/yahoo.json.gz` there is a copy of `dev/yahoo.json.gz`, and this excerpt's yahoo test"
+line "  examples are dev examples; `test/dbpedia.json.gz` was rebuilt from the published dbpedia test instances"
+line "  minus the 500 in dev. Metric: exact match after trimming and lower-casing."
+line "- The benchmark as distributed states no licence of its own. The four tasks are the text-classification sets of"
 line "  Zhang, Zhao & LeCun (2015), built from DBpedia (CC BY-SA), Amazon reviews, Yahoo! Answers and the AG news"
 line "  corpus, whose terms are those of their original sources (research use). This excerpt is for testing and"
 line "  demonstration inside the project; check those terms before redistributing it elsewhere."

@@ -83,15 +83,20 @@ module Experiment =
         | StrategyRun s -> StrategySpec.folderName s
         | SingleTask j -> sprintf "single-%02d-%s" (j + 1) (slug tasks[j])
 
-    /// The task names of each sequence of the spec (orders read from the orders file).
-    let sequenceTasks (root: string) (ordersFile: string) (spec: ExperimentSpec) : (string * string list) list =
+    /// The orders file of a spec: its `OrdersFile`, else the benchmark root's own `orders.json`, else
+    /// the one beside it (`Orders.fileFor`, which says where it looked when neither exists).
+    let ordersFile (spec: ExperimentSpec) (root: string) : string =
+        match spec.OrdersFile with
+        | Some f -> f
+        | None -> Orders.fileFor root
+
+    /// The task names of each sequence of the spec: its `Tasks` as one sequence "custom", else each
+    /// of its orders, read from `ordersFile` (only then looked for).
+    let sequenceTasks (root: string) (spec: ExperimentSpec) : (string * string list) list =
         if not spec.Tasks.IsEmpty then [ "custom", spec.Tasks ]
         else
-            let orders = Orders.load ordersFile
-            [ for o in spec.Orders ->
-                match o.Split('/') with
-                | [| b; n |] -> o, Orders.get b n orders
-                | _ -> raise (ArgumentException $"order \"{o}\" must read benchmark/name, e.g. standard/order1") ]
+            let file = ordersFile spec root
+            [ for o in spec.Orders -> o, Orders.lookup file o ]
 
     /// Every run of the experiment in a fixed order: per sequence, per seed, the single-task runs
     /// (when `SingleTask`) then the strategies in the given order.
@@ -198,18 +203,12 @@ module Experiment =
                     | _ -> found[key] <- (path, r)
         found.Values |> Seq.map snd |> Seq.sortBy (fun r -> r.Sequence, r.Seed, (match r.Kind with SingleTask j -> 0, j, "" | StrategyRun s -> 1, 0, s)) |> List.ofSeq
 
-    /// The benchmark root of a spec: its `Benchmark`, else the shared Long Sequence benchmark found
-    /// above the current folder or the program's folder (or via KLF_BENCHMARKS).
+    /// The benchmark root of a spec: its `Benchmark`, else the repository's Long Sequence benchmark
+    /// found above the current folder or the program's folder (or via KLF_BENCHMARKS).
     let benchmarkRoot (spec: ExperimentSpec) : string =
         match spec.Benchmark with
         | Some b -> b
         | None -> Benchmark.defaultRoot ()
-
-    /// The orders file of a spec: its `OrdersFile`, else `orders.json` beside the benchmark root.
-    let ordersFile (spec: ExperimentSpec) (root: string) : string =
-        match spec.OrdersFile with
-        | Some f -> f
-        | None -> Path.Combine(Path.GetDirectoryName(Path.GetFullPath root), "orders.json")
 
     /// The tokenizer folder of a spec: its `Tokenizer`, else the model folder.
     let tokenizerDir (spec: ExperimentSpec) : string =
@@ -299,7 +298,7 @@ module Experiment =
     let execute (control: ExperimentControl) (spec: ExperimentSpec) (outDir: string) (only: RunSpec list option) : RunResult list =
         Klf.Native.TorchNative.EnsureLoaded()
         let root = benchmarkRoot spec
-        let sequences = sequenceTasks root (ordersFile spec root) spec
+        let sequences = sequenceTasks root spec
         let all = runs sequences spec
         let chosen = defaultArg only all
         checkStrategies spec

@@ -8,7 +8,7 @@ open System.Text.Json
 /// One task of a continual-learning sequence, with its splits.
 /// Validation is a held-out slice of train (see `Task.withValidation`), never the benchmark's dev
 /// split, which overlaps test in the Long Sequence benchmark. Metric names the scoring:
-/// "exact-match" (default) or "rouge-l".
+/// "exact-match" (the default) or "rouge-l", as the benchmark's `benchmark.json` declares it.
 type TaskData =
     { Name: string
       Train: Example[]
@@ -31,23 +31,18 @@ module Task =
     [<Literal>]
     let RougeL = "rouge-l"
 
-    /// The SuperNI classification tasks, scored by exact match (the benchmark README).
-    let private superniClassification = set [ "task363"; "task875"; "task1687" ]
-
-    /// The metric a benchmark gives a task: ROUGE-L for the SuperNI generation tasks (names
-    /// `task<N>` other than task363, task875 and task1687), exact match for everything else.
-    let defaultMetric (name: string) : string =
-        let isSuperni = name.StartsWith "task" && name.Length > 4 && Seq.forall Char.IsDigit (name.Substring 4)
-        if isSuperni && not (superniClassification.Contains name) then RougeL else ExactMatch
-
-    /// A task from its parts, with an empty validation set and its default metric.
+    /// A task from its parts, with an empty validation set and the default metric (exact match;
+    /// `Task.load` takes the metric its benchmark declares in `benchmark.json`).
     let create (name: string) (train: Example[]) (test: Example[]) : TaskData =
-        { TaskData.Name = name; Train = train; Validation = [||]; Test = test; Metric = defaultMetric name }
+        { TaskData.Name = name; Train = train; Validation = [||]; Test = test; Metric = Benchmark.DefaultMetric }
 
-    /// Loads a task from `<root>/train/<name>.json(l)` and `<root>/test/<name>.json(l)`; both
-    /// must exist. The dev split is not read (it overlaps test); Validation starts empty.
+    /// Loads a task from `<root>/train/<name>.json(l)(.gz)` and `<root>/test/<name>.json(l)(.gz)`; both
+    /// must exist. Its metric is the one `<root>/benchmark.json` declares (`Benchmark.metricOf`),
+    /// exact match when it declares none. The dev split is not read (it overlaps test); Validation
+    /// starts empty.
     let load (root: string) (name: string) : TaskData =
-        create name (Benchmark.load root "train" name) (Benchmark.load root "test" name)
+        { create name (Benchmark.load root "train" name) (Benchmark.load root "test" name) with
+            Metric = Benchmark.metricOf root name }
 
     /// A stable 64-bit FNV-1a hash of a string's UTF-8 bytes (unlike string.GetHashCode, the same
     /// in every process and on every machine).
@@ -152,6 +147,43 @@ module Orders =
             | None ->
                 let known = String.Join(", ", Map.keys byName)
                 raise (ArgumentException($"unknown order \"{orderName}\" of benchmark \"{benchmark}\"; known orders: {known}"))
+
+    /// Every order of an orders map as `benchmark/name`, e.g. ["standard/order1"; ...].
+    let all (orders: Map<string, Map<string, string list>>) : string list =
+        [ for KeyValue(b, byName) in orders do
+            for KeyValue(n, _) in byName -> $"{b}/{n}" ]
+
+    /// Where the orders of a benchmark root are looked for, in this order: the folder's own
+    /// `orders.json`, then `orders.json` beside the folder (the layout of a folder of benchmarks).
+    let candidates (root: string) : string list =
+        let full = Path.TrimEndingDirectorySeparator(Path.GetFullPath root)
+        [ Path.Combine(full, "orders.json")
+          match Path.GetDirectoryName full with
+          | null -> ()
+          | parent -> Path.Combine(parent, "orders.json") ]
+
+    /// The orders file of a benchmark root: the first of `candidates` that exists. When none does, a
+    /// FileNotFoundException that says where they were looked for.
+    let fileFor (root: string) : string =
+        let cs = candidates root
+        match cs |> List.tryFind File.Exists with
+        | Some f -> f
+        | None ->
+            let where = String.Join(" or ", cs)
+            raise (FileNotFoundException($"no orders.json for the benchmark {root}: looked for {where} (give --orders FILE)", List.head cs))
+
+    /// The tasks of an order written `benchmark/name` (e.g. "standard/order1"), read from an orders
+    /// file. An unknown order fails naming the file and listing every order it holds.
+    let lookup (file: string) (reference: string) : string list =
+        match reference.Split('/') with
+        | [| b; n |] ->
+            let orders = load file
+            match Map.tryFind b orders |> Option.bind (Map.tryFind n) with
+            | Some tasks -> tasks
+            | None ->
+                let known = match all orders with [] -> "none" | xs -> String.Join(", ", xs)
+                raise (ArgumentException($"unknown order \"{reference}\" in {file}; the orders there: {known}"))
+        | _ -> raise (ArgumentException($"order \"{reference}\" must read benchmark/name, e.g. standard/order1"))
 
 /// An ordered sequence of tasks, learned one after another, with a name (e.g. "standard/order1").
 type TaskSequence = { Name: string; Tasks: TaskData list }

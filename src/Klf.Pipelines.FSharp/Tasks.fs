@@ -10,7 +10,8 @@ type Example = { Id: string; Input: string; Output: string }
 /// Reading the examples of one task file, in any of the three supported formats, detected per file:
 /// - `.json`: a JSON array of `{id?, input, output}` objects (the Long Sequence / SuperNI layout);
 /// - `.json`: a JSON array of `{id?, instruction, input?, output}` objects (the instruction variant);
-/// - `.jsonl`: one such object (either shape) per line; blank lines are skipped.
+/// - `.jsonl`: one such object (either shape) per line; blank lines are skipped;
+/// - either of them gzip-compressed (`.json.gz`, `.jsonl.gz`), read transparently.
 /// The shape is decided per object: an object with an `instruction` field is the instruction
 /// variant, and its Input is `instruction + "\n" + input` (just `instruction` when `input` is
 /// missing or empty). A missing `id` becomes `<task>_<index>` (index from 0, in file order).
@@ -20,7 +21,25 @@ type Example = { Id: string; Input: string; Output: string }
 module TaskFile =
 
     /// The file extensions a task file may have, in the order they are looked for.
-    let extensions = [ ".json"; ".jsonl" ]
+    let extensions = [ ".json"; ".jsonl"; ".json.gz"; ".jsonl.gz" ]
+
+    /// The bytes of a task file, decompressed when it ends in `.gz`; a broken archive names the file.
+    let private bytes (file: string) : byte[] =
+        if file.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) then
+            try
+                use input = File.OpenRead file
+                use gz = new Compression.GZipStream(input, Compression.CompressionMode.Decompress)
+                use out = new MemoryStream()
+                gz.CopyTo out
+                out.ToArray()
+            with :? InvalidDataException as e -> raise (InvalidDataException($"{file}: not a valid gzip file ({e.Message})"))
+        else File.ReadAllBytes file
+
+    /// The task name of a file: its name without `.json`, `.jsonl` and `.gz`.
+    let taskName (file: string) : string =
+        let name = Path.GetFileName file
+        let strip (ext: string) (n: string) = if n.EndsWith(ext, StringComparison.OrdinalIgnoreCase) then n.Substring(0, n.Length - ext.Length) else n
+        name |> strip ".gz" |> strip ".jsonl" |> strip ".json"
 
     /// The Input of an instruction-variant object: the instruction, then a newline and the input
     /// when the input is not empty.
@@ -61,9 +80,11 @@ module TaskFile =
     let load (file: string) : Example[] =
         if not (File.Exists file) then
             raise (FileNotFoundException($"{file}: task file not found", file))
-        let task = Path.GetFileNameWithoutExtension file
-        if file.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase) then
-            File.ReadAllLines file
+        let task = taskName file
+        let data = bytes file
+        if file.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase) || file.EndsWith(".jsonl.gz", StringComparison.OrdinalIgnoreCase) then
+            Text.Encoding.UTF8.GetString(data).Split('\n')
+            |> Array.map (fun l -> l.TrimEnd('\r'))
             |> Array.mapi (fun i line -> i + 1, line)
             |> Array.filter (fun (_, line) -> not (String.IsNullOrWhiteSpace line))
             |> Array.mapi (fun index (lineNo, line) ->
@@ -74,7 +95,7 @@ module TaskFile =
                 example file where $"{task}_{index}" doc.RootElement)
         else
             use doc =
-                try JsonDocument.Parse(File.ReadAllBytes file)
+                try JsonDocument.Parse(ReadOnlyMemory<byte>(data))
                 with :? JsonException as e -> raise (InvalidDataException($"{file}: not valid JSON ({e.Message})"))
             if doc.RootElement.ValueKind <> JsonValueKind.Array then
                 raise (InvalidDataException($"{file}: expected a JSON array of {{id, input, output}} or {{instruction, input, output}} objects, found {doc.RootElement.ValueKind}"))
@@ -91,7 +112,7 @@ module Benchmark =
     /// The path of one split of one task, in the `.json` layout.
     let path (root: string) (split: string) (task: string) = Path.Combine(root, split, task + ".json")
 
-    /// The file of one split of one task: `<task>.json`, else `<task>.jsonl`, if either exists.
+    /// The file of one split of one task: `<task>.json`, `<task>.jsonl`, `<task>.json.gz` or `<task>.jsonl.gz`, the first that exists.
     let tryFile (root: string) (split: string) (task: string) : string option =
         TaskFile.extensions
         |> List.map (fun ext -> Path.Combine(root, split, task + ext))
@@ -103,7 +124,66 @@ module Benchmark =
         | Some file -> TaskFile.load file
         | None ->
             let file = path root split task
-            raise (FileNotFoundException($"{file}: task file not found (expected <root>/{split}/{task}.json or {task}.jsonl)", file))
+            raise (FileNotFoundException($"{file}: task file not found (expected <root>/{split}/{task}.json, {task}.jsonl, {task}.json.gz or {task}.jsonl.gz)", file))
+
+    /// The metric a task has when its benchmark declares none: exact match after trimming and lower-casing.
+    [<Literal>]
+    let DefaultMetric = "exact-match"
+
+    /// The metric names a benchmark may declare (canonical spelling).
+    let metricNames = [ "exact-match"; "rouge-l" ]
+
+    /// The canonical spelling of a metric name, ignoring case, '-' and '_' ("exact_match", "em",
+    /// "ROUGE-L"); None for anything else.
+    let canonicalMetric (name: string) : string option =
+        match (if isNull name then "" else name.Trim().ToLowerInvariant().Replace("-", "").Replace("_", "")) with
+        | "exactmatch" | "em" -> Some "exact-match"
+        | "rougel" -> Some "rouge-l"
+        | _ -> None
+
+    /// The optional `benchmark.json` of a benchmark root, where it declares the metric of its tasks.
+    let infoFile (root: string) = Path.Combine(root, "benchmark.json")
+
+    /// The metrics a benchmark root declares in `benchmark.json`, of the form
+    /// `{ "name": "...", "metric": "exact-match", "tasks": { "task1572": "rouge-l", ... } }`: the default
+    /// metric of its tasks (`metric`, else DefaultMetric) and the tasks that differ from it. Without the
+    /// file every task has DefaultMetric. A malformed file or an unknown metric name fails naming the file
+    /// and the key.
+    let metrics (root: string) : string * Map<string, string> =
+        let file = infoFile root
+        if not (File.Exists file) then DefaultMetric, Map.empty
+        else
+            use doc =
+                try JsonDocument.Parse(File.ReadAllBytes file)
+                with :? JsonException as e -> raise (InvalidDataException($"{file}: not valid JSON ({e.Message})"))
+            let root = doc.RootElement
+            if root.ValueKind <> JsonValueKind.Object then
+                raise (InvalidDataException($"{file}: expected an object with \"metric\" and \"tasks\", found {root.ValueKind}"))
+            let metricAt (where: string) (e: JsonElement) =
+                let name = if e.ValueKind = JsonValueKind.String then e.GetString() else null
+                match canonicalMetric name with
+                | Some m -> m
+                | None ->
+                    let shown = if isNull name then string e.ValueKind else $"\"{name}\""
+                    let known = String.Join(", ", metricNames)
+                    raise (InvalidDataException($"{file}: {where} is {shown}, expected one of {known}"))
+            let fallback =
+                match root.TryGetProperty "metric" with
+                | true, e -> metricAt "\"metric\"" e
+                | _ -> DefaultMetric
+            let perTask =
+                match root.TryGetProperty "tasks" with
+                | true, e when e.ValueKind = JsonValueKind.Object ->
+                    Map [ for p in e.EnumerateObject() -> p.Name, metricAt $"\"tasks.{p.Name}\"" p.Value ]
+                | true, e -> raise (InvalidDataException($"{file}: \"tasks\" must be an object of task name to metric, found {e.ValueKind}"))
+                | _ -> Map.empty
+            fallback, perTask
+
+    /// The metric of one task of a benchmark root: its entry in `benchmark.json`, else the file's default
+    /// `metric`, else DefaultMetric (see `metrics`).
+    let metricOf (root: string) (task: string) : string =
+        let fallback, perTask = metrics root
+        perTask |> Map.tryFind task |> Option.defaultValue fallback
 
     /// A seeded sample of at most n examples, in a random but reproducible order.
     let sample (seed: int) (n: int) (examples: Example[]) : Example[] =
@@ -112,22 +192,22 @@ module Benchmark =
         rng.Shuffle copy
         copy[.. min n copy.Length - 1]
 
-    /// Finds the shared benchmark folder: `$KLF_BENCHMARKS`, else `shared/benchmarks` in the
-    /// nearest ancestor of `start` (the repository sits beside `shared/`).
+    /// The benchmark folder: `$KLF_BENCHMARKS`, else the repository's `benchmarks` folder (the one
+    /// holding `long_sequence/`) in the nearest ancestor of `start`.
     let locate (start: string) : string option =
         match Environment.GetEnvironmentVariable "KLF_BENCHMARKS" with
         | null | "" ->
             let rec up (dir: DirectoryInfo) =
                 if isNull dir then None
                 else
-                    let c = Path.Combine(dir.FullName, "shared", "benchmarks")
-                    if Directory.Exists c then Some c else up dir.Parent
+                    let c = Path.Combine(dir.FullName, "benchmarks")
+                    if Directory.Exists(Path.Combine(c, "long_sequence")) then Some c else up dir.Parent
             up (DirectoryInfo start)
         | p -> Some p
 
-    /// The shared Long Sequence benchmark root (`<benchmarks>/long_sequence`), found by `locate`
-    /// from the current folder, then from the program's folder; a clear error when neither finds it.
+    /// The Long Sequence benchmark root (`<benchmarks>/long_sequence`), found by `locate` from the
+    /// current folder, then from the program's folder; a clear error when neither finds it.
     let defaultRoot () : string =
         match locate Environment.CurrentDirectory |> Option.orElse (locate AppContext.BaseDirectory) with
         | Some b -> Path.Combine(b, "long_sequence")
-        | None -> raise (DirectoryNotFoundException "no benchmark given and no shared/benchmarks found above the current folder (give --benchmark DIR or set KLF_BENCHMARKS)")
+        | None -> raise (DirectoryNotFoundException "no benchmark given and no benchmarks/long_sequence found above the current folder or the program (give --benchmark DIR or set KLF_BENCHMARKS)")

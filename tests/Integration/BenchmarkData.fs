@@ -1,33 +1,39 @@
-/// Real benchmark text for integration tests: the long_sequence tasks in `shared/benchmarks`,
-/// a folder `shared` beside the repository checkout (JSON arrays of {id, input, output}).
+/// Real benchmark text for integration tests: the long_sequence tasks the repository carries in
+/// `benchmarks/long_sequence` (gzip-compressed JSON arrays of {id, input, output}).
 module BenchmarkData
 
 open System
 open System.IO
+open System.IO.Compression
 open System.Text.Json
 
-/// The folder holding the benchmark JSON files: `shared/benchmarks` beside the checkout, found by
-/// walking up from the test binary's folder.
+/// The repository's `benchmarks` folder, found from this source file's place in the checkout (not
+/// through KLF_BENCHMARKS: the tests read the data the repository carries).
 let benchmarksRoot =
     lazy (
-        let start = AppContext.BaseDirectory
-        let rec up (dir: DirectoryInfo | null) =
-            match dir with
-            | null ->
-                failwithf "No folder containing shared/benchmarks above '%s': the benchmark data must sit in a folder `shared` beside the repository checkout." start
-            | dir ->
-                let candidate = Path.Combine(dir.FullName, "shared", "benchmarks")
-                if Directory.Exists candidate then candidate else up dir.Parent
-        up (DirectoryInfo start))
+        let dir = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "benchmarks"))
+        if not (Directory.Exists(Path.Combine(dir, "long_sequence"))) then
+            failwithf "The repository's benchmark data is missing: no folder '%s'." (Path.Combine(dir, "long_sequence"))
+        dir)
+
+/// The decompressed bytes of one split of one long_sequence task, read independently of the
+/// library's task-file reader (so tests can compare the two).
+let bytes split task =
+    let path = Path.Combine(benchmarksRoot.Value, "long_sequence", split, task + ".json.gz")
+    if not (File.Exists path) then failwithf "Benchmark file '%s' is missing." path
+    use input = File.OpenRead path
+    use gz = new GZipStream(input, CompressionMode.Decompress)
+    use out = new MemoryStream()
+    gz.CopyTo out
+    out.ToArray()
 
 /// One benchmark example.
 type Record = { Id: string; Input: string; Output: string }
 
 /// The examples of a long_sequence task, e.g. `records "train" "agnews"`; split is train, dev or test.
 let records split task =
-    let path = Path.Combine(benchmarksRoot.Value, "long_sequence", split, task + ".json")
-    if not (File.Exists path) then failwithf "Benchmark file '%s' is missing." path
-    use doc = JsonDocument.Parse(File.ReadAllText path)
+    let path = Path.Combine(benchmarksRoot.Value, "long_sequence", split, task + ".json.gz")
+    use doc = JsonDocument.Parse(ReadOnlyMemory<byte>(bytes split task))
     let text (r: JsonElement) (name: string) =
         match r.GetProperty(name).GetString() with
         | null -> failwithf "Benchmark file '%s': an example has a null '%s'." path name

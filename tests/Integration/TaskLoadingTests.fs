@@ -7,7 +7,7 @@ open Expecto
 open Klf.Pipelines
 
 let private longSequence () = Path.Combine(BenchmarkData.benchmarksRoot.Value, "long_sequence")
-let private ordersPath () = Path.Combine(BenchmarkData.benchmarksRoot.Value, "orders.json")
+let private ordersPath () = Path.Combine(longSequence (), "orders.json")
 
 /// A fresh temporary folder, deleted after f.
 let private withTemp (f: string -> unit) =
@@ -39,7 +39,8 @@ let tests =
             test "orders.json: standard.order1 is dbpedia, amazon, yahoo, agnews; every long_sequence order has the 15 tasks" {
                 let orders = Orders.load (ordersPath ())
                 Expect.equal (orders |> Orders.get "standard" "order1") [ "dbpedia"; "amazon"; "yahoo"; "agnews" ] "standard.order1"
-                let tasks = Directory.GetFiles(Path.Combine(longSequence (), "train"), "*.json") |> Array.map Path.GetFileNameWithoutExtension |> set
+                let tasks = Directory.GetFiles(Path.Combine(longSequence (), "train"), "*.json.gz") |> Array.map TaskFile.taskName |> set
+                Expect.equal tasks.Count 15 "15 tasks shipped"
                 for o in [ "order1"; "order2"; "order3" ] do
                     let order = orders |> Orders.get "long_sequence" o
                     Expect.equal order.Length 15 $"long_sequence.{o} length"
@@ -52,7 +53,82 @@ let tests =
                 Expect.stringContains m "order9" "names the unknown order"
                 Expect.stringContains m "order1, order2, order3" "lists the known orders"
                 let m = messageOf (fun () -> orders |> Orders.get "nope" "order1" |> ignore)
-                Expect.stringContains m "long_sequence, standard, superni" "lists the known benchmarks"
+                Expect.stringContains m "long_sequence, standard" "lists the known benchmarks"
+                let m = messageOf (fun () -> Orders.lookup (ordersPath ()) "standard/order9" |> ignore)
+                Expect.stringContains m (ordersPath ()) "says where the orders were read"
+                Expect.stringContains m "long_sequence/order1, long_sequence/order2, long_sequence/order3, standard/order1" "lists every order found"
+            }
+
+            test "benchmark files match their recorded hashes: decompressed = the distributed .json, and the .json.gz bytes" {
+                let provenance = File.ReadAllLines(Path.Combine(BenchmarkData.benchmarksRoot.Value, "PROVENANCE.md"))
+                let rows =
+                    [ for line in provenance do
+                        let cells = line.Split('|', StringSplitOptions.TrimEntries)
+                        if cells.Length = 7 && (cells[2] = "train" || cells[2] = "dev" || cells[2] = "test") then
+                            yield cells[1], cells[2], int cells[3], cells[4].Trim('`'), cells[5].Trim('`') ]
+                Expect.equal rows.Length 45 "15 tasks x 3 splits recorded"
+                let sha (b: byte[]) = Convert.ToHexStringLower(Security.Cryptography.SHA256.HashData b)
+                for task, split, count, jsonSha, gzSha in rows do
+                    let gz = File.ReadAllBytes(Path.Combine(longSequence (), split, task + ".json.gz"))
+                    Expect.equal (sha gz) gzSha $"{split}/{task}.json.gz bytes"
+                    Expect.equal (sha (BenchmarkData.bytes split task)) jsonSha $"{split}/{task}: decompressed"
+                    Expect.equal (Benchmark.load (longSequence ()) split task).Length count $"{split}/{task}: example count"
+            }
+
+            test "a benchmark folder carries its own orders.json, found before the one beside it; none found says where it looked" {
+                withTemp (fun dir ->
+                    let own = Path.Combine(dir, "mine")
+                    write dir "orders.json" """{"outer": {"o": ["a"]}}""" |> ignore
+                    write own "orders.json" """{"mine": {"two": ["b", "a"]}}""" |> ignore
+                    Expect.equal (Orders.fileFor own) (Path.Combine(own, "orders.json")) "the folder's own first"
+                    Expect.equal (Orders.lookup (Orders.fileFor own) "mine/two") [ "b"; "a" ] "its order"
+                    File.Delete(Path.Combine(own, "orders.json"))
+                    Expect.equal (Orders.fileFor own) (Path.Combine(dir, "orders.json")) "else the one beside it"
+                    File.Delete(Path.Combine(dir, "orders.json"))
+                    let m = messageOf (fun () -> Orders.fileFor own |> ignore)
+                    Expect.stringContains m (Path.Combine(own, "orders.json")) "names the folder's own candidate"
+                    Expect.stringContains m (Path.Combine(dir, "orders.json")) "and the one beside it")
+            }
+
+            test "metrics are data: benchmark.json declares a default and per-task metrics; without it every task is exact match" {
+                withTemp (fun dir ->
+                    for t in [ "task1572_samsum_summary"; "task363" ] do
+                        write dir $"train/{t}.json" """[{"input": "a", "output": "b"}]""" |> ignore
+                        write dir $"test/{t}.json" """[{"input": "a", "output": "b"}]""" |> ignore
+                    Expect.equal (Task.load dir "task1572_samsum_summary").Metric "exact-match" "no benchmark.json: the stated default, whatever the name"
+                    write dir "benchmark.json" """{"metric": "ROUGE_L", "tasks": {"task363": "exact-match"}}""" |> ignore
+                    Expect.equal (Task.load dir "task1572_samsum_summary").Metric "rouge-l" "the declared default, canonical spelling"
+                    Expect.equal (Task.load dir "task363").Metric "exact-match" "a per-task entry"
+                    let file = write dir "benchmark.json" """{"tasks": {"task363": "bleu"}}"""
+                    let m = messageOf (fun () -> Task.load dir "task363" |> ignore)
+                    Expect.stringContains m file "names the file"
+                    Expect.stringContains m "tasks.task363" "names the key"
+                    Expect.stringContains m "exact-match, rouge-l" "lists the metrics")
+                Expect.equal (Task.load (longSequence ()) "agnews").Metric "exact-match" "the shipped benchmark declares exact match"
+                let superni = Path.Combine(BenchmarkData.benchmarksRoot.Value, "superni")
+                Expect.equal (Benchmark.metricOf superni "task1572") "rouge-l" "SuperNI generation task"
+                Expect.equal (Benchmark.metricOf superni "task875") "exact-match" "SuperNI classification task"
+            }
+
+            test "gzip-compressed task files read as the plain ones; a broken archive names the file" {
+                withTemp (fun dir ->
+                    let text = """[{"id": "a", "input": "x", "output": "y"}]"""
+                    let gz (relative: string) (body: string) =
+                        let file = Path.Combine(dir, relative)
+                        Directory.CreateDirectory(Path.GetDirectoryName file) |> ignore
+                        use f = File.Create file
+                        use z = new Compression.GZipStream(f, Compression.CompressionLevel.Optimal)
+                        let b = Text.Encoding.UTF8.GetBytes body
+                        z.Write(b, 0, b.Length)
+                    gz "train/z.json.gz" text
+                    gz "test/z.jsonl.gz" "{\"input\": \"p\", \"output\": \"q\"}\n"
+                    let t = Task.load dir "z"
+                    Expect.equal t.Train [| { Id = "a"; Input = "x"; Output = "y" } |] "json.gz"
+                    Expect.equal t.Test [| { Id = "z_0"; Input = "p"; Output = "q" } |] "jsonl.gz"
+                    let bad = write dir "train/w.json.gz" "not gzip"
+                    let m = messageOf (fun () -> TaskFile.load bad |> ignore)
+                    Expect.stringContains m bad "names the file"
+                    Expect.stringContains m "gzip" "says what is wrong")
             }
 
             test "a standard sequence: ofOrder, subsample, validation from train, take" {

@@ -112,9 +112,9 @@ let tests =
             Expect.equal (Task.maxNewTokens (fun s -> Array.zeroCreate (s.Split(' ').Length)) task) 6 "5 words + EOS"
         }
 
-        test "default metric: rouge-l for SuperNI generation tasks, exact match otherwise" {
-            Expect.equal (Task.defaultMetric "agnews") "exact-match" "classification"
-            Expect.equal (Task.defaultMetric "task1572") "rouge-l" "SuperNI generation"
-            Expect.equal (Task.defaultMetric "task363") "exact-match" "SuperNI sst2"
+        test "a created task has the stated default metric, whatever its name" {
+            for name in [ "agnews"; "task1572"; "task1572_samsum_summary" ] do
+                Expect.equal (Task.create name [||] [||]).Metric Benchmark.DefaultMetric name
+            Expect.equal Benchmark.DefaultMetric "exact-match" "exact match"
         }
     ]

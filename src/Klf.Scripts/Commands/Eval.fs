@@ -17,7 +17,7 @@ let private model = req<string> "--model" "Model folder (Hugging Face layout, e.
 let private adapter = opt<string> "--adapter" "A LoRA adapter folder (PEFT layout) to load on top of --model." None
 let private tokenizer = tokenizerOption
 let private benchmark = benchmarkOption
-let private orders = opt<string> "--orders" "orders.json (default: beside the benchmark root)." None
+let private orders = opt<string> "--orders" "orders.json (default: the benchmark folder's own, else the one beside it)." None
 let private order = opt<string> "--order" "Evaluate the tasks of this order (benchmark/name in orders.json, e.g. standard/order1)." None
 let private tasksOpt = opt<string> "--tasks" "Comma-separated tasks to evaluate, e.g. dbpedia,agnews." None
 let private n = opt<int> "--n" "Test examples per task: a seeded sample, the same as klf run --test-examples draws with the same seed (0 = all)." (Some 100)
@@ -31,17 +31,14 @@ type TaskScore = { Task: string; Metric: string; N: int; Score: float }
 
 /// The task names of `--tasks a,b,c` or `--order benchmark/name` (exactly one of them), the latter
 /// read from `ordersPath`.
-let taskNames (tasks: string) (order: string) (ordersPath: string) : string list =
+let taskNames (tasks: string) (order: string) (ordersPath: unit -> string) : string list =
     match tasks, order with
     | (null | ""), (null | "") -> raise (ArgumentException "give --tasks a,b,c or --order benchmark/name")
     | t, (null | "") ->
         match t.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray with
         | [] -> raise (ArgumentException "--tasks names no task")
         | names -> names
-    | (null | ""), o ->
-        match o.Split('/') with
-        | [| b; name |] -> Orders.load ordersPath |> Orders.get b name
-        | _ -> raise (ArgumentException $"--order must read benchmark/name, e.g. standard/order1 (got \"{o}\")")
+    | (null | ""), o -> Orders.lookup (ordersPath ()) o
     | _ -> raise (ArgumentException "give either --tasks or --order, not both")
 
 /// A task ready to evaluate: its sampled test examples, its metric and the cap on new tokens.
@@ -83,7 +80,7 @@ let cmd =
         Klf.Native.TorchNative.EnsureLoaded()
         let modelDir, adapterDir = pr.GetValue model, pr.GetValue adapter
         let root = benchmarkRoot (pr.GetValue benchmark)
-        let ordersPath = match pr.GetValue orders with null | "" -> Path.Combine(Path.GetDirectoryName(Path.GetFullPath root), "orders.json") | p -> p
+        let ordersPath () = match pr.GetValue orders with null | "" -> Orders.fileFor root | p -> p
         let names = taskNames (pr.GetValue tasksOpt) (pr.GetValue order) ordersPath
         if pr.GetValue batch < 1 then raise (ArgumentException "--batch must be at least 1")
         // The tokenizer: --tokenizer, else the model folder, else (when only the adapter has one) the adapter folder.

@@ -17,13 +17,18 @@ let cmd =
         let trainDir = Path.Combine(root, "train")
         let tasks =
             if Directory.Exists trainDir then
-                Directory.GetFiles trainDir |> Array.filter (fun f -> f.EndsWith ".json" || f.EndsWith ".jsonl")
-                |> Array.map Path.GetFileNameWithoutExtension |> Array.sort
+                Directory.GetFiles trainDir |> Array.filter (fun f -> TaskFile.extensions |> List.exists (fun e -> f.EndsWith e))
+                |> Array.map TaskFile.taskName |> Array.distinct |> Array.sort
             else [||]
         printfn "benchmark  %s" (Path.GetFullPath root)
         printfn "tasks      %s" (String.Join(", ", tasks))
-        let ordersPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath root), "orders.json")
-        if File.Exists ordersPath then
+        let fallback, perTask = Benchmark.metrics root
+        let source = if File.Exists(Benchmark.infoFile root) then Benchmark.infoFile root else "no benchmark.json: the default"
+        let others = if perTask.IsEmpty then "" else "; " + String.Join(", ", perTask |> Seq.map (fun (KeyValue(t, m)) -> $"{t} {m}"))
+        printfn "metrics    %s for every task%s (%s)" fallback others source
+        match Orders.candidates root |> List.tryFind File.Exists with
+        | None -> printfn "orders     none (looked for %s)" (String.Join(" or ", Orders.candidates root))
+        | Some ordersPath ->
             let orders = Orders.load ordersPath
             for b in Orders.benchmarks orders do
                 for KeyValue(name, ts) in orders[b] do

@@ -17,7 +17,7 @@ let private model = opt<string> "--model" "Hugging Face model folder to start ev
 let private preset = opt<string> "--preset" "Or a randomly initialised preset (vocabulary = tokenizer's)." None
 let private tokenizer = tokenizerOption
 let private benchmark = benchmarkOption
-let private orders = opt<string> "--orders" "orders.json (default: beside the benchmark root)." None
+let private orders = opt<string> "--orders" "orders.json (default: the benchmark folder's own, else the one beside it)." None
 let private order = opt<string> "--order" "Task order(s) as benchmark/name in orders.json, comma-separated." (Some(String.Join(",", d.Orders)))
 let private tasksOpt = opt<string> "--tasks" "Comma-separated tasks instead of --order." None
 let private strategyList () = String.Join(", ", Strategy.names ())
@@ -141,7 +141,7 @@ let cmd =
             | "last" -> false
             | k -> raise (ArgumentException $"--keep-states must be all or last, not \"{k}\"")
         let root = Experiment.benchmarkRoot spec
-        let sequences = Experiment.sequenceTasks root (Experiment.ordersFile spec root) spec
+        let sequences = Experiment.sequenceTasks root spec
         let all = Experiment.runs sequences spec
         let chosen, shardText =
             match pr.GetValue shard with

@@ -28,8 +28,8 @@ let num = ScriptArgs.int args
 let root =
     match Benchmark.locate __SOURCE_DIRECTORY__ with
     | Some b -> Path.Combine(b, "long_sequence")
-    | None -> failwith "shared/benchmarks not found above the script"
-let order = Orders.load (Path.Combine(Path.GetDirectoryName root, "orders.json")) |> Orders.get "long_sequence" "order1"
+    | None -> failwith "benchmarks/long_sequence not found above the script (set KLF_BENCHMARKS)"
+let order = Orders.lookup (Orders.fileFor root) "long_sequence/order1"
 let tasks = match arg "tasks" with Some n -> List.truncate (int n) order | None -> order
 
 let spec =

@@ -25,7 +25,7 @@ let task = if args.Length > 1 then args[1] else "agnews"
 let root =
     match Benchmark.locate __SOURCE_DIRECTORY__ with
     | Some b -> Path.Combine(b, "long_sequence")
-    | None -> failwith "shared/benchmarks not found above the script"
+    | None -> failwith "benchmarks/long_sequence not found above the script (set KLF_BENCHMARKS)"
 let all = Benchmark.load root "train" task |> Benchmark.sample 1 300
 let train, heldOut = all[.. 239], all[240 ..]
 
