@@ -29,7 +29,9 @@ type RunResult =
       Kind: RunKind
       /// a_{j,i} rows in percent (NaN above the diagonal).
       Rows: float[][]
-      Tasks: string list }
+      Tasks: string list
+      /// The metric and number of labels of each task of Tasks ([] in results written before they were recorded).
+      Facts: TaskFacts list }
 
 /// Callbacks of `Experiment.execute` and where it computes. Build with `{ ExperimentControl.none with ... }`.
 type ExperimentControl =
@@ -161,12 +163,22 @@ module Experiment =
         | SingleTask j -> o["single-task"] <- JsonValue.Create j
         o
 
+    /// One task's facts as JSON: `{ "task", "metric", "labels" (null for generation), "chance" (percent or null) }`.
+    let factsJson (f: TaskFacts) : JsonObject =
+        let o = JsonObject()
+        o["task"] <- JsonValue.Create f.Name
+        o["metric"] <- JsonValue.Create f.Metric
+        o["labels"] <- (match f.Labels with Some n -> JsonValue.Create n :> JsonNode | None -> null)
+        o["chance"] <- (match TaskFacts.chance f with Some c -> JsonValue.Create c :> JsonNode | None -> null)
+        o
+
     let private writeResult (path: string) (r: RunResult) =
         let o = kindJson r.Kind
         o["sequence"] <- JsonValue.Create r.Sequence
         o["seed"] <- JsonValue.Create r.Seed
         o["tasks"] <- JsonArray([| for t in r.Tasks -> JsonValue.Create t :> JsonNode |])
         o["rows"] <- RunState.rowsToJson r.Rows
+        o["task-facts"] <- JsonArray([| for f in r.Facts -> factsJson f :> JsonNode |])
         AtomicFile.WriteAllText(path, o.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true)))
 
     /// Reads a run's `result.json`; errors name the file.
@@ -182,9 +194,20 @@ module Experiment =
             | _, j -> SingleTask(j.GetValue<int>())
         let tasks = match json["tasks"] with :? JsonArray as a -> [ for t in a -> t.GetValue<string>() ] | _ -> bad "no tasks"
         let rows = match json["rows"] with :? JsonArray as a -> RunState.rowsOfJson a | _ -> bad "no rows"
+        let facts =
+            match json["task-facts"] with
+            | :? JsonArray as a ->
+                [ for f in a ->
+                    match f with
+                    | :? JsonObject as o when not (isNull o["task"]) && not (isNull o["metric"]) ->
+                        { Name = o["task"].GetValue<string>(); Metric = o["metric"].GetValue<string>()
+                          Labels = (match o["labels"] with null -> None | n -> Some(n.GetValue<int>())) }
+                    | _ -> bad "task-facts: each entry needs task and metric" ]
+            | null -> []
+            | _ -> bad "task-facts must be an array"
         { Sequence = (match json["sequence"] with null -> bad "no sequence" | s -> s.GetValue<string>())
           Seed = (match json["seed"] with null -> bad "no seed" | s -> s.GetValue<int>())
-          Kind = kind; Rows = rows; Tasks = tasks }
+          Kind = kind; Rows = rows; Tasks = tasks; Facts = facts }
 
     /// Every finished run under the given output folders (their `runs/**/result.json`), in a stable
     /// order. A run present in several folders must have the same rows, else an error names both.
@@ -314,6 +337,8 @@ module Experiment =
         let tok = TokenizerLoader.FromFolder(tokenizerDir spec)
         let device = torch.device control.Device
         let loaded = Collections.Generic.Dictionary<string, TaskData list>()
+        // Facts from the whole tasks, before subsampling: the label set does not depend on the seed.
+        let factsOf (name: string) = loaded[name] |> List.map TaskFacts.ofTask
         let sequenceOf (name: string) (seed: int) =
             if not (loaded.ContainsKey name) then
                 loaded[name] <- sequences |> List.find (fun (n, _) -> n = name) |> snd |> List.map (Task.load root)
@@ -372,11 +397,11 @@ module Experiment =
                         let planned = spec.Steps * names.Length
                         control.OnRunStart r names planned
                         let res = Continual.execute runControl make tok options strategy sequence
-                        { Sequence = r.Sequence; Seed = r.Seed; Kind = r.Kind; Rows = res.Matrix.ToRows(); Tasks = names }
+                        { Sequence = r.Sequence; Seed = r.Seed; Kind = r.Kind; Rows = res.Matrix.ToRows(); Tasks = names; Facts = factsOf r.Sequence }
                     | SingleTask j ->
                         control.OnRunStart r [ names[j] ] spec.Steps
                         let score = Continual.singleTaskScore runControl make tok options sequence j
-                        { Sequence = r.Sequence; Seed = r.Seed; Kind = r.Kind; Rows = [| [| score |] |]; Tasks = [ names[j] ] }
+                        { Sequence = r.Sequence; Seed = r.Seed; Kind = r.Kind; Rows = [| [| score |] |]; Tasks = [ names[j] ]; Facts = [ (factsOf r.Sequence)[j] ] }
                 writeResult resultPath result
                 control.OnRunDone r result false
                 result ]

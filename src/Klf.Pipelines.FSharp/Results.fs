@@ -16,6 +16,8 @@ type SeedOutcome =
       Tasks: string list
       /// ã_i, when every single-task run of the sequence and seed is finished.
       Single: float[] option
+      /// Each task's metric and labels, when the runs recorded them ([] otherwise).
+      Facts: TaskFacts list
       Strategies: StrategyOutcome list }
 
 /// Mean and sample standard deviation over seeds (std 0 for one seed).
@@ -63,7 +65,8 @@ module Results =
                         if r.Tasks <> tasks then raise (InvalidDataException $"sequence {sequence} seed {seed}: runs disagree on the task order")
                         let m = Metrics.ofRows r.Rows
                         { Name = s; Matrix = m; Summary = Metrics.summary single m } : StrategyOutcome)
-                Some { Sequence = sequence; Seed = seed; Tasks = tasks; Single = single; Strategies = outcomes })
+                let facts = rs |> List.tryPick (fun r -> if r.Facts.Length = tasks.Length && r.Tasks = tasks then Some r.Facts else None) |> Option.defaultValue []
+                Some { Sequence = sequence; Seed = seed; Tasks = tasks; Single = single; Facts = facts; Strategies = outcomes })
 
     /// Mean and sample standard deviation (n − 1; 0 for a single value).
     let meanStd (xs: float list) : MeanStd =
@@ -106,9 +109,16 @@ module Results =
         o["BWT"] <- num s.BWT
         o
 
-    /// The `metrics.json` of one sequence: with one seed exactly the contract
+    let private addFacts (j: JsonObject) (facts: TaskFacts list) =
+        if not facts.IsEmpty then
+            j["task-facts"] <- JsonArray([| for f in facts -> Experiment.factsJson f :> JsonNode |])
+            j["chance"] <- (match TaskFacts.streamChance facts with Some c -> num c | None -> null)
+
+    /// The `metrics.json` of one sequence: with one seed the contract
     /// `{ "tasks", "seed", "strategies": { name: { "matrix", "AP", "FRa", "FWT", "BWT" } } }` (percent;
-    /// FWT null without single-task runs). With several seeds the same fields hold the means over seeds
+    /// FWT null without single-task runs), plus, when the runs recorded them, `task-facts` (per task:
+    /// task, metric, labels, chance) and `chance` (the stream's average chance level, null when a
+    /// task has none). With several seeds the same fields hold the means over seeds
     /// (`seed` is the first seed), plus `seeds`, per strategy `std` (sample standard deviations) and
     /// `seeds`, and `per-seed` with each seed's contract object.
     let metricsJson (seeds: SeedOutcome list) : JsonObject =
@@ -120,6 +130,7 @@ module Results =
                 let j = JsonObject()
                 j["tasks"] <- JsonArray([| for t in o.Tasks -> JsonValue.Create t :> JsonNode |])
                 j["seed"] <- JsonValue.Create o.Seed
+                addFacts j o.Facts
                 let st = JsonObject()
                 for s in o.Strategies do st[s.Name] <- strategyJson s.Matrix s.Summary
                 j["strategies"] <- st
@@ -130,6 +141,7 @@ module Results =
                 let j = JsonObject()
                 j["tasks"] <- JsonArray([| for t in first.Tasks -> JsonValue.Create t :> JsonNode |])
                 j["seed"] <- JsonValue.Create first.Seed
+                addFacts j first.Facts
                 j["seeds"] <- JsonArray([| for s in seeds -> JsonValue.Create s.Seed :> JsonNode |])
                 let st = JsonObject()
                 for _, _, aggs in aggregate seeds do

@@ -294,6 +294,15 @@ let tests =
                 Expect.equal [ for KeyValue(k, _) in strategies -> k ] [ "seqft"; "kif"; "kif-neuron"; "kif-lora"; "rkif"; "rkif-lora"; "mtl" ] "SeqFT, KIF (reference, neuron units, LoRA), Recurrent-KIF (full, LoRA) and MTL"
                 let kif = strategies["kif"]
                 Expect.isNotNull (kif["FWT"]) "FWT from the single-task runs"
+                let facts = [ for f in j["task-facts"].AsArray() -> f["task"].GetValue<string>(), f["metric"].GetValue<string>(), f["labels"].GetValue<int>() ]
+                Expect.equal facts [ "dbpedia", "exact-match", 14; "amazon", "exact-match", 5; "yahoo", "exact-match", 10; "agnews", "exact-match", 4 ] "each task's metric and labels"
+                let chance = (100.0 / 14.0 + 20.0 + 10.0 + 25.0) / 4.0
+                Expect.floatClose Accuracy.high (j["chance"].GetValue<float>()) chance "the stream's average chance"
+                Expect.stringContains out "dbpedia exact-match, 14 labels, chance 7.1" "the terminal states each task's metric and chance"
+                Expect.stringContains out (sprintf "chance %.1f" chance |> fun t -> t.Replace("chance ", "")) "the chance row"
+                Expect.stringContains out "single-task 1 (dbpedia) seed 1" "single-task runs name their task"
+                let md = File.ReadAllText(Path.Combine(dir, "report.md"))
+                Expect.stringContains md "| yahoo | exact-match | 10 | 10.0 |" "report.md states the chance per task"
                 let exp = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "experiment.json")))
                 let config = exp["config"]
                 let model = config["model"].GetValue<string>()

@@ -52,7 +52,11 @@ let tests =
 
         test "aggregation over seeds: means and sample standard deviations of AP, F.Ra, FWT, BWT by hand" {
             let tasks = [ "a"; "b" ]
-            let result seed kind rows = { Sequence = "s"; Seed = seed; Kind = kind; Rows = rowsOf rows; Tasks = (match kind with SingleTask j -> [ tasks[j] ] | _ -> tasks) }
+            let facts = [ { Name = "a"; Metric = "exact-match"; Labels = Some 4 }; { Name = "b"; Metric = "exact-match"; Labels = Some 2 } ]
+            let result seed kind rows =
+                { Sequence = "s"; Seed = seed; Kind = kind; Rows = rowsOf rows
+                  Tasks = (match kind with SingleTask j -> [ tasks[j] ] | _ -> tasks)
+                  Facts = (match kind with SingleTask j -> [ facts[j] ] | _ -> facts) }
             // seed 1: kif [[80, NaN], [60, 90]] → AP 75, BWT −20, F.Ra 20; single 70, 80 → FWT ((80−70)+(90−80))/2 = 10
             // seed 2: kif [[70, NaN], [70, 70]] → AP 70, BWT 0, F.Ra 0; single 60, 90 → FWT ((70−60)+(70−90))/2 = −5
             let results =
@@ -85,8 +89,12 @@ let tests =
             let std = kif["std"]
             Expect.floatClose Accuracy.veryHigh (std["AP"].GetValue<float>()) (sqrt 12.5) "std beside it"
             Expect.isNotNull (json["per-seed"]["2"]) "per-seed contract objects"
+            Expect.floatClose Accuracy.veryHigh (json["chance"].GetValue<float>()) 37.5 "stream chance: mean of 25 and 50"
+            Expect.equal [ for f in json["task-facts"].AsArray() -> f["task"].GetValue<string>(), f["labels"].GetValue<int>(), f["chance"].GetValue<float>() ] [ "a", 4, 25.0; "b", 2, 50.0 ] "task facts"
             let one = Results.metricsJson [ seeds.Head ]
-            Expect.equal ([ for KeyValue(k, _) in one -> k ]) [ "tasks"; "seed"; "strategies" ] "one seed: exactly the contract's keys"
+            Expect.equal ([ for KeyValue(k, _) in one -> k ]) [ "tasks"; "seed"; "task-facts"; "chance"; "strategies" ] "one seed: the contract's keys, with the task facts"
+            let unknown = Results.metricsJson (Results.bySeed (results |> List.map (fun r -> { r with Facts = [] })))
+            Expect.isNull (unknown["task-facts"]) "no facts recorded: none written"
             let kifOne = (one["strategies"]["kif"]).AsObject()
             Expect.equal ([ for KeyValue(k, _) in kifOne -> k ]) [ "matrix"; "AP"; "FRa"; "FWT"; "BWT" ] "strategy keys"
             let matrix = (one["strategies"]).["kif"].["matrix"]
@@ -94,8 +102,8 @@ let tests =
         }
 
         test "FWT is left out (null) when a single-task run is missing" {
-            let r = { Sequence = "s"; Seed = 1; Kind = StrategyRun "seqft"; Rows = rowsOf [ [ 50.; nan ]; [ 40.; 60. ] ]; Tasks = [ "a"; "b" ] }
-            let single = { Sequence = "s"; Seed = 1; Kind = SingleTask 0; Rows = rowsOf [ [ 55. ] ]; Tasks = [ "a" ] }
+            let r = { Sequence = "s"; Seed = 1; Kind = StrategyRun "seqft"; Rows = rowsOf [ [ 50.; nan ]; [ 40.; 60. ] ]; Tasks = [ "a"; "b" ]; Facts = [] }
+            let single = { Sequence = "s"; Seed = 1; Kind = SingleTask 0; Rows = rowsOf [ [ 55. ] ]; Tasks = [ "a" ]; Facts = [] }
             let seeds = Results.bySeed [ r; single ]
             Expect.isNone seeds.Head.Single "one of two single-task scores"
             let strategies = (Results.metricsJson seeds).["strategies"]

@@ -112,6 +112,19 @@ let tests =
             Expect.equal (Task.maxNewTokens (fun s -> Array.zeroCreate (s.Split(' ').Length)) task) 6 "5 words + EOS"
         }
 
+        test "task facts: labels are the distinct answers as exact match compares them; generation tasks have no chance level" {
+            let ex (o: string) = { Id = ""; Input = "x"; Output = o }
+            let t = Task.create "t" [| ex "Good"; ex " good "; ex "Bad" |] [| ex "bad"; ex "Neutral" |]
+            let f = TaskFacts.ofTask t
+            Expect.equal f.Labels (Some 3) "good, bad, neutral"
+            Expect.equal (TaskFacts.chance f) (Some(100.0 / 3.0)) "1 / labels"
+            Expect.equal (TaskFacts.ofTask (t |> Task.withMetric Task.RougeL)).Labels None "ROUGE-L: generation"
+            let many = Task.create "qa" [| for i in 1 .. TaskFacts.MaxLabels + 1 -> ex (string i) |] [||]
+            Expect.equal (TaskFacts.ofTask many).Labels None "more than MaxLabels answers: not classification"
+            Expect.equal (TaskFacts.streamChance [ f; { f with Labels = Some 4 } ]) (Some((100.0 / 3.0 + 25.0) / 2.0)) "the mean"
+            Expect.equal (TaskFacts.streamChance [ f; { f with Labels = None } ]) None "undefined when a task has none"
+        }
+
         test "a created task has the stated default metric, whatever its name" {
             for name in [ "agnews"; "task1572"; "task1572_samsum_summary" ] do
                 Expect.equal (Task.create name [||] [||]).Metric Benchmark.DefaultMetric name

@@ -59,5 +59,6 @@ let write (outDir: string) (runDirs: string list) (settings: (string * string) l
                    Matrix = a.MeanMatrix
                    Summary = { AP = a.AP.Mean; FRa = a.FRa.Mean; FWT = a.FWT |> Option.map (fun f -> f.Mean); BWT = a.BWT.Mean } } : Markdown.StrategyResult) ]
         let importance = [ for a in aggregates do match layerImportance runDirs sequence a.Seeds a.Name with Some li -> yield a.Name, li | None -> () ]
-        Markdown.write dir (extra @ settings) tasks results importance |> ignore
+        let facts = mine |> List.tryPick (fun o -> if o.Facts.IsEmpty then None else Some o.Facts) |> Option.defaultValue []
+        Markdown.write dir (extra @ settings) tasks facts results importance |> ignore
         metrics ]

@@ -121,8 +121,15 @@ let settings (spec: ExperimentSpec) =
 
 let private fmtRow (row: float[]) = String.Join("  ", row |> Array.map (fun x -> x.ToString("F1")))
 
-let private runLabel (r: RunSpec) =
-    let what = match r.Kind with StrategyRun s -> s | SingleTask j -> $"single-task {j + 1}"
+/// A run as the terminal names it: "kif seed 1", "single-task 2 (amazon) seed 1".
+let runLabel (sequences: (string * string list) list) (r: RunSpec) =
+    let what =
+        match r.Kind with
+        | StrategyRun s -> s
+        | SingleTask j ->
+            match sequences |> List.tryFind (fun (n, _) -> n = r.Sequence) with
+            | Some(_, tasks) when j < tasks.Length -> $"single-task {j + 1} ({tasks[j]})"
+            | _ -> $"single-task {j + 1}"
     $"{what} seed {r.Seed}"
 
 let cmd =
@@ -143,6 +150,7 @@ let cmd =
         let root = Experiment.benchmarkRoot spec
         let sequences = Experiment.sequenceTasks root spec
         let all = Experiment.runs sequences spec
+        let runLabel = runLabel sequences
         let chosen, shardText =
             match pr.GetValue shard with
             | null | "" -> all, ""
@@ -190,8 +198,19 @@ let cmd =
                         let n = a.Seeds.Length
                         [ a.Name; Outputs.meanStd n a.AP; Outputs.meanStd n a.FRa; (match a.FWT with Some f -> Outputs.meanStd n f | None -> "-"); Outputs.meanStd n a.BWT ] ]
                 let suffix = if many then " (mean ± std)" else ""
+                let facts = outcomes |> List.tryPick (fun o -> if o.Sequence = sequence && not o.Facts.IsEmpty then Some o.Facts else None) |> Option.defaultValue []
+                if not facts.IsEmpty then
+                    let one (f: TaskFacts) =
+                        match TaskFacts.chance f with
+                        | Some c -> sprintf "%s %s, %d labels, chance %.1f" f.Name f.Metric f.Labels.Value c
+                        | None -> sprintf "%s %s" f.Name f.Metric
+                    printfn "tasks: %s" (String.Join("; ", facts |> List.map one))
+                let chanceRow =
+                    match TaskFacts.streamChance facts with
+                    | Some c -> [ [ "chance"; sprintf "%.1f" c; ""; ""; "" ] ]
+                    | None -> []
                 printfn "%s%s" sequence suffix
-                Terminal.printMetricsText [ "strategy"; "AP"; "F.Ra"; "FWT"; "BWT" ] rows
+                Terminal.printMetricsText [ "strategy"; "AP"; "F.Ra"; "FWT"; "BWT" ] (rows @ chanceRow)
             for m in Outputs.write dir [ dir ] (settings spec) outcomes do
                 printfn "wrote %s, report.md and plots beside it" (Path.GetFullPath m)
         ignore finishedHere

@@ -51,26 +51,53 @@ let matrixTable (tasks: string list) (m: AccuracyMatrix) =
         sb.Append($"| {cell names[j]} | ").Append(String.Join(" | ", row)).AppendLine(" |") |> ignore
     sb.ToString()
 
-/// Strategy × AP / F.Ra / FWT / BWT (FWT "-" when no single-task runs were made).
-let metricTable (results: StrategyResult list) =
+/// Strategy × AP / F.Ra / FWT / BWT (FWT "-" when no single-task runs were made), and a last row
+/// "chance" with the stream's average chance level under AP when it is known.
+let metricTable (chance: float option) (results: StrategyResult list) =
     let sb = StringBuilder()
     sb.AppendLine("| strategy | AP | F.Ra | FWT | BWT |").AppendLine("| --- | ---: | ---: | ---: | ---: |") |> ignore
     for r in results do
         let s = r.Summary
         let fwt = match s.FWT with Some f -> pct f | None -> "-"
         sb.AppendLine($"| {cell r.Name} | {pct s.AP} | {pct s.FRa} | {fwt} | {pct s.BWT} |") |> ignore
+    match chance with
+    | Some c -> sb.AppendLine($"| *chance (guessing)* | {pct c} | | | |") |> ignore
+    | None -> ()
     sb.ToString()
 
-/// The whole report.md text. settings: (name, value) pairs shown as a table; importance: per KIF
-/// strategy (name → data), its importance per layer (the section says so when the list is empty).
-let render (settings: (string * string) list) (tasks: string list) (results: StrategyResult list) (importance: (string * LayerImportance) list) =
+/// The tasks with their metric, number of labels and chance level (a generation task has neither).
+let factsTable (facts: TaskFacts list) =
+    let sb = StringBuilder()
+    sb.AppendLine("| task | metric | labels | chance |").AppendLine("| --- | --- | ---: | ---: |") |> ignore
+    for f in facts do
+        let labels = match f.Labels with Some n -> string n | None -> "-"
+        let chance = match TaskFacts.chance f with Some c -> pct c | None -> "-"
+        sb.AppendLine($"| {cell f.Name} | {f.Metric} | {labels} | {chance} |") |> ignore
+    sb.ToString()
+
+/// The whole report.md text. settings: (name, value) pairs shown as a table; facts: each task's
+/// metric and labels ([] when the runs did not record them); importance: per KIF strategy
+/// (name → data), its importance per layer (the section says so when the list is empty).
+let render (settings: (string * string) list) (tasks: string list) (facts: TaskFacts list) (results: StrategyResult list) (importance: (string * LayerImportance) list) =
     let sb = StringBuilder()
     let line (s: string) = sb.AppendLine s |> ignore
     line "# Continual run report"
     line ""
     let order = String.Join(" → ", tasks)
-    line $"Tasks in order: {order}. Scores in percent (exact match or ROUGE-L per task); BWT, F.Ra and FWT in points. Raw numbers: [metrics.json](metrics.json)."
+    let chance = TaskFacts.streamChance facts
+    line $"Tasks in order: {order}. Scores in percent (exact match or ROUGE-L per task, as below); BWT, F.Ra and FWT in points. Raw numbers: [metrics.json](metrics.json)."
     line ""
+    if not facts.IsEmpty then
+        line "## Tasks"
+        line ""
+        line "Each task's metric and, for a classification task, its labels and chance level (100 / labels, the score of always giving one label on a balanced test set)."
+        line ""
+        sb.Append(factsTable facts) |> ignore
+        line ""
+        match chance with
+        | Some c -> line $"Stream average chance: {pct c} (the AP of guessing)."
+        | None -> line "Stream average chance: not defined (a task is not a classification task)."
+        line ""
     line "## Settings"
     line ""
     line "| setting | value |"
@@ -79,7 +106,7 @@ let render (settings: (string * string) list) (tasks: string list) (results: Str
     line ""
     line "## Metrics"
     line ""
-    sb.Append(metricTable results) |> ignore
+    sb.Append(metricTable chance results) |> ignore
     line ""
     line $"![AP and BWT per strategy]({MetricsFile})"
     line ""
@@ -113,23 +140,24 @@ let render (settings: (string * string) list) (tasks: string list) (results: Str
 /// Writes report.md and the PNGs into dir (each file atomically: temp name, then rename) and
 /// returns the paths written, report.md first. importance: per KIF strategy (name → data), its
 /// importance per layer, plotted and tabulated (pass [] when there is none).
-let write (dir: string) (settings: (string * string) list) (tasks: string list) (results: StrategyResult list)
+let write (dir: string) (settings: (string * string) list) (tasks: string list) (facts: TaskFacts list) (results: StrategyResult list)
           (importance: (string * LayerImportance) list) : string list =
     Directory.CreateDirectory dir |> ignore
     let bytes (name: string) (data: byte[]) =
         let p = Path.Combine(dir, name)
         AtomicFile.Write(p, fun s -> s.Write(data, 0, data.Length))
         p
+    let perTaskChance = [| for t in tasks -> facts |> List.tryFind (fun f -> f.Name = t) |> Option.bind TaskFacts.chance |]
     let pngs =
         [ for r in results do
             yield bytes (heatmapFile r.Name) (Plots.heatmap r.Name tasks r.Matrix)
-            yield bytes (tasksOverTimeFile r.Name) (Plots.tasksOverTime r.Name tasks r.Matrix)
+            yield bytes (tasksOverTimeFile r.Name) (Plots.tasksOverTime r.Name tasks perTaskChance r.Matrix)
           if not results.IsEmpty then
-            yield bytes MetricsFile (Plots.metrics [ for r in results -> r.Name, r.Summary ])
+            yield bytes MetricsFile (Plots.metrics (TaskFacts.streamChance facts) [ for r in results -> r.Name, r.Summary ])
           for name, li in importance do
             let p = Path.Combine(dir, importanceFile name)
             Plots.importancePerLayer p $"{name}: importance per layer" li
             yield p ]
     let md = Path.Combine(dir, "report.md")
-    AtomicFile.WriteAllText(md, render settings tasks results importance)
+    AtomicFile.WriteAllText(md, render settings tasks facts results importance)
     md :: pngs

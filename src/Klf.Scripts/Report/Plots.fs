@@ -47,6 +47,27 @@ let private png (plt: Plot) (width: int) (height: int) =
 /// Width and height in pixels of every plot.
 let Width, Height = 800, 600
 
+/// The colour range of a heatmap: the measured cells' minimum and maximum (so the scale fits the
+/// data), widened to at least 1 point when they are (nearly) equal; (0, 100) when nothing is measured.
+let colourRange (data: float[,]) : float * float =
+    let finite = [| for v in Seq.cast<float> data do if Double.IsFinite v then yield v |]
+    if finite.Length = 0 then 0.0, 100.0
+    else
+        let lo, hi = Array.min finite, Array.max finite
+        if hi - lo < 1.0 then let mid = (lo + hi) / 2.0 in mid - 0.5, mid + 0.5 else lo, hi
+
+/// The y-limits of a plot of scores: the data's range padded by 8 % of it (at least 2 points),
+/// never below 0 or above 100 unless the data is.
+let scoreLimits (values: float seq) : float * float =
+    let finite = values |> Seq.filter Double.IsFinite |> Array.ofSeq
+    if finite.Length = 0 then 0.0, 100.0
+    else
+        let lo, hi = Array.min finite, Array.max finite
+        let pad = max 2.0 ((hi - lo) * 0.08)
+        let bottom = if lo >= 0.0 then max 0.0 (lo - pad) else lo - pad
+        let top = if hi <= 100.0 then min 100.0 (hi + pad) else hi + pad
+        bottom, top
+
 /// Accuracy matrix as a heatmap: row j = after training task j (top to bottom), column i = task i;
 /// cells above the diagonal (not measured) are left blank; each measured cell shows its score.
 let heatmap (strategy: string) (tasks: string list) (m: AccuracyMatrix) : byte[] =
@@ -58,7 +79,8 @@ let heatmap (strategy: string) (tasks: string list) (m: AccuracyMatrix) : byte[]
     let cmap = Colormaps.Viridis()
     let hm = plt.Add.Heatmap(data)
     hm.Colormap <- cmap
-    hm.ManualRange <- Nullable(Range(0.0, 100.0))
+    let lo, hi = colourRange data
+    hm.ManualRange <- Nullable(Range(lo, hi))
     hm.IsVisible <- false
     for j in 0 .. t - 1 do
         for i in 0 .. t - 1 do
@@ -66,7 +88,7 @@ let heatmap (strategy: string) (tasks: string list) (m: AccuracyMatrix) : byte[]
             if not (Double.IsNaN v) then
                 let y = float (t - 1 - j)
                 let r = plt.Add.Rectangle(float i - 0.5, float i + 0.5, y - 0.5, y + 0.5)
-                r.FillColor <- cmap.GetColor(Math.Clamp(v / 100.0, 0.0, 1.0))
+                r.FillColor <- cmap.GetColor(Math.Clamp((v - lo) / (hi - lo), 0.0, 1.0))
                 r.LineColor <- Colors.White
                 r.LineWidth <- 1.0f
     for j in 0 .. t - 1 do
@@ -76,7 +98,8 @@ let heatmap (strategy: string) (tasks: string list) (m: AccuracyMatrix) : byte[]
                 let txt = plt.Add.Text(v.ToString("F1", Globalization.CultureInfo.InvariantCulture), float i, float (t - 1 - j))
                 txt.LabelAlignment <- Alignment.MiddleCenter
                 txt.LabelFontSize <- (if t <= 8 then 16.0f else 10.0f)
-                txt.LabelFontColor <- (if v > 60.0 then Colors.Black else Colors.White)
+                // Viridis is light at its top: dark text there, light text on the dark part.
+                txt.LabelFontColor <- (if (v - lo) / (hi - lo) > 0.6 then Colors.Black else Colors.White)
     let cb = plt.Add.ColorBar(hm)
     cb.Label <- "score (%)"
     plt.Axes.Bottom.SetTicks([| for i in 0 .. t - 1 -> float i |], names)
@@ -89,8 +112,9 @@ let heatmap (strategy: string) (tasks: string list) (m: AccuracyMatrix) : byte[]
     png plt Width Height
 
 /// Each task's score after each training stage (x = stage, from the stage the task was trained);
-/// one line per task.
-let tasksOverTime (strategy: string) (tasks: string list) (m: AccuracyMatrix) : byte[] =
+/// one line per task, and its chance level (when `chance` gives one, index by task) as a dashed line
+/// of the same colour. The y-axis fits the scores and chance levels.
+let tasksOverTime (strategy: string) (tasks: string list) (chance: float option[]) (m: AccuracyMatrix) : byte[] =
     let plt = newPlot ()
     let t = m.Size
     let names = Array.ofList tasks
@@ -103,16 +127,30 @@ let tasksOverTime (strategy: string) (tasks: string list) (m: AccuracyMatrix) : 
             sc.Color <- palette.GetColor i
             sc.LineWidth <- 2.0f
             sc.MarkerSize <- 8.0f
+        match (if i < chance.Length then chance[i] else None) with
+        | Some c ->
+            let l = plt.Add.Line(float (i + 1) - 0.3, c, float t + 0.3, c)
+            l.Color <- palette.GetColor i
+            l.LineWidth <- 1.5f
+            l.LinePattern <- LinePattern.Dashed
+        | None -> ()
+    if chance |> Array.exists Option.isSome then
+        let key = plt.Add.Line(0.0, nan, 0.0, nan)
+        key.Color <- Colors.Gray
+        key.LinePattern <- LinePattern.Dashed
+        key.LegendText <- "chance (1 / labels)"
     plt.Axes.Bottom.SetTicks([| for j in 1 .. t -> float j |], [| for n in names -> "after " + n |])
     plt.Axes.Bottom.Label.Text <- "training stage"
     plt.Axes.Left.Label.Text <- "score (%)"
-    plt.Axes.SetLimits(0.5, float t + 0.5, 0.0, 105.0)
+    let lo, hi = scoreLimits (Seq.append (Seq.cast<float> (m.ToArray2D())) (chance |> Seq.choose id))
+    plt.Axes.SetLimits(0.5, float t + 0.5, lo, hi)
     plt.Title($"{strategy}: each task's score over time")
     plt.ShowLegend(Alignment.LowerLeft) |> ignore
     png plt Width Height
 
-/// AP and BWT per strategy as grouped bars.
-let metrics (results: (string * MetricSummary) list) : byte[] =
+/// AP and BWT per strategy as grouped bars, with the stream's average chance level (the AP of
+/// guessing) as a dashed line when it is known. The y-axis fits the bars and that line.
+let metrics (chance: float option) (results: (string * MetricSummary) list) : byte[] =
     let plt = newPlot ()
     let rs = Array.ofList results
     let palette = Palettes.Category10()
@@ -128,9 +166,15 @@ let metrics (results: (string * MetricSummary) list) : byte[] =
     series "AP" 0.0 (fun s -> s.AP) 0
     series "BWT" 1.0 (fun s -> s.BWT) 1
     plt.Add.HorizontalLine(0.0, 1.0f, Colors.Black) |> ignore
+    match chance with
+    | Some c ->
+        let l = plt.Add.HorizontalLine(c, 1.5f, palette.GetColor 0)
+        l.LinePattern <- LinePattern.Dashed
+        l.LegendText <- sprintf "chance AP %s" (c.ToString("F1", Globalization.CultureInfo.InvariantCulture))
+    | None -> ()
     plt.Axes.Bottom.SetTicks([| for s in 0 .. rs.Length - 1 -> float s * 3.0 + 0.5 |], Array.map fst rs)
     plt.Axes.Left.Label.Text <- "percent (AP) / points (BWT)"
-    let finite = rs |> Array.collect (fun (_, s) -> [| s.AP; s.BWT |]) |> Array.filter Double.IsFinite
+    let finite = rs |> Array.collect (fun (_, s) -> [| s.AP; s.BWT |]) |> Array.append (Option.toArray chance) |> Array.filter Double.IsFinite
     let lo = Array.fold min 0.0 finite
     let hi = Array.fold max 0.0 finite
     let pad = max 5.0 ((hi - lo) * 0.12)
