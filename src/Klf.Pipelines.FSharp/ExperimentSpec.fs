@@ -89,9 +89,12 @@ module ExperimentSpec =
     /// MTL plus the single-task runs on dbpedia → amazon → yahoo → agnews, seed 1, every example of
     /// the excerpt (250 to train, 50 held out for best-validation checkpoints), settings sized for a
     /// 2-core laptop.
-    let embedded (root: string) : ExperimentSpec =
-        let model = IO.Path.Combine(root, "klf-tiny")
-        let data = IO.Path.Combine(root, "standard-cl")
+    let rec embedded (root: string) : ExperimentSpec =
+        embeddedWith (IO.Path.Combine(root, "klf-tiny")) (IO.Path.Combine(root, "standard-cl"))
+
+    /// The embedded default experiment (see `embedded`) from the model folder and the stream folder
+    /// given apart, e.g. the repository's `models/klf-tiny` and `data/standard-cl`.
+    and embeddedWith (model: string) (data: string) : ExperimentSpec =
         { defaults with
             Name = "embedded default"
             Model = Folder model

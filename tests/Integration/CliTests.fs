@@ -13,6 +13,19 @@ let klfDll =
         if not (File.Exists p) then failtestf "klf.dll not found at %s: build the solution (./test.sh does)" p
         p)
 
+/// The local package feed (artifacts/nuget) with Klf.Core, Klf.Pipelines and Klf.Cli packed from this
+/// checkout by scripts/pack.sh, made once per test process; the shipped .fsx scripts resolve their
+/// `#r "nuget: ..."` references from it.
+let feed =
+    lazy (
+        let repo = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", ".."))
+        let code, out = NativeTests.run "bash" [ Path.Combine(repo, "scripts", "pack.sh") ] 900000
+        if code <> 0 then failtestf "scripts/pack.sh failed (%d):\n%s" code out
+        let dir = out.Split('\n', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> Array.last
+        for id in [ "Klf.Core"; "Klf.Pipelines"; "Klf.Cli" ] do
+            if Directory.GetFiles(dir, id + ".*.nupkg").Length = 0 then failtestf "no %s package in %s" id dir
+        dir)
+
 /// Runs klf.dll in a child process with a timeout; returns exit code and stdout + stderr.
 let klfWithin (timeoutMs: int) (args: string list) = NativeTests.run "dotnet" (klfDll.Value :: args) timeoutMs
 
@@ -67,8 +80,8 @@ let tests =
                 Directory.Delete(dir, true)
         }
 
-        test "the shipped .fsx scripts run under dotnet fsi against the built assemblies" {
-            klfDll.Value |> ignore // the scripts reference the klf build output
+        test "the shipped .fsx scripts run under dotnet fsi against the packages of the local feed" {
+            feed.Value |> ignore // the scripts reference Klf.Pipelines from the feed
             let scripts = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "src", "Klf.Scripts"))
             let code, out = NativeTests.run "dotnet" [ "fsi"; "--quiet"; Path.Combine(scripts, "experiments", "custom-fusion-rule.fsx") ] 300000
             Expect.equal code 0 out
@@ -76,6 +89,35 @@ let tests =
             let code, out = NativeTests.run "dotnet" [ "fsi"; "--quiet"; Path.Combine(scripts, "scripts", "quickstart.fsx"); TokenizerTests.trained.Value.LlamaFolder ] 300000
             Expect.equal code 0 out
             Expect.stringContains out "held-out exact match" "quickstart trains and generates"
+        }
+
+        test "a script outside the repository tree, with #i the feed and #r \"nuget: Klf.Pipelines\", runs a two-task KIF run" {
+            let repo = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", ".."))
+            let dir = Directory.CreateTempSubdirectory("klf-user-script-").FullName
+            try
+                let lit (p: string) = "@\"" + p.Replace("\"", "\"\"") + "\""
+                let script = Path.Combine(dir, "two-tasks.fsx")
+                File.WriteAllLines(script,
+                    [ $"#i \"nuget: {feed.Value}\""
+                      "#r \"nuget: Klf.Pipelines\""
+                      "open Klf.Training"
+                      "open Klf.Pipelines"
+                      "let model = " + lit (Path.Combine(repo, "models", "klf-tiny"))
+                      "let root = " + lit (Path.Combine(repo, "benchmarks", "long_sequence"))
+                      "let tok = Klf.Tokenizers.TokenizerLoader.FromFolder model"
+                      "let sequence ="
+                      "    TaskSequence.ofOrder root (Orders.load (Orders.fileFor root)) \"standard\" \"order1\""
+                      "    |> TaskSequence.take 2 |> TaskSequence.subsample 1 { Train = 12; Test = 6 }"
+                      "let make () = Klf.Models.LanguageModels.FromFolder(model, TorchSharp.torch.CPU)"
+                      "let options = TrainerOptions(BatchSize = 4, MaxSteps = 3, Seed = 1, MaxLength = 192)"
+                      "let r = Continual.execute RunControl.none make tok options Strategy.kif sequence"
+                      "printfn \"%s: %d x %d matrix, AP %.1f, from %s\" (String.concat \" -> \" (TaskSequence.names sequence)) r.Matrix.Size r.Matrix.Size r.Summary.AP (typeof<TaskData>.Assembly.Location)" ])
+                let code, out = NativeTests.run "dotnet" [ "fsi"; "--quiet"; script ] 600000
+                Expect.equal code 0 out
+                Expect.stringContains out "dbpedia -> amazon: 2 x 2 matrix, AP" "two tasks of KIF"
+                Expect.stringContains (out.ToLowerInvariant()) (Path.Combine("klf.pipelines", "0.1.0", "lib")) "Klf.Pipelines came from the package, not the build output"
+            finally
+                Directory.Delete(dir, true)
         }
 
         test "run writes metrics.json in the contract's shape (matrix per strategy, AP, FRa, FWT, BWT)" {
@@ -113,14 +155,20 @@ let tests =
             for name in [ "kif-lora"; "llama-5m"; "lora-rank1"; "ties"; "agnews" ] do Expect.stringContains out name $"lists {name}"
         }
 
-        test "the C# example drives training and KIF fusion" {
-            let config = DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent.Name
-            let dll = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "examples", "Klf.Example.CSharp", "bin", config, "net10.0", "Klf.Example.CSharp.dll"))
-            if not (File.Exists dll) then failtestf "C# example not built at %s (./test.sh builds the solution)" dll
-            let code, out = NativeTests.run "dotnet" [ dll ] 300000
-            Expect.equal code 0 out
-            Expect.stringContains out "fusion (kif-static)" "the second task is fused"
-            Expect.stringContains out "after both tasks" "evaluates both tasks"
+        test "the C# example, a project referencing the Klf.Core package, drives training and KIF fusion" {
+            let project = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "examples", "Klf.Example.CSharp"))
+            feed.Value |> ignore
+            let out = Directory.CreateTempSubdirectory("klf-example-cs-").FullName
+            try
+                let code, log = NativeTests.run "dotnet" [ "build"; project; "-c"; "Release"; "--nologo"; "-v"; "q"; "-o"; out ] 900000
+                Expect.equal code 0 log
+                Expect.isTrue (File.Exists(Path.Combine(out, "Klf.Core.dll"))) "Klf.Core came with the package"
+                let code, output = NativeTests.run "dotnet" [ Path.Combine(out, "Klf.Example.CSharp.dll") ] 300000
+                Expect.equal code 0 output
+                Expect.stringContains output "fusion (kif-static)" "the second task is fused"
+                Expect.stringContains output "after both tasks" "evaluates both tasks"
+            finally
+                Directory.Delete(out, true)
         }
 
         test "bad input: a clear error naming the folder, exit code 1" {

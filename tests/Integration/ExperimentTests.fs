@@ -224,7 +224,7 @@ let tests =
         }
 
         test "a fusion rule and a strategy written in an .fsx script run through klf run --config next to reference KIF" {
-            CliTests.klfDll.Value |> ignore
+            CliTests.feed.Value |> ignore
             let dir = Directory.CreateTempSubdirectory("klf-custom-").FullName
             try
                 let script = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "src", "Klf.Scripts", "experiments", "custom-strategy.fsx"))
@@ -242,7 +242,7 @@ let tests =
         }
 
         test "the fusion-ceiling script scores every fusion of two trained models on both tasks" {
-            CliTests.klfDll.Value |> ignore   // builds klf, which copies the embedded model and stream
+            CliTests.feed.Value |> ignore
             let script = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "src", "Klf.Scripts", "experiments", "fusion-ceiling.fsx"))
             let code, out = NativeTests.run "dotnet" [ "fsi"; "--quiet"; script; "a=amazon"; "b=agnews"; "steps=2"; "test=4" ] 600000
             Expect.equal code 0 out
@@ -259,7 +259,7 @@ let tests =
         }
 
         test "the Long Sequence order-1 script (KIF vs SeqFT vs MTL) runs under dotnet fsi on its first two tasks and writes the metrics contract" {
-            CliTests.klfDll.Value |> ignore
+            CliTests.feed.Value |> ignore
             let dir = Directory.CreateTempSubdirectory("klf-ls1-").FullName
             try
                 let script = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "src", "Klf.Scripts", "experiments", "long-sequence-order1.fsx"))

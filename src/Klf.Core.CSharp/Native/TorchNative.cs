@@ -151,7 +151,8 @@ public static class TorchNative
         var tsLoc = typeof(TorchSharp.torch).Assembly.Location;
         if (!string.IsNullOrEmpty(tsLoc) && tsLoc.Contains(Path.Combine(".nuget", "packages")))
         {
-            var pkgRoot = Path.GetFullPath(Path.Combine(Path.GetDirectoryName(tsLoc)!, "..", "..", ".."));
+            // <cache>/torchsharp/<version>/lib/<tfm>/TorchSharp.dll: the cache is four levels up.
+            var pkgRoot = Path.GetFullPath(Path.Combine(Path.GetDirectoryName(tsLoc)!, "..", "..", "..", ".."));
             dirs.Add(Path.Combine(Path.GetDirectoryName(tsLoc)!, "..", "..", "runtimes", rid, "native"));
             foreach (var d in Directory.Exists(Path.Combine(pkgRoot, "libtorch-cpu-" + rid))
                          ? Directory.GetDirectories(Path.Combine(pkgRoot, "libtorch-cpu-" + rid)) : [])

@@ -1,11 +1,9 @@
 // A new fusion rule written in F#, checked against the library's fusion laws in one line.
-// Build first, then run:
-//   dotnet build src/Klf.Scripts -c Release
+// Make the package feed first (scripts/pack.sh), then run:
 //   dotnet fsi src/Klf.Scripts/experiments/custom-fusion-rule.fsx
-#r "../bin/Release/net10.0/TorchSharp.dll"
-#r "../bin/Release/net10.0/FsCheck.dll"
-#r "../bin/Release/net10.0/Klf.Core.dll"
-#r "../bin/Release/net10.0/Klf.Pipelines.dll"
+// From the local feed scripts/pack.sh writes, found through the repository's NuGet.config; a script
+// elsewhere adds it with #i "nuget: /absolute/path/to/artifacts/nuget".
+#r "nuget: Klf.Pipelines"
 
 open TorchSharp
 open Klf.Fusion

@@ -1,19 +1,11 @@
 // A fusion rule and a strategy written in F#, registered, checked against the fusion laws and run
 // next to reference KIF through the same `klf run --config` path the command line takes (in this
-// process, so the registrations are seen). Build first (./klf --help builds), then:
+// process, so the registrations are seen). Make the package feed first (scripts/pack.sh), then:
 //   dotnet fsi src/Klf.Scripts/experiments/custom-strategy.fsx [klf run flags, e.g. --seeds 1,2,3 --out DIR]
 // The experiment is custom-strategy.yaml beside this script (the embedded default's model and stream).
-#r "../bin/Release/net10.0/TorchSharp.dll"
-#r "../bin/Release/net10.0/FsCheck.dll"
-#r "../bin/Release/net10.0/YamlDotNet.dll"
-#r "../bin/Release/net10.0/Microsoft.ML.Tokenizers.dll"
-#r "../bin/Release/net10.0/System.CommandLine.dll"
-#r "../bin/Release/net10.0/Spectre.Console.dll"
-#r "../bin/Release/net10.0/ScottPlot.dll"
-#r "../bin/Release/net10.0/SkiaSharp.dll"
-#r "../bin/Release/net10.0/Klf.Core.dll"
-#r "../bin/Release/net10.0/Klf.Pipelines.dll"
-#r "../bin/Release/net10.0/klf.dll"
+// From the local feed scripts/pack.sh writes, found through the repository's NuGet.config; a script
+// elsewhere adds it with #i "nuget: /absolute/path/to/artifacts/nuget".
+#r "nuget: Klf.Cli"
 
 open System.IO
 open Klf.Fusion

@@ -10,15 +10,13 @@
 // When even the oracle cannot keep A without giving up B, the model stores both tasks' answers in
 // the same parameters and no rule at that granularity can beat sequential fine-tuning.
 //
-// Build first (./klf --help builds), then:
+// Make the package feed first (scripts/pack.sh), then:
 //   dotnet fsi src/Klf.Scripts/experiments/fusion-ceiling.fsx [a=dbpedia] [b=agnews] [steps=60] [lr=1e-3]
 //       [seed=1] [test=100] [passes=1] [model=DIR]
 // model=DIR replaces the embedded klf-tiny (the tasks stay the embedded Standard CL excerpt).
-#r "../bin/Release/net10.0/TorchSharp.dll"
-#r "../bin/Release/net10.0/Microsoft.ML.Tokenizers.dll"
-#r "../bin/Release/net10.0/YamlDotNet.dll"
-#r "../bin/Release/net10.0/Klf.Core.dll"
-#r "../bin/Release/net10.0/Klf.Pipelines.dll"
+// From the local feed scripts/pack.sh writes, found through the repository's NuGet.config; a script
+// elsewhere adds it with #i "nuget: /absolute/path/to/artifacts/nuget".
+#r "nuget: Klf.Pipelines"
 #load "ScriptArgs.fsx"
 
 open System
@@ -31,9 +29,8 @@ let args = ScriptArgs.parse fsi.CommandLineArgs
 let arg k d = ScriptArgs.tryGet args k |> Option.defaultValue d
 
 Klf.Native.TorchNative.EnsureLoaded()
-let embedded = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "bin", "Release", "net10.0", "embedded"))
-if not (Directory.Exists embedded) then failwithf "%s is missing: build klf first (./klf --help)" embedded
-let spec0 = ExperimentSpec.embedded embedded
+let repo = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..", ".."))
+let spec0 = ExperimentSpec.embeddedWith (Path.Combine(repo, "models", "klf-tiny")) (Path.Combine(repo, "data", "standard-cl"))
 let spec =
     { spec0 with
         Model = (match Map.tryFind "model" args with Some m -> Folder m | None -> spec0.Model)

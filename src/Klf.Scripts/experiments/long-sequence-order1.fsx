@@ -3,18 +3,14 @@
 // single-task runs that FWT needs. Writes a resumable run folder with metrics.json, report.md and
 // plots; rerun the same command after an interruption and it continues where it stopped.
 //
-// Build first (./klf --help builds), then:
+// Make the package feed first (scripts/pack.sh), then:
 //   dotnet fsi src/Klf.Scripts/experiments/long-sequence-order1.fsx tokenizer=DIR (model=DIR | preset=NAME) [out=DIR]
 //       [tasks=N] [train=N] [test=N] [steps=N] [batch=N] [lr=X] [seeds=1,2,3]
 // tasks=N keeps the first N tasks of the order (for a quick look); the defaults are the full order,
 // 200 training and 100 test examples per task, 100 steps of 8, lr 3e-4, seed 1.
-#r "../bin/Release/net10.0/TorchSharp.dll"
-#r "../bin/Release/net10.0/Microsoft.ML.Tokenizers.dll"
-#r "../bin/Release/net10.0/YamlDotNet.dll"
-#r "../bin/Release/net10.0/ScottPlot.dll"
-#r "../bin/Release/net10.0/Klf.Core.dll"
-#r "../bin/Release/net10.0/Klf.Pipelines.dll"
-#r "../bin/Release/net10.0/klf.dll"
+// From the local feed scripts/pack.sh writes, found through the repository's NuGet.config; a script
+// elsewhere adds it with #i "nuget: /absolute/path/to/artifacts/nuget".
+#r "nuget: Klf.Cli"
 #load "ScriptArgs.fsx"
 
 open System

@@ -1,11 +1,10 @@
 // Fine-tune a tiny LLaMA-family model on a slice of a real benchmark task, generate, save.
-// Build first (./klf --help builds), then:
+// Make the package feed first (scripts/pack.sh), then:
 //   dotnet fsi src/Klf.Scripts/scripts/quickstart.fsx <tokenizer-folder> [task]
 // The tokenizer folder holds a SentencePiece tokenizer.model (see the README).
-#r "../bin/Release/net10.0/TorchSharp.dll"
-#r "../bin/Release/net10.0/Microsoft.ML.Tokenizers.dll"
-#r "../bin/Release/net10.0/Klf.Core.dll"
-#r "../bin/Release/net10.0/Klf.Pipelines.dll"
+// From the local feed scripts/pack.sh writes, found through the repository's NuGet.config; a script
+// elsewhere adds it with #i "nuget: /absolute/path/to/artifacts/nuget".
+#r "nuget: Klf.Pipelines"
 
 open System
 open System.IO
