@@ -52,7 +52,7 @@ module Tokenizer =
 module LoraAdapter =
     /// Adds an adapter of rank r (alpha = 2r, dropout 0.05) to the named modules and freezes the rest.
     let apply (r: int) (targets: string list) (model: ILanguageModel) : LoraModel =
-        Lora.Apply(model.Module, LoraConfig(R = r, Alpha = float (2 * r), Dropout = 0.05, TargetModules = Array.ofList targets))
+        Lora.Apply(model.Module, LoraConfig.ForRank(r, Array.ofList targets))
 
     /// Applies a full LoRA configuration.
     let applyWith (config: LoraConfig) (model: ILanguageModel) : LoraModel = Lora.Apply(model.Module, config)

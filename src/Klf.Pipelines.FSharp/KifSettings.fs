@@ -20,7 +20,9 @@ type LoraSettings =
 [<RequireQualifiedAccess>]
 module LoraSettings =
     /// Rank r with the project's convention α = 2r, dropout 0.05, on q and v (KIF-LoRA's α = 16 at r = 8).
-    let ofRank (r: int) : LoraSettings = { Rank = r; Alpha = float (2 * r); Dropout = 0.05; Targets = [] }
+    let ofRank (r: int) : LoraSettings =
+        let c = LoraConfig.ForRank r
+        { Rank = r; Alpha = c.Alpha; Dropout = c.Dropout; Targets = [] }
 
     /// The LoRA configuration for a model (adapter name `name`).
     let config (model: ILanguageModel) (name: string) (s: LoraSettings) : LoraConfig =

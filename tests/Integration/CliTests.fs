@@ -67,6 +67,26 @@ let tests =
                 Directory.Delete(dir, true)
         }
 
+        test "train --lora-r with --lora-alpha, --lora-dropout and --lora-targets writes them to adapter_config.json; out-of-range values are refused" {
+            let dir = Directory.CreateTempSubdirectory("klf-cli-lora-").FullName
+            try
+                let out = Path.Combine(dir, "adapter")
+                let args extra =
+                    [ "train"; "--preset"; "llama-tiny"; "--tokenizer"; TokenizerTests.trained.Value.LlamaFolder; "--task"; "agnews"
+                      "--train-examples"; "8"; "--heldout-examples"; "4"; "--steps"; "1"; "--warmup"; "0"; "--max-length"; "128"; "--lora-r"; "2" ] @ extra
+                let code, text = klf (args [ "--lora-alpha"; "6"; "--lora-dropout"; "0.1"; "--lora-targets"; "q_proj,o_proj"; "--out"; out ])
+                Expect.equal code 0 text
+                let c = Klf.Adapters.PeftAdapterConfig.Read(Path.Combine(out, "adapter_config.json"))
+                Expect.equal (c.R, c.Alpha, c.Dropout) (2, 6.0, 0.1) "r, alpha, dropout as given"
+                Expect.equal c.TargetModules [| "q_proj"; "o_proj" |] "targets as given"
+                let code, text = klf (args [ "--lora-dropout"; "1.5"; "--out"; Path.Combine(dir, "bad") ])
+                Expect.notEqual code 0 text
+                Expect.stringContains text "--lora-dropout must lie in [0, 1), got 1.5" "names the flag and the value"
+                Expect.isFalse (Directory.Exists(Path.Combine(dir, "bad"))) "nothing written"
+            finally
+                Directory.Delete(dir, true)
+        }
+
         test "train rejects an unknown --save-dtype before any work" {
             let dir = Directory.CreateTempSubdirectory("klf-cli-").FullName
             try

@@ -243,4 +243,92 @@ let tests =
             Directory.Delete(dirQ, true)
             Directory.Delete(dirQV, true)
         }
+        test "PEFT fields: use_rslora scales by alpha / sqrt r, rank_pattern and alpha_pattern set each module's rank and alpha, and all survive save and load" {
+            let config =
+                LoraConfig(R = 4, Alpha = 8.0, Dropout = 0.0, TargetModules = [| "q_proj"; "v_proj" |], UseRsLora = true,
+                           RankPattern = [| Collections.Generic.KeyValuePair("q_proj", 2) |],
+                           AlphaPattern = [| Collections.Generic.KeyValuePair("layers.1.v_proj", 3.0) |])
+            use m = TinyLm.create 1L
+            let lora = Lora.Apply(m, config)
+            let byPath = lora.Modules |> Seq.map (fun w -> w.Path, w) |> Map.ofSeq
+            Expect.equal (byPath["layers.0.q_proj"].Rank "default") 2 "rank_pattern: q_proj has rank 2"
+            Expect.equal (byPath["layers.0.v_proj"].Rank "default") 4 "the others keep r"
+            Expect.floatClose Accuracy.veryHigh (byPath["layers.0.q_proj"].Scaling "default") (8.0 / sqrt 2.0) "rsLoRA: alpha / sqrt r"
+            Expect.floatClose Accuracy.veryHigh (byPath["layers.1.v_proj"].Scaling "default") (3.0 / 2.0) "alpha_pattern: alpha 3 over sqrt 4"
+            Expect.floatClose Accuracy.veryHigh (byPath["layers.0.v_proj"].Scaling "default") (8.0 / 2.0) "alpha 8 over sqrt 4"
+            randomizeB lora "default" 5L
+            // The forward adds scaling * B A x: check one module by hand.
+            let w = byPath["layers.0.q_proj"]
+            use x = torch.randn(3L, 32L)
+            use expected = torch.nn.functional.linear(x, w.Base.weight, w.Base.bias)
+            use delta = torch.matmul(torch.matmul(x, (w.LoraA "default").t()), (w.LoraB "default").t()).mul(torch.tensor(8.0 / sqrt 2.0))
+            use want = expected.add(delta)
+            use got = w.Base.call(x)
+            let diff = got.sub(want).abs().max().ToDouble()
+            let part = got.sub(expected).abs().max().ToDouble()
+            Expect.isLessThan diff 1e-5 $"the adapted forward uses the rsLoRA scaling (max diff {diff}, adapter part {part})"
+            let dir = tempDir ()
+            lora.SaveAdapter(dir, "default")
+            let json = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")))
+            Expect.isTrue (json["use_rslora"].GetValue<bool>()) "use_rslora written"
+            Expect.equal (json["rank_pattern"].["q_proj"].GetValue<int>()) 2 "rank_pattern written"
+            use m2 = TinyLm.create 1L
+            let back = Lora.LoadAdapter(m2, dir, "default")
+            let w2 = back.Modules |> Seq.find (fun x -> x.Path = "layers.0.q_proj")
+            Expect.equal (w2.Rank "default") 2 "rank read back"
+            Expect.floatClose Accuracy.veryHigh (w2.Scaling "default") (8.0 / sqrt 2.0) "scaling read back"
+            Expect.isTrue (bitEqual (w.LoraB "default") (w2.LoraB "default")) "weights read back"
+            Directory.Delete(dir, true)
+        }
+
+        test "PEFT fields: exclude_modules and layers_to_transform with layers_pattern choose the modules as PEFT does" {
+            let c = LoraConfig(R = 2, TargetModules = [| "q_proj"; "v_proj" |], ExcludeModules = [| "layers.1.q_proj" |])
+            Expect.isTrue (c.Matches "model.layers.0.self_attn.q_proj") "targeted"
+            Expect.isFalse (c.Matches "model.layers.1.q_proj") "excluded by name suffix"
+            let rx = LoraConfig(R = 2, TargetRegex = @".*\.(q|v)_proj", ExcludeRegex = @".*layers\.0\..*")
+            Expect.isFalse (rx.Matches "model.layers.0.self_attn.q_proj") "excluded by regex"
+            Expect.isTrue (rx.Matches "model.layers.2.self_attn.v_proj") "kept"
+            let layers = LoraConfig(R = 2, TargetModules = [| "q_proj" |], LayersToTransform = [| 1 |], LayersPattern = [| "layers" |])
+            Expect.isFalse (layers.Matches "model.layers.0.self_attn.q_proj") "layer 0 not transformed"
+            Expect.isTrue (layers.Matches "model.layers.1.self_attn.q_proj") "layer 1 transformed"
+            Expect.equal (LoraConfig.LayerIndex("encoder.block.0.layer.1.SelfAttention.q", null)) (Nullable 1) "no pattern: PEFT's greedy rule takes the last index"
+            Expect.equal (LoraConfig.LayerIndex("encoder.block.0.layer.1.SelfAttention.q", [| "block" |])) (Nullable 0) "with layers_pattern"
+            Expect.equal (LoraConfig.LayerIndex("layers.0.q_proj", null)) (Nullable()) "as in PEFT, an index needs a segment before the layer list"
+        }
+
+        test "PEFT fields Klf does not implement are refused by name before any tensor is loaded; off values and metadata are accepted" {
+            use m = TinyLm.create 1L
+            let lora = Lora.Apply(m, qv)
+            let dir = tempDir ()
+            lora.SaveAdapter(dir, "default")
+            let file = Path.Combine(dir, "adapter_config.json")
+            let original = File.ReadAllText file
+            let withField (key: string) (value: JsonNode) =
+                let o = JsonNode.Parse(original).AsObject()
+                o[key] <- value
+                File.WriteAllText(file, o.ToJsonString())
+            for key, value, says in [ "use_dora", JsonValue.Create true :> JsonNode, "DoRA"
+                                      "modules_to_save", JsonArray(JsonValue.Create "lm_head") :> JsonNode, "extra modules"
+                                      "bias", JsonValue.Create "all" :> JsonNode, "no biases"
+                                      "fan_in_fan_out", JsonValue.Create true :> JsonNode, "transposed"
+                                      "layer_replication", JsonArray(JsonArray(JsonValue.Create 0, JsonValue.Create 2)) :> JsonNode, "duplicated"
+                                      "some_future_field", JsonValue.Create 3 :> JsonNode, "not a LoRA field Klf knows" ] do
+                withField key value
+                use fresh = TinyLm.create 1L
+                let e = Expect.throwsC (fun () -> Lora.LoadAdapter(fresh, dir, "default") |> ignore) id
+                Expect.stringContains e.Message file $"{key}: names the file"
+                Expect.stringContains e.Message $"\"{key}\"" $"{key}: names the field"
+                Expect.stringContains e.Message says $"{key}: says what it would change"
+                Expect.isNull (Lora.Find fresh) $"{key}: refused before the model was touched"
+            for key, value in [ "use_dora", JsonValue.Create false :> JsonNode; "some_future_field", null; "loftq_config", JsonObject() :> JsonNode
+                                "revision", JsonValue.Create "main" :> JsonNode; "megatron_core", JsonValue.Create "megatron.core" :> JsonNode ] do
+                withField key value
+                use fresh = TinyLm.create 1L
+                Lora.LoadAdapter(fresh, dir, "default") |> ignore
+            File.WriteAllText(file, original.Replace("\"r\": 4", "\"r\": \"four\""))
+            use fresh = TinyLm.create 1L
+            let e = Expect.throwsC (fun () -> Lora.LoadAdapter(fresh, dir, "default") |> ignore) id
+            Expect.stringContains e.Message "\"r\" is \"four\": expected an integer" "a wrong type is named"
+            Directory.Delete(dir, true)
+        }
     ]

@@ -59,7 +59,7 @@ public static class Lora
             if (wrapper.Path != path)
                 throw new InvalidOperationException(
                     $"{path} was already adapted as '{wrapper.Path}' under another root module; apply LoRA from one root (the whole model)");
-            wrapper.AddAdapter(config.AdapterName, config.R, config.Alpha, config.Dropout);
+            wrapper.AddAdapter(config.AdapterName, config.RankFor(path), config.AlphaFor(path), config.Dropout, config.UseRsLora);
             handle.Add(wrapper);
         }
         handle.AddConfig(config);
@@ -191,43 +191,17 @@ public sealed class LoraModel
             tensors[Lora.FileKey(m.Path, "lora_B")] = m.LoraB(adapter);
         }
         SafeTensors.Save(Path.Combine(directory, "adapter_model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
-        var json = new JsonObject
-        {
-            ["peft_type"] = "LORA",
-            ["task_type"] = taskType,
-            ["base_model_name_or_path"] = baseModelNameOrPath,
-            ["r"] = config.R,
-            ["lora_alpha"] = config.Alpha,
-            ["lora_dropout"] = config.Dropout,
-            ["target_modules"] = config.TargetRegex is { } rx ? JsonValue.Create(rx) : new JsonArray(config.EffectiveTargets.Select(t => (JsonNode)JsonValue.Create(t)!).ToArray()),
-            ["bias"] = "none",
-            ["fan_in_fan_out"] = false,
-            ["inference_mode"] = true,
-            ["init_lora_weights"] = true,
-            ["modules_to_save"] = null,
-            ["layers_to_transform"] = null,
-            ["use_rslora"] = false,
-            ["use_dora"] = false,
-        };
+        var json = PeftAdapterConfig.ToJson(config, taskType, baseModelNameOrPath);
         AtomicFile.WriteAllText(Path.Combine(directory, "adapter_config.json"), json.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
     }
 
     /// <summary>
-    /// Reads an adapter's <c>adapter_config.json</c> into a <see cref="LoraConfig"/> named <paramref name="adapter"/>.
+    /// Reads an adapter's <c>adapter_config.json</c> into a <see cref="LoraConfig"/> named
+    /// <paramref name="adapter"/>: every LoRA field PEFT defines is honoured or refused by name
+    /// (see <see cref="PeftAdapterConfig.Read"/>).
     /// </summary>
-    public static LoraConfig ReadConfig(string directory, string adapter = "default")
-    {
-        var o = JsonNode.Parse(File.ReadAllText(Path.Combine(directory, "adapter_config.json")))!.AsObject();
-        if (o["peft_type"]?.GetValue<string>() is { } t && t != "LORA") throw new InvalidDataException($"peft_type {t} is not LORA");
-        var tm = o["target_modules"];
-        return new LoraConfig(
-            R: o["r"]!.GetValue<int>(),
-            Alpha: o["lora_alpha"]!.GetValue<double>(),
-            Dropout: o["lora_dropout"]?.GetValue<double>() ?? 0.0,
-            TargetModules: tm is JsonArray arr ? arr.Select(x => x!.GetValue<string>()).ToArray() : null,
-            TargetRegex: tm is JsonValue v ? v.GetValue<string>() : null,
-            AdapterName: adapter);
-    }
+    public static LoraConfig ReadConfig(string directory, string adapter = "default") =>
+        PeftAdapterConfig.Read(Path.Combine(directory, "adapter_config.json"), adapter);
 
     /// <summary>
     /// Loads an adapter saved by <see cref="SaveAdapter"/> (or PEFT) into adapter <paramref name="adapter"/>.

@@ -41,9 +41,10 @@ public sealed class LoraLinear
         public required int R;
         public required double Alpha;
         public required double Dropout;
+        public bool RsLora;
         public bool Active = true;
         public bool Merged;
-        public double Scaling => Alpha / R;
+        public double Scaling => LoraConfig.ScalingOf(R, Alpha, RsLora);
     }
 
     private readonly Container _a = new("lora_A");
@@ -78,9 +79,10 @@ public sealed class LoraLinear
 
     /// <summary>
     /// Adds an adapter: A (r, in) kaiming-uniform with a = √5 (as PEFT), B (out, r) zeros, on the base
-    /// weight's device and dtype, trainable and active.
+    /// weight's device and dtype, trainable and active. Scaled by alpha / r, or alpha / √r when
+    /// <paramref name="rsLora"/> (PEFT's <c>use_rslora</c>).
     /// </summary>
-    public void AddAdapter(string adapter, int r, double alpha, double dropout)
+    public void AddAdapter(string adapter, int r, double alpha, double dropout, bool rsLora = false)
     {
         if (r <= 0) throw new ArgumentOutOfRangeException(nameof(r), "LoRA rank must be positive");
         if (_adapters.ContainsKey(adapter)) throw new InvalidOperationException($"{Path}: adapter '{adapter}' already exists");
@@ -96,7 +98,7 @@ public sealed class LoraLinear
         }
         _a.Add(adapter, a);
         _b.Add(adapter, b);
-        _adapters[adapter] = new AdapterState { R = r, Alpha = alpha, Dropout = dropout };
+        _adapters[adapter] = new AdapterState { R = r, Alpha = alpha, Dropout = dropout, RsLora = rsLora };
         _order.Add(adapter);
     }
 

@@ -16,7 +16,6 @@ let private steps = opt<int> "--steps" "Measured optimizer steps." (Some 20)
 let private warmup = opt<int> "--warmup" "Unmeasured steps first." (Some 3)
 let private threads = opt<int> "--threads" "Torch intra-op threads (0: torch's default)." (Some 0)
 let private loraR = opt<int> "--lora-r" "Train a LoRA adapter of this rank instead of all weights (0 = full fine-tuning)." (Some 0)
-let private loraTargets = opt<string> "--lora-targets" "Comma-separated module names for LoRA (default: q_proj,v_proj for LLaMA; q,v for T5)." None
 let private importance =
     opt<bool> "--importance" "Also measure KIF importance tracking: alternate steps without and with an ImportanceTracker attached (every step counted) and print both step times and their ratio." (Some false)
 
@@ -25,7 +24,7 @@ let private median (xs: float list) =
     if a.Length % 2 = 1 then a.[a.Length / 2] else 0.5 * (a.[a.Length / 2 - 1] + a.[a.Length / 2])
 
 let cmd =
-    command "bench" "Measure training throughput (tokens/s through forward, backward and AdamW) of a model preset." [ preset; vocab; batch; seqLen; steps; warmup; threads; loraR; loraTargets; importance; Klf.Cli.Common.deviceOption ] (fun pr ->
+    command "bench" "Measure training throughput (tokens/s through forward, backward and AdamW) of a model preset." [ preset; vocab; batch; seqLen; steps; warmup; threads; loraR; Klf.Cli.Common.loraAlphaOption; Klf.Cli.Common.loraDropoutOption; Klf.Cli.Common.loraTargetsOption; importance; Klf.Cli.Common.deviceOption ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
         if pr.GetValue threads > 0 then torch.set_num_threads (pr.GetValue threads)
         Trainer.Seed 1L
@@ -33,12 +32,7 @@ let cmd =
         let model = LanguageModels.FromPreset(pr.GetValue preset, (if v > 0 then Nullable v else Nullable()), Klf.Cli.Common.device (pr.GetValue Klf.Cli.Common.deviceOption))
         let vocabSize = (model.ConfigJson()["vocab_size"]).GetValue<int>()
         let r = pr.GetValue loraR
-        if r > 0 then
-            let targets =
-                match pr.GetValue loraTargets with
-                | null | "" -> if model.Family = ModelFamily.DecoderOnly then [| "q_proj"; "v_proj" |] else [| "q"; "v" |]
-                | s -> s.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
-            Klf.Adapters.Lora.Apply(model.Module, Klf.Adapters.LoraConfig(R = r, Alpha = float (2 * r), Dropout = 0.05, TargetModules = targets)) |> ignore
+        if r > 0 then Klf.Adapters.Lora.Apply(model.Module, Klf.Cli.Common.loraConfig pr model.Family r) |> ignore
         let withImportance = pr.GetValue importance
         let measured = pr.GetValue steps * (if withImportance then 2 else 1)
         let b, t = pr.GetValue batch, pr.GetValue seqLen

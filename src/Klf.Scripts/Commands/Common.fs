@@ -21,6 +21,28 @@ let tokenizerOption = Cli.opt<string> "--tokenizer" "Tokenizer folder (default: 
 /// The --benchmark option shared by the commands that read tasks.
 let benchmarkOption = Cli.opt<string> "--benchmark" "Benchmark root with {train,dev,test}/<task>.json (default: the shared Long Sequence benchmark)." None
 
+/// The LoRA options of the commands that take --lora-r (--lora-r itself stays with each command: its help differs).
+let loraAlphaOption = Cli.opt<float> "--lora-alpha" "LoRA alpha; the update is scaled by alpha / r (default: 2r, the project's convention)." None
+/// --lora-dropout: dropout on the adapter's input while training.
+let loraDropoutOption = Cli.opt<float> "--lora-dropout" "Dropout on the LoRA adapter's input while training." (Some 0.05)
+/// --lora-targets: the adapted modules.
+let loraTargetsOption = Cli.opt<string> "--lora-targets" "Comma-separated module names for LoRA (default: q_proj,v_proj for LLaMA; q,v for T5)." None
+
+/// The LoRA configuration of rank r from --lora-alpha, --lora-dropout and --lora-targets (LoraConfig.ForRank
+/// for what is not given), for a model of this family. Values out of range are a clear error naming the flag.
+let loraConfig (pr: System.CommandLine.ParseResult) (family: ModelFamily) (r: int) : Klf.Adapters.LoraConfig =
+    let targets =
+        match pr.GetValue loraTargetsOption with
+        | null | "" -> if family = ModelFamily.DecoderOnly then [| "q_proj"; "v_proj" |] else [| "q"; "v" |]
+        | s -> s.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
+    if targets.Length = 0 then raise (ArgumentException "--lora-targets names no module")
+    let c = Klf.Adapters.LoraConfig.ForRank(r, targets)
+    let alpha = match pr.GetResult loraAlphaOption with null -> c.Alpha | _ -> pr.GetValue loraAlphaOption
+    if not (Double.IsFinite alpha) || alpha <= 0.0 then raise (ArgumentException $"--lora-alpha must be a positive number, got {alpha}")
+    let dropout = pr.GetValue loraDropoutOption
+    if not (Double.IsFinite dropout) || dropout < 0.0 || dropout >= 1.0 then raise (ArgumentException $"--lora-dropout must lie in [0, 1), got {dropout}")
+    Klf.Adapters.LoraConfig(R = r, Alpha = alpha, Dropout = dropout, TargetModules = c.TargetModules)
+
 /// The --device option of the commands that compute.
 let deviceOption = Cli.opt<string> "--device" "Compute device: cpu, cuda or cuda:N." (Some "cpu")
 

@@ -31,7 +31,6 @@ let private warmup = opt<int> "--warmup" "Linear warm-up steps." (Some 50)
 let private maxLen = opt<int> "--max-length" "Maximum sequence (decoder-only) or source (encoder-decoder) length." (Some 512)
 let private seed = opt<int> "--seed" "Seed for sampling, initialisation, dropout and batching." (Some 1)
 let private loraR = opt<int> "--lora-r" "Train a LoRA adapter of this rank instead of all weights (0 = full fine-tuning)." (Some 0)
-let private loraTargets = opt<string> "--lora-targets" "Comma-separated module names for LoRA (default: q_proj,v_proj for LLaMA; q,v for T5)." None
 let private out = req<string> "--out" "Output folder: a checkpoint (or the LoRA adapter) plus the tokenizer files."
 let private bestEvery =
     opt<int> "--best-validation" "Keep the weights of the lowest held-out loss, measured every N steps and after the last (0: the last weights). Importance (--importance) is still collected over every step." (Some 0)
@@ -53,7 +52,7 @@ let importanceOptions (lora: bool) (units: string) : KifOptions =
                          TopFraction = reference.TopFraction, Gamma = reference.Gamma, Rule = reference.Rule)
 
 let cmd =
-    command "train" "Fine-tune a model on one task of a benchmark and save a checkpoint." [ model; preset; tokenizer; benchmark; task; nTrain; nHeld; steps; epochs; batch; accum; lr; warmup; maxLen; seed; loraR; loraTargets; deviceOption; out; saveDtype; importance; units; bestEvery ] (fun pr ->
+    command "train" "Fine-tune a model on one task of a benchmark and save a checkpoint." [ model; preset; tokenizer; benchmark; task; nTrain; nHeld; steps; epochs; batch; accum; lr; warmup; maxLen; seed; loraR; Klf.Cli.Common.loraAlphaOption; Klf.Cli.Common.loraDropoutOption; Klf.Cli.Common.loraTargetsOption; deviceOption; out; saveDtype; importance; units; bestEvery ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
         let bf16 = savesBf16 (pr.GetValue saveDtype)
         let importanceFile = pr.GetValue importance
@@ -69,12 +68,7 @@ let cmd =
         let heldOut, rest = all[.. held - 1], all[held ..]
         let train = if pr.GetValue nTrain > 0 then rest[.. min rest.Length (pr.GetValue nTrain) - 1] else rest
         let r = pr.GetValue loraR
-        if r > 0 then
-            let targets =
-                match pr.GetValue loraTargets with
-                | null | "" -> if m.Family = ModelFamily.DecoderOnly then [| "q_proj"; "v_proj" |] else [| "q"; "v" |]
-                | s -> s.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
-            Lora.Apply(m.Module, LoraConfig(R = r, Alpha = float (2 * r), Dropout = 0.05, TargetModules = targets)) |> ignore
+        if r > 0 then Klf.Adapters.Lora.Apply(m.Module, Klf.Cli.Common.loraConfig pr m.Family r) |> ignore
         let options =
             TrainerOptions(BatchSize = pr.GetValue batch, AccumulationSteps = pr.GetValue accum, Epochs = pr.GetValue epochs,
                            MaxSteps = pr.GetValue steps, Seed = pr.GetValue seed, MaxLength = pr.GetValue maxLen,
