@@ -60,6 +60,21 @@ let tests =
                 let manifest = Klf.Checkpoints.Checkpoint.ReadManifest ck
                 Expect.equal (manifest.Extra["task"].GetValue<string>()) "agnews" "manifest records the task"
                 Expect.isTrue (File.Exists(Path.Combine(ck, "tokenizer.model"))) "tokenizer copied beside the weights"
+                // A Hugging Face folder: generation and tokenizer configs other tools read, consistent with the tokenizer.
+                let gen = Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(ck, "generation_config.json")))
+                let tok = Klf.Tokenizers.TokenizerLoader.FromFolder tokDir
+                Expect.equal (gen["eos_token_id"].GetValue<int>()) tok.EosId "generation_config: eos"
+                let tc = Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(ck, "tokenizer_config.json")))
+                Expect.equal (tc["tokenizer_class"].GetValue<string>()) "LlamaTokenizer" "tokenizer_config: class"
+                Expect.equal (tc["eos_token"].GetValue<string>()) "</s>" "tokenizer_config: eos token text"
+                let sm = Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(ck, "special_tokens_map.json")))
+                Expect.equal (sm["unk_token"].GetValue<string>()) "<unk>" "special_tokens_map: unk"
+                for f in [ "generation_config.json"; "tokenizer_config.json"; "special_tokens_map.json" ] do
+                    Expect.isTrue (manifest.Files.ContainsKey f) $"{f} is in the manifest (hashed)"
+                let again = Klf.Tokenizers.TokenizerLoader.FromFolder ck
+                let line = "Business news: stocks rose sharply on Tuesday."
+                Expect.equal (again.Encode line) (tok.Encode line) "the saved folder tokenizes as the original"
+                Expect.equal (again.EosId, again.BosId, again.PadId, again.UnkId) (tok.EosId, tok.BosId, tok.PadId, tok.UnkId) "same special ids"
                 let code, out = klf [ "generate"; "--model"; ck; "--task"; "agnews"; "--n"; "6"; "--max-new-tokens"; "4" ]
                 Expect.equal code 0 out
                 Expect.stringContains out "exact match" "reports exact match"

@@ -31,9 +31,11 @@ public static class Checkpoint
     /// <summary>
     /// Saves <paramref name="model"/> to <paramref name="folder"/> with a manifest holding
     /// <paramref name="extra"/>. Files named in <paramref name="alsoCopy"/> (e.g. tokenizer files)
-    /// are copied in. Returns the manifest written.
+    /// are copied in. With <paramref name="tokenizer"/>, the folder also gets the Hugging Face files
+    /// <see cref="HfFolderFiles.Write"/> makes (generation_config.json; tokenizer_config.json and
+    /// special_tokens_map.json when the copied files lack them), so other tools load it. Returns the manifest written.
     /// </summary>
-    public static CheckpointManifest Save(ILanguageModel model, string folder, JsonObject? extra = null, IEnumerable<string>? alsoCopy = null, long? maxShardBytes = null)
+    public static CheckpointManifest Save(ILanguageModel model, string folder, JsonObject? extra = null, IEnumerable<string>? alsoCopy = null, long? maxShardBytes = null, Klf.Tokenizers.ITextTokenizer? tokenizer = null)
     {
         CheckpointManifest? manifest = null;
         AtomicFile.WriteFolder(folder, tmp =>
@@ -41,6 +43,7 @@ public static class Checkpoint
             HfWeights.Save(model, tmp, maxShardBytes);
             foreach (var f in alsoCopy ?? [])
                 File.Copy(f, Path.Combine(tmp, Path.GetFileName(f)), overwrite: true);
+            if (tokenizer is not null) HfFolderFiles.Write(tmp, model, tokenizer);
             var files = Directory.GetFiles(tmp).Select(Path.GetFileName).Order(StringComparer.Ordinal)
                 .ToDictionary(f => f!, f => Sha256(Path.Combine(tmp, f!)));
             manifest = new CheckpointManifest(FormatTag, model.ModelType, DateTime.UtcNow.ToString("O"), files, extra?.DeepClone().AsObject() ?? new JsonObject());

@@ -282,7 +282,8 @@ let cmd =
                         raise (InvalidDataException $"{curDir}: its skill units (map {map.Fingerprint}) differ from those of {prevDir} (map {prevMap.Fingerprint})")
                     let outcome = fuseInPlace options (int64 s) prevFile curFile map snapshot model
                     outcome.Accumulated.Save profilePath
-                    Checkpoint.Save(model, outDir, extraJson outcome options parameters s inputs, tokenizerFiles curDir @ [ profilePath ]) |> ignore
+                    let tok = if List.isEmpty (tokenizerFiles curDir) then null else Klf.Tokenizers.TokenizerLoader.FromFolder curDir
+                    Checkpoint.Save(model, outDir, extraJson outcome options parameters s inputs, tokenizerFiles curDir @ [ profilePath ], tokenizer = tok) |> ignore
                     printSummary outcome topFraction clock.Elapsed
                     printfn "saved fused checkpoint to %s (with importance.json: %s)" (Path.GetFullPath outDir)
                         (String.Join(" -> ", [ for h in outcome.Accumulated.History -> h.Task ]))

@@ -222,7 +222,7 @@ let cmd =
                 extra["corpus_sha256"] <- card.CorpusSha256
                 extra["command"] <- card.Command
                 let files = tokFiles @ [ csvFile; pngFile; cardFile ] @ Option.toList sourcesFile
-                Checkpoint.Save(model, dir, extra, files) |> ignore
+                Checkpoint.Save(model, dir, extra, files, tokenizer = tok) |> ignore
             finally
                 try Directory.Delete(scratch, true) with _ -> ()
             printfn "final       train %.4f, held-out %.4f (perplexity %.2f), %d tokens seen" last.TrainLoss last.HeldOutLoss (Math.Exp last.HeldOutLoss) result.Tokens

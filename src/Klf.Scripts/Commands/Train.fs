@@ -115,7 +115,7 @@ let cmd =
         | null ->
             // Rounded only now, after any importance was scored on the float32 weights.
             if bf16 then m.Module.``to``(torch.ScalarType.BFloat16) |> ignore
-            Checkpoint.Save(m, dir, extra, tokenizerFiles tokDir) |> ignore
+            Checkpoint.Save(m, dir, extra, tokenizerFiles tokDir, tokenizer = tok) |> ignore
             printfn "saved checkpoint to %s" (Path.GetFullPath dir)
         | lora ->
             let taskType = if m.Family = ModelFamily.DecoderOnly then "CAUSAL_LM" else "SEQ_2_SEQ_LM"
