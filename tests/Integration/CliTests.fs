@@ -102,6 +102,26 @@ let tests =
                 Directory.Delete(dir, true)
         }
 
+        test "exit codes: 2 for a command line that does not parse, 1 for a command that fails; run --help states both defaults" {
+            let code, out = klf [ "run"; "--no-such-flag" ]
+            Expect.equal code 2 out
+            Expect.stringContains out "klf: usage:" "a usage error says so"
+            Expect.stringContains out "klf run --help" "and where to look"
+            let code, out = klf [ "bogus-command" ]
+            Expect.equal code 2 out
+            let code, out = klf [ "eval"; "--model"; Path.Combine(Path.GetTempPath(), "klf-no-model-" + Guid.NewGuid().ToString("N")); "--tasks"; "agnews" ]
+            Expect.equal code 1 out
+            Expect.stringContains out "klf: error:" "a failure says so"
+            let code, help = klf [ "run"; "--help" ]
+            Expect.equal code 0 help
+            let d, e = Klf.Pipelines.ExperimentSpec.defaults, Klf.Pipelines.ExperimentSpec.embedded "x"
+            let flat = Text.RegularExpressions.Regex.Replace(help, @"\s+", " ")
+            Expect.stringContains flat $"Default: {d.Steps} with --model or --preset; {e.Steps} in a bare `klf run` (the embedded default)" "--steps: both defaults"
+            let lr (x: float) = x.ToString(Globalization.CultureInfo.InvariantCulture)
+            Expect.stringContains flat $"Default: {lr d.LearningRate} with --model or --preset; {lr e.LearningRate} in a bare `klf run`" "--lr: both defaults"
+            Expect.isFalse (flat.Contains $"[default: {d.Steps}]") "no single parser default that a bare run does not use"
+        }
+
         test "train rejects an unknown --save-dtype before any work" {
             let dir = Directory.CreateTempSubdirectory("klf-cli-").FullName
             try

@@ -145,9 +145,9 @@ let tests =
             Expect.isTrue (Terminal.interactiveWith (env []) false capable) "a capable terminal, nothing set"
             Expect.isFalse (Terminal.interactiveWith (env []) true capable) "redirected output"
             Expect.isFalse (Terminal.interactiveWith (env []) false (fun () -> false)) "a terminal Spectre finds not interactive"
-            for vars in [ [ "NO_COLOR", "1" ]; [ "CI", "true" ]; [ "TERM", "dumb" ]; [ "KLF_PLAIN", "1" ] ] do
+            for vars in [ [ "CI", "true" ]; [ "TERM", "dumb" ]; [ "KLF_PLAIN", "1" ] ] do
                 Expect.isFalse (Terminal.interactiveWith (env vars) false capable) $"%A{vars}"
-            for vars in [ [ "CI", "false" ]; [ "CI", "0" ]; [ "NO_COLOR", "" ]; [ "TERM", "xterm-256color" ]; [ "KLF_PLAIN", "0" ] ] do
+            for vars in [ [ "CI", "false" ]; [ "CI", "0" ]; [ "NO_COLOR", "1" ]; [ "NO_COLOR", "" ]; [ "TERM", "xterm-256color" ]; [ "KLF_PLAIN", "0" ] ] do
                 Expect.isTrue (Terminal.interactiveWith (env vars) false capable) $"%A{vars}"
             Expect.isFalse (Terminal.interactiveWith (env []) true (fun () -> failwith "not asked")) "capabilities are not probed for redirected output"
             if Console.IsOutputRedirected then Expect.isFalse (Terminal.interactive ()) "this process's stdout is redirected"

@@ -21,6 +21,14 @@ let req<'T> (name: string) (description: string) =
     o
 
 /// Runs a command body; known error kinds become one clear line on stderr and exit code 1.
+/// Exit code of a command that ran and failed (bad input, a missing or malformed file, refused settings).
+[<Literal>]
+let Failure = 1
+
+/// Exit code of a command line that does not parse (unknown option or command, missing or unparsable value).
+[<Literal>]
+let UsageError = 2
+
 let guard (body: unit -> int) : int =
     try body ()
     with
@@ -31,7 +39,7 @@ let guard (body: unit -> int) : int =
     | :? InvalidOperationException
     | :? Klf.Checkpoints.CheckpointMismatchException as e ->
         eprintfn "klf: error: %s" e.Message
-        1
+        Failure
 
 /// A command with its options and an action.
 let command (name: string) (description: string) (options: Option list) (action: ParseResult -> int) =

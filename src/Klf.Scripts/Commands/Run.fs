@@ -12,30 +12,38 @@ open Klf.Cli.Cli
 open Klf.Cli.Common
 
 let private d = ExperimentSpec.defaults
+// The settings of a bare `klf run` (paths unused here): help states both defaults.
+let private e = ExperimentSpec.embedded "embedded"
+let private inv (x: float) = x.ToString(Globalization.CultureInfo.InvariantCulture)
+/// " Default: X with --model or --preset; Y in a bare `klf run` (the embedded default); a --config file's value when it sets one."
+let private defaults (show: ExperimentSpec -> string) =
+    let a, b = show d, show e
+    if a = b then $" Default: {a} (a --config file's value when it sets one)."
+    else $" Default: {a} with --model or --preset; {b} in a bare `klf run` (the embedded default); a --config file's value when it sets one."
 let private config = opt<string> "--config" "Experiment settings from a .json/.yaml/.yml file (keys as these flags without dashes: preset, train-examples, seeds, …); flags given as well override it." None
 let private model = opt<string> "--model" "Hugging Face model folder to start every run from." None
 let private preset = opt<string> "--preset" "Or a randomly initialised preset (vocabulary = tokenizer's)." None
 let private tokenizer = tokenizerOption
 let private benchmark = benchmarkOption
 let private orders = opt<string> "--orders" "orders.json (default: the benchmark folder's own, else the one beside it)." None
-let private order = opt<string> "--order" "Task order(s) as benchmark/name in orders.json, comma-separated." (Some(String.Join(",", d.Orders)))
+let private order = opt<string> "--order" ("Task order(s) as benchmark/name in orders.json, comma-separated." + defaults (fun x -> String.Join(",", x.Orders))) None
 let private tasksOpt = opt<string> "--tasks" "Comma-separated tasks instead of --order." None
 let private strategyList () = String.Join(", ", Strategy.names ())
 let private strategies =
-    opt<string> "--strategies" $"Comma-separated strategies ({strategyList ()}), each with optional settings: kif(top=0.3,lambda.shared=0.5); a list is a sweep, one run per value: kif(top=[0.1,0.2,0.3]). klf list shows every strategy's settings." (Some(String.Join(",", ExperimentSpec.labels d)))
-let private nTrain = opt<int> "--train-examples" "Training examples per task (seeded sample)." (Some d.TrainExamples)
-let private nTest = opt<int> "--test-examples" "Test examples per task (seeded sample)." (Some d.TestExamples)
-let private nValidation = opt<int> "--validation-examples" "Further training examples per task held out for the validation loss (0: none); with some, every strategy keeps its best-validation weights unless its best-validation setting says otherwise." (Some d.ValidationExamples)
-let private evalEvery = opt<int> "--eval-every" "Optimizer steps between validation measurements (the last step is always measured)." (Some d.EvalEvery)
-let private weightDecay = opt<float> "--weight-decay" "AdamW's decoupled weight decay." (Some d.WeightDecay)
-let private decayOn = opt<string> "--decay-on" "Parameters weight decay applies to: all (the project's default) or matrices (no decay on norm weights and biases)." (Some(ExperimentSpec.decayName d.DecayOn))
-let private steps = opt<int> "--steps" "Optimizer steps per task." (Some d.Steps)
-let private batch = opt<int> "--batch" "Examples per batch." (Some d.BatchSize)
-let private lr = opt<float> "--lr" "Peak learning rate." (Some d.LearningRate)
-let private warmup = opt<int> "--warmup" "Warm-up steps per task." (Some d.WarmupSteps)
-let private maxLen = opt<int> "--max-length" "Maximum sequence / source length." (Some d.MaxLength)
-let private truncation = opt<string> "--truncation" "Which tokens of a prompt longer than --max-length are dropped: middle (keeps the instruction and the end) or start." (Some(PromptCut.Name d.Truncation))
-let private seeds = opt<string> "--seeds" "Comma-separated seeds (sampling, initialisation, training); one run per seed." (Some(String.Join(",", d.Seeds)))
+    opt<string> "--strategies" ($"Comma-separated strategies ({strategyList ()}), each with optional settings: kif(top=0.3,lambda.shared=0.5); a list is a sweep, one run per value: kif(top=[0.1,0.2,0.3]). klf list shows every strategy's settings." + defaults (fun x -> String.Join(",", ExperimentSpec.labels x))) None
+let private nTrain = opt<int> "--train-examples" ("Training examples per task (seeded sample)." + defaults (fun x -> string x.TrainExamples)) None
+let private nTest = opt<int> "--test-examples" ("Test examples per task (seeded sample)." + defaults (fun x -> string x.TestExamples)) None
+let private nValidation = opt<int> "--validation-examples" ("Further training examples per task held out for the validation loss (0: none); with some, every strategy keeps its best-validation weights unless its best-validation setting says otherwise." + defaults (fun x -> string x.ValidationExamples)) None
+let private evalEvery = opt<int> "--eval-every" ("Optimizer steps between validation measurements (the last step is always measured)." + defaults (fun x -> string x.EvalEvery)) None
+let private weightDecay = opt<float> "--weight-decay" ("AdamW's decoupled weight decay." + defaults (fun x -> inv x.WeightDecay)) None
+let private decayOn = opt<string> "--decay-on" ("Parameters weight decay applies to: all (the project's default) or matrices (no decay on norm weights and biases)." + defaults (fun x -> ExperimentSpec.decayName x.DecayOn)) None
+let private steps = opt<int> "--steps" ("Optimizer steps per task." + defaults (fun x -> string x.Steps)) None
+let private batch = opt<int> "--batch" ("Examples per batch." + defaults (fun x -> string x.BatchSize)) None
+let private lr = opt<float> "--lr" ("Peak learning rate." + defaults (fun x -> inv x.LearningRate)) None
+let private warmup = opt<int> "--warmup" ("Warm-up steps per task." + defaults (fun x -> string x.WarmupSteps)) None
+let private maxLen = opt<int> "--max-length" ("Maximum sequence / source length." + defaults (fun x -> string x.MaxLength)) None
+let private truncation = opt<string> "--truncation" ("Which tokens of a prompt longer than --max-length are dropped: middle (keeps the instruction and the end) or start." + defaults (fun x -> PromptCut.Name x.Truncation)) None
+let private seeds = opt<string> "--seeds" ("Comma-separated seeds (sampling, initialisation, training); one run per seed." + defaults (fun x -> String.Join(",", x.Seeds))) None
 let private seed = opt<int> "--seed" "A single seed (same as --seeds N)." None
 let private noFwt = opt<bool> "--no-fwt" "Skip the single-task runs that FWT needs (FWT is then null)." (Some false)
 let private shard = opt<string> "--shard" "Run only the i-th of n slices of the runs (i/n, 1 <= i <= n), e.g. from a Slurm array or Kubernetes indexed Job; merge the folders with klf report." None
@@ -64,7 +72,9 @@ let spec (pr: ParseResult) : ExperimentSpec =
     let embedded = fromFile.IsNone && not (given pr model) && not (given pr preset)
     let fromFile = if embedded then Some(ExperimentSpec.embedded (embeddedRoot ())) else fromFile
     let s0 = defaultArg fromFile ExperimentSpec.defaults
-    let pick (o: Option<'T>) (current: 'T) = if given pr o || fromFile.IsNone then pr.GetValue o else current
+    // Options carry no parser default (help states both defaults): an option not given keeps the
+    // value of the config, the embedded default or ExperimentSpec.defaults.
+    let pick (o: Option<'T>) (current: 'T) = if given pr o then pr.GetValue o else current
     let str (o: Option<string>) (current: string option) = if given pr o then Some(pr.GetValue o) else current
     let modelSource =
         match str model None, str preset None with
@@ -75,7 +85,7 @@ let spec (pr: ParseResult) : ExperimentSpec =
     let seedList =
         if given pr seed && given pr seeds then raise (ArgumentException "give --seed or --seeds, not both")
         elif given pr seed then [ pr.GetValue seed ]
-        elif given pr seeds || fromFile.IsNone then
+        elif given pr seeds then
             split (pr.GetValue seeds) |> List.map (fun x -> match Int32.TryParse x with | true, v -> v | _ -> raise (ArgumentException $"--seeds: \"{x}\" is not an integer"))
         else s0.Seeds
     { s0 with
@@ -83,10 +93,10 @@ let spec (pr: ParseResult) : ExperimentSpec =
         Tokenizer = str tokenizer s0.Tokenizer
         Benchmark = str benchmark s0.Benchmark
         OrdersFile = str orders s0.OrdersFile
-        Orders = (if given pr order || fromFile.IsNone then split (pr.GetValue order) else s0.Orders)
+        Orders = (if given pr order then split (pr.GetValue order) else s0.Orders)
         Tasks = (if given pr tasksOpt then split (pr.GetValue tasksOpt) else s0.Tasks)
         Strategies =
-            if given pr strategies || fromFile.IsNone then
+            if given pr strategies then
                 let specs = Strategy.specsOfText "--strategies" (pr.GetValue strategies)
                 Strategy.checkLabels "--strategies" specs
                 specs

@@ -31,12 +31,12 @@ let private inv = Globalization.CultureInfo.InvariantCulture
 /// One decimal, invariant culture; NaN (not measured) is blank.
 let private num (x: float) = if Double.IsNaN x then "" else x.ToString("F1", inv)
 
-/// Whether the environment asks for plain output: NO_COLOR or CI set (CI other than "0"/"false"),
-/// TERM=dumb, or KLF_PLAIN=1. `env` reads an environment variable (null when unset).
+/// Whether the environment asks for plain output: CI set (other than "0"/"false"), TERM=dumb, or
+/// KLF_PLAIN=1. `env` reads an environment variable (null when unset). NO_COLOR is not among them:
+/// it removes colour only (Spectre.Console honours it), the progress display stays.
 let plainRequested (env: string -> string) : bool =
-    let set name = not (String.IsNullOrEmpty(env name))
     let ci = match env "CI" with null | "" -> false | v -> not (v = "0" || v.Equals("false", StringComparison.OrdinalIgnoreCase))
-    set "NO_COLOR" || ci || env "TERM" = "dumb" || env "KLF_PLAIN" = "1"
+    ci || env "TERM" = "dumb" || env "KLF_PLAIN" = "1"
 
 /// The decision behind `interactive`, from its inputs: output not redirected, no request for plain
 /// output (see `plainRequested`), and a terminal that `terminalCapable` (asked only then) reports
