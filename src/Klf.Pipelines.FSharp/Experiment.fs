@@ -388,7 +388,9 @@ module Experiment =
                         KeepAllStates = control.KeepAllStates
                         BestValidation = spec.ValidationExamples > 0
                         EvalEvery = spec.EvalEvery
-                        OnFit = fun j task fit -> recordFit manifestPath j task fit }
+                        OnFit = fun j task fit ->
+                            recordFit manifestPath j task fit
+                            TrainingCurves.record runDir j task fit }
                 let result =
                     match r.Kind with
                     | StrategyRun s ->

@@ -113,6 +113,11 @@ let tests =
                     let fa = finalState (Path.Combine(whole, "runs", "custom", "seed-1", s))
                     let fb = finalState (Path.Combine(cut, "runs", "custom", "seed-1", s))
                     for (name, x), (_, y) in Array.zip fa fb do Expect.isTrue (x = y) $"{s}: {name} bit-identical"
+                    let curve (root: string) = File.ReadAllBytes(Path.Combine(root, "runs", "custom", "seed-1", s, TrainingCurves.FileName))
+                    Expect.isTrue (curve cut = curve whole) $"{s}: loss.csv of the resumed run equals the uninterrupted one"
+                let points = TrainingCurves.load (Path.Combine(cut, "runs", "custom", "seed-1", "inclora", TrainingCurves.FileName))
+                Expect.equal (points |> List.map (fun p -> p.TaskIndex, p.Step)) [ for j in 0 .. 2 do for st in 1 .. 6 -> j, st ] "one row per step of every task"
+                Expect.isTrue (points |> List.forall (fun p -> Double.IsFinite p.Loss && p.Loss > 0.0)) "losses are recorded"
                 // The manifest records what a run needs to be reproduced.
                 let m = JsonNode.Parse(File.ReadAllText(Path.Combine(cut, "runs", "custom", "seed-1", "kif", "manifest.json")))
                 Expect.equal (m["seed"].GetValue<int>()) 1 "seed"
@@ -303,6 +308,14 @@ let tests =
                 Expect.stringContains out "single-task 1 (dbpedia) seed 1" "single-task runs name their task"
                 let md = File.ReadAllText(Path.Combine(dir, "report.md"))
                 Expect.stringContains md "| yahoo | exact-match | 10 | 10.0 |" "report.md states the chance per task"
+                let curve = Path.Combine(dir, "runs", "standard-order1", "seed-1", "kif", TrainingCurves.FileName)
+                let points = TrainingCurves.load curve
+                Expect.equal (points |> List.map (fun p -> p.Task) |> List.distinct) [ "dbpedia"; "amazon"; "yahoo"; "agnews" ] "every task's curve"
+                Expect.equal (points |> List.filter (fun p -> p.ValidationLoss.IsSome) |> List.length) 4 "validation loss at the last step of each task (every 10 steps, 2 steps run)"
+                Expect.equal (points |> List.filter (fun p -> p.Kept) |> List.length) 4 "each task marks the kept step"
+                Expect.stringContains md "](training-loss-kif.png)" "the report plots the curves"
+                Expect.stringContains md "runs/standard-order1/seed-1/kif/loss.csv" "and links the CSV"
+                Expect.isTrue (File.Exists(Path.Combine(dir, "training-loss-kif.png"))) "the plot is written"
                 let exp = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "experiment.json")))
                 let config = exp["config"]
                 let model = config["model"].GetValue<string>()

@@ -127,7 +127,7 @@ let tests =
             let results : Markdown.StrategyResult list = [ { Name = "kif"; Matrix = m; Summary = Metrics.summary None m } ]
             let dir = Directory.CreateTempSubdirectory("klf-report-importance-").FullName
             try
-                let written = Markdown.write dir [ "seed", "1" ] tasks [] results [ "kif", li ]
+                let written = Markdown.write dir [ "seed", "1" ] tasks [] results [ "kif", li ] []
                 let png = Path.Combine(dir, "importance-per-layer-kif.png")
                 Expect.contains written png "the importance plot is among the files written"
                 isPng png
@@ -139,7 +139,7 @@ let tests =
                 let table = Markdown.importanceTable handMade
                 Expect.stringContains table "| embeddings | 0.10 | 0.00 | 0.05 |" "two decimals"
                 Expect.stringContains table "| head | 1.00 |  | 0.88 |" "NaN blank"
-                Expect.stringContains (Markdown.render [] tasks [] results []) "Not available" "the sentence stays when there is no data"
+                Expect.stringContains (Markdown.render [] tasks [] results [] []) "Not available" "the sentence stays when there is no data"
             finally
                 Directory.Delete(dir, true)
         }

@@ -38,7 +38,7 @@ let private decode (path: string) =
 let tests =
     testList "report" [
         test "the markdown holds the settings, each accuracy matrix (blank above the diagonal) and the metric table" {
-            let md = Markdown.render settings tasks facts results []
+            let md = Markdown.render settings tasks facts results [] []
             Expect.stringContains md "| seed | 1 |" "settings table"
             Expect.stringContains md "| task | metric | labels | chance |" "tasks table"
             Expect.stringContains md "| dbpedia | exact-match | 14 | 7.1 |" "dbpedia: 14 labels, chance 100/14"
@@ -63,7 +63,7 @@ let tests =
         test "write puts report.md and valid, non-blank PNGs of the expected size beside each other, atomically" {
             let dir = Directory.CreateTempSubdirectory("klf-report-").FullName
             try
-                let written = Markdown.write dir settings tasks facts results []
+                let written = Markdown.write dir settings tasks facts results [] []
                 Expect.equal (Path.GetFileName written.Head) "report.md" "report.md first"
                 let names = written |> List.map Path.GetFileName |> Set.ofList
                 Expect.equal names (Set.ofList [ "report.md"; "heatmap-seqft.png"; "tasks-over-time-seqft.png"; "heatmap-kif.png"; "tasks-over-time-kif.png"; "metrics.png" ]) "files"
@@ -94,7 +94,7 @@ let tests =
                 Expect.equal rs[0].Matrix[1, 0] 40.0 "entry"
                 Expect.equal rs[0].Summary.FWT None "FWT null"
                 Expect.equal rs[1].Summary.FWT (Some 1.5) "FWT value"
-                let md = Markdown.render [] tasks fs rs []
+                let md = Markdown.render [] tasks fs rs [] []
                 Expect.stringContains md "| amazon | 40.0 | 80.0 |" "renders"
                 Expect.isFalse (md.Contains "chance") "no chance stated when the facts are unknown"
                 Expect.throwsT<InvalidDataException> (fun () -> File.WriteAllText(Path.Combine(dir, "metrics.json"), "{}"); Command.read (Path.Combine(dir, "metrics.json")) |> ignore) "wrong shape: clear error"

@@ -22,7 +22,7 @@ let meanStd (seeds: int) (m: MeanStd) = if seeds > 1 then $"{inv m.Mean} ± {inv
 let layerImportance (runDirs: string list) (sequence: string) (seeds: int list) (strategy: string) : LayerImportance option =
     let found =
         [ for s in seeds do
-            let candidates = [ for d in runDirs -> Path.Combine(d, "runs", Experiment.slug sequence, $"seed-{s}", strategy, Kif.LayerImportanceFile) ]
+            let candidates = [ for d in runDirs -> Path.Combine(d, "runs", Experiment.slug sequence, $"seed-{s}", StrategySpec.folderName strategy, Kif.LayerImportanceFile) ]
             match candidates |> List.tryFind File.Exists with
             | Some p -> yield Kif.loadLayerImportance p
             | None -> () ]
@@ -60,5 +60,16 @@ let write (outDir: string) (runDirs: string list) (settings: (string * string) l
                    Summary = { AP = a.AP.Mean; FRa = a.FRa.Mean; FWT = a.FWT |> Option.map (fun f -> f.Mean); BWT = a.BWT.Mean } } : Markdown.StrategyResult) ]
         let importance = [ for a in aggregates do match layerImportance runDirs sequence a.Seeds a.Name with Some li -> yield a.Name, li | None -> () ]
         let facts = mine |> List.tryPick (fun o -> if o.Facts.IsEmpty then None else Some o.Facts) |> Option.defaultValue []
-        Markdown.write dir (extra @ settings) tasks facts results importance |> ignore
+        // The first seed's curves of each strategy, linked by their path relative to the report.
+        let curves =
+            [ for a in aggregates do
+                let found =
+                    [ for s in a.Seeds do
+                        for d in runDirs do
+                            let p = Path.Combine(d, "runs", Experiment.slug sequence, $"seed-{s}", StrategySpec.folderName a.Name, TrainingCurves.FileName)
+                            if File.Exists p then yield s, p ]
+                match found with
+                | (s, p) :: _ -> yield a.Name, Path.GetRelativePath(dir, p).Replace('\\', '/'), TrainingCurves.load p
+                | [] -> () ]
+        Markdown.write dir (extra @ settings) tasks facts results importance curves |> ignore
         metrics ]

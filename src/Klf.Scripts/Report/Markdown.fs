@@ -24,6 +24,8 @@ let tasksOverTimeFile (strategy: string) = $"tasks-over-time-{slug strategy}.png
 let [<Literal>] MetricsFile = "metrics.png"
 /// The PNG of a KIF strategy's importance per layer.
 let importanceFile (strategy: string) = $"importance-per-layer-{slug strategy}.png"
+/// The training-curve plot of a strategy.
+let curvesFile (strategy: string) = $"training-loss-{slug strategy}.png"
 
 let private score (x: float) = if Double.IsNaN x then "" else x.ToString("F2", inv)
 
@@ -78,7 +80,8 @@ let factsTable (facts: TaskFacts list) =
 /// The whole report.md text. settings: (name, value) pairs shown as a table; facts: each task's
 /// metric and labels ([] when the runs did not record them); importance: per KIF strategy
 /// (name → data), its importance per layer (the section says so when the list is empty).
-let render (settings: (string * string) list) (tasks: string list) (facts: TaskFacts list) (results: StrategyResult list) (importance: (string * LayerImportance) list) =
+let render (settings: (string * string) list) (tasks: string list) (facts: TaskFacts list) (results: StrategyResult list) (importance: (string * LayerImportance) list)
+           (curves: (string * string * CurvePoint list) list) =
     let sb = StringBuilder()
     let line (s: string) = sb.AppendLine s |> ignore
     line "# Continual run report"
@@ -121,6 +124,13 @@ let render (settings: (string * string) list) (tasks: string list) (facts: TaskF
         line ""
         line $"![{r.Name}: each task's score over time]({tasksOverTimeFile r.Name})"
         line ""
+        match curves |> List.tryFind (fun (n, _, _) -> n = r.Name) with
+        | Some(_, source, _) ->
+            line $"![{r.Name}: training loss]({curvesFile r.Name})"
+            line ""
+            line $"Training and validation loss per step: [{source}]({source})."
+            line ""
+        | None -> ()
     line "## Importance per layer (KIF)"
     line ""
     if importance.IsEmpty then
@@ -141,7 +151,7 @@ let render (settings: (string * string) list) (tasks: string list) (facts: TaskF
 /// returns the paths written, report.md first. importance: per KIF strategy (name → data), its
 /// importance per layer, plotted and tabulated (pass [] when there is none).
 let write (dir: string) (settings: (string * string) list) (tasks: string list) (facts: TaskFacts list) (results: StrategyResult list)
-          (importance: (string * LayerImportance) list) : string list =
+          (importance: (string * LayerImportance) list) (curves: (string * string * CurvePoint list) list) : string list =
     Directory.CreateDirectory dir |> ignore
     let bytes (name: string) (data: byte[]) =
         let p = Path.Combine(dir, name)
@@ -154,10 +164,12 @@ let write (dir: string) (settings: (string * string) list) (tasks: string list) 
             yield bytes (tasksOverTimeFile r.Name) (Plots.tasksOverTime r.Name tasks perTaskChance r.Matrix)
           if not results.IsEmpty then
             yield bytes MetricsFile (Plots.metrics (TaskFacts.streamChance facts) [ for r in results -> r.Name, r.Summary ])
+          for name, _, points in curves do
+            yield bytes (curvesFile name) (Plots.trainingCurves $"{name}: training loss" points)
           for name, li in importance do
             let p = Path.Combine(dir, importanceFile name)
             Plots.importancePerLayer p $"{name}: importance per layer" li
             yield p ]
     let md = Path.Combine(dir, "report.md")
-    AtomicFile.WriteAllText(md, render settings tasks facts results importance)
+    AtomicFile.WriteAllText(md, render settings tasks facts results importance curves)
     md :: pngs

@@ -183,6 +183,46 @@ let metrics (chance: float option) (results: (string * MetricSummary) list) : by
     plt.ShowLegend(Alignment.UpperRight) |> ignore
     png plt Width Height
 
+/// The training curves of one run: each task's per-step loss (one colour per task, the tasks one
+/// after another along the x-axis), its validation losses as markers, and the step whose weights a
+/// task kept as a larger marker.
+let trainingCurves (title: string) (points: CurvePoint list) : byte[] =
+    let plt = newPlot ()
+    let byTask = points |> List.groupBy (fun p -> p.TaskIndex, p.Task) |> List.sortBy (fst >> fst)
+    let palette : IPalette = if byTask.Length <= 10 then Palettes.Category10() else Palettes.Category20()
+    let mutable offset = 0
+    byTask |> List.iteri (fun k ((_, task), pts) ->
+        let pts = pts |> List.sortBy (fun p -> p.Step) |> Array.ofList
+        let x (p: CurvePoint) = float (offset + p.Step)
+        let finite = pts |> Array.filter (fun p -> Double.IsFinite p.Loss)
+        if finite.Length > 0 then
+            let sc = plt.Add.Scatter(finite |> Array.map x, finite |> Array.map (fun p -> p.Loss))
+            sc.LegendText <- task
+            sc.Color <- palette.GetColor k
+            sc.LineWidth <- 1.5f
+            sc.MarkerSize <- 0.0f
+        let v = pts |> Array.choose (fun p -> p.ValidationLoss |> Option.filter Double.IsFinite |> Option.map (fun l -> x p, l))
+        if v.Length > 0 then
+            let m = plt.Add.Scatter(Array.map fst v, Array.map snd v)
+            m.Color <- palette.GetColor k
+            m.LineWidth <- 0.0f
+            m.MarkerSize <- 7.0f
+            m.MarkerShape <- MarkerShape.OpenCircle
+        for p in pts do
+            match p.Kept, p.ValidationLoss with
+            | true, Some l when Double.IsFinite l ->
+                let kept = plt.Add.Marker(x p, l)
+                kept.Color <- palette.GetColor k
+                kept.Size <- 14.0f
+                kept.Shape <- MarkerShape.FilledDiamond
+            | _ -> ()
+        offset <- offset + (if pts.Length = 0 then 0 else (pts |> Array.map (fun p -> p.Step) |> Array.max)))
+    plt.Axes.Bottom.Label.Text <- "optimizer step (tasks one after another)"
+    plt.Axes.Left.Label.Text <- "loss (nats per token); circles: validation, diamond: kept"
+    plt.Title(title)
+    plt.ShowLegend(Alignment.UpperRight) |> ignore
+    png plt Width Height
+
 /// A short tick label for a layer label: `model.layers.3` → `L3`, `encoder.block.1` → `enc 1`,
 /// `decoder.block.0` → `dec 0`; other labels (`embeddings`, `final_norm`, `head`) unchanged.
 let layerTick (layer: string) =
