@@ -1,7 +1,8 @@
 // Driving Klf from C#: two tasks in sequence on a tiny LLaMA-family model, KIF identifying
 // important skill units from the gradients and fusing the model after the second task.
 // The tasks work on token ids directly (no tokenizer needed): task A maps a prompt to its first
-// token, task B to its last token. Run: dotnet examples/Klf.Example.CSharp/bin/Release/net10.0/Klf.Example.CSharp.dll
+// token, task B to its last token. Run: scripts/pack.sh, then dotnet run -c Release in this folder
+// (the project references the Klf.Core package from the local feed, as a user project does).
 using Klf.Fusion;
 using Klf.Kif;
 using Klf.Models;
