@@ -172,6 +172,20 @@ module Experiment =
         o["chance"] <- (match TaskFacts.chance f with Some c -> JsonValue.Create c :> JsonNode | None -> null)
         o
 
+    /// The task facts of a `task-facts` array (of result.json or metrics.json); [] for null. A malformed
+    /// entry names the file.
+    let factsOfJson (path: string) (node: JsonNode) : TaskFacts list =
+        match node with
+        | null -> []
+        | :? JsonArray as a ->
+            [ for f in a ->
+                match f with
+                | :? JsonObject as o when not (isNull o["task"]) && not (isNull o["metric"]) ->
+                    { Name = o["task"].GetValue<string>(); Metric = o["metric"].GetValue<string>()
+                      Labels = (match o["labels"] with null -> None | n -> Some(n.GetValue<int>())) }
+                | _ -> raise (InvalidDataException($"{path}: each entry of \"task-facts\" needs a task and a metric")) ]
+        | _ -> raise (InvalidDataException($"{path}: \"task-facts\" must be an array"))
+
     let private writeResult (path: string) (r: RunResult) =
         let o = kindJson r.Kind
         o["sequence"] <- JsonValue.Create r.Sequence
@@ -194,17 +208,7 @@ module Experiment =
             | _, j -> SingleTask(j.GetValue<int>())
         let tasks = match json["tasks"] with :? JsonArray as a -> [ for t in a -> t.GetValue<string>() ] | _ -> bad "no tasks"
         let rows = match json["rows"] with :? JsonArray as a -> RunState.rowsOfJson a | _ -> bad "no rows"
-        let facts =
-            match json["task-facts"] with
-            | :? JsonArray as a ->
-                [ for f in a ->
-                    match f with
-                    | :? JsonObject as o when not (isNull o["task"]) && not (isNull o["metric"]) ->
-                        { Name = o["task"].GetValue<string>(); Metric = o["metric"].GetValue<string>()
-                          Labels = (match o["labels"] with null -> None | n -> Some(n.GetValue<int>())) }
-                    | _ -> bad "task-facts: each entry needs task and metric" ]
-            | null -> []
-            | _ -> bad "task-facts must be an array"
+        let facts = factsOfJson path json["task-facts"]
         { Sequence = (match json["sequence"] with null -> bad "no sequence" | s -> s.GetValue<string>())
           Seed = (match json["seed"] with null -> bad "no seed" | s -> s.GetValue<int>())
           Kind = kind; Rows = rows; Tasks = tasks; Facts = facts }

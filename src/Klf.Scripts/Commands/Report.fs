@@ -31,16 +31,7 @@ let read (path: string) : string list * int option * TaskFacts list * StrategyRe
             { Name = name
               Matrix = Metrics.ofRows rows
               Summary = { AP = num node["AP"]; FRa = num node["FRa"]; FWT = fwt; BWT = num node["BWT"] } } ]
-    let facts =
-        match json["task-facts"] with
-        | :? JsonArray as a ->
-            [ for f in a ->
-                match f with
-                | :? JsonObject as o when not (isNull o["task"]) && not (isNull o["metric"]) ->
-                    { Name = o["task"].GetValue<string>(); Metric = o["metric"].GetValue<string>()
-                      Labels = (match o["labels"] with null -> None | n -> Some(n.GetValue<int>())) } : TaskFacts
-                | _ -> bad "an entry of \"task-facts\" has no task or metric" ]
-        | _ -> []
+    let facts = Experiment.factsOfJson path json["task-facts"]
     tasks, seed, facts, results
 
 let private dirs =
