@@ -171,6 +171,17 @@ let tests =
                 Expect.equal code 0 out
                 Expect.stringContains out "dbpedia -> amazon: 2 x 2 matrix, AP" "two tasks of KIF"
                 Expect.stringContains (out.ToLowerInvariant()) (Path.Combine("klf.pipelines", "0.1.0", "lib")) "Klf.Pipelines came from the package, not the build output"
+                // TorchNative patched (if this system needs it) a copy elsewhere: the package cache stays as shipped.
+                let cache = match Environment.GetEnvironmentVariable "NUGET_PACKAGES" with null | "" -> Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, ".nuget", "packages") | p -> p
+                for nupkg in Directory.GetFiles(Path.Combine(cache, "torchsharp"), "torchsharp.*.nupkg", SearchOption.AllDirectories) do
+                    use zip = IO.Compression.ZipFile.OpenRead nupkg
+                    let entry = zip.GetEntry "runtimes/linux-x64/native/libLibTorchSharp.so"
+                    let cached = Path.Combine(Path.GetDirectoryName nupkg, "runtimes", "linux-x64", "native", "libLibTorchSharp.so")
+                    if not (isNull entry) && File.Exists cached then
+                        use s = entry.Open()
+                        use m = new MemoryStream()
+                        s.CopyTo m
+                        Expect.isTrue (m.ToArray() = File.ReadAllBytes cached) $"{cached} is byte for byte the package's"
             finally
                 Directory.Delete(dir, true)
         }

@@ -98,7 +98,8 @@ public static class TorchNative
 
     /// <summary>
     /// Writes a copy of <paramref name="original"/> with <see cref="MissingVersion"/> marked weak and
-    /// returns its path: replaces the original when its folder is writable, else a per-user cache.
+    /// returns its path: replaces the original when its folder is writable and not a NuGet package cache
+    /// (which must stay as the package shipped it: builds copy from it), else a per-user cache.
     /// </summary>
     public static string WritePatchedCopy(string original)
     {
@@ -125,13 +126,26 @@ public static class TorchNative
 
     private static IEnumerable<string> PatchTargets(string original, byte[] patched)
     {
-        yield return original;
+        if (!InNuGetCache(original)) yield return original;
         var cache = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
         if (string.IsNullOrEmpty(cache))
             cache = Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
         var hash = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(patched))[..16].ToLowerInvariant();
         yield return Path.Combine(cache, "klf", "native", hash, "libLibTorchSharp.so");
         yield return Path.Combine(Path.GetTempPath(), "klf-native-" + hash, "libLibTorchSharp.so");
+    }
+
+    /// <summary>Whether a file lies in a NuGet global packages folder (<c>$NUGET_PACKAGES</c> or <c>~/.nuget/packages</c>).</summary>
+    private static bool InNuGetCache(string path)
+    {
+        var full = Path.GetFullPath(path);
+        var roots = new[]
+        {
+            Environment.GetEnvironmentVariable("NUGET_PACKAGES"),
+            Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages"),
+        };
+        return roots.Any(r => !string.IsNullOrEmpty(r) && full.StartsWith(Path.GetFullPath(r).TrimEnd('/') + "/", StringComparison.Ordinal))
+               || full.Contains("/.nuget/packages/", StringComparison.Ordinal);
     }
 
     private static List<string> CandidateDirectories()
