@@ -4,84 +4,72 @@ using System.Text;
 namespace Klf.Tokenizers;
 
 /// <summary>
-/// BPE as Hugging Face <c>tokenizers</c> runs it for a <c>tokenizer.json</c>. Byte-level: each
-/// pre-token's UTF-8 bytes are spelled with GPT-2's printable byte characters; otherwise
-/// (SentencePiece-style files) the symbols are the characters themselves. Adjacent symbols are
-/// merged lowest merge rank first (leftmost on ties) until no listed merge applies. With
-/// <c>ignore_merges</c> a pre-token that is itself in the vocabulary is one token (Llama 3). A
-/// symbol outside the vocabulary becomes its <c>&lt;0xXX&gt;</c> byte pieces with byte fallback,
-/// else the unknown id (consecutive ones fused into one with <c>fuse_unk</c>), else is dropped (as
-/// HF does without <c>unk_token</c>).
+/// BPE as Hugging Face <c>tokenizers</c> runs it for a SentencePiece-style <c>tokenizer.json</c>
+/// (Llama 2, TinyLlama): the symbols are the pre-token's characters; adjacent symbols are merged
+/// lowest merge rank first (leftmost on ties) until no listed merge applies. With
+/// <c>ignore_merges</c> a pre-token that is itself in the vocabulary is one token. A symbol outside
+/// the vocabulary becomes its <c>&lt;0xXX&gt;</c> byte pieces with byte fallback, else the unknown id
+/// (consecutive ones fused into one with <c>fuse_unk</c>), else is dropped (as HF does without
+/// <c>unk_token</c>).
 /// </summary>
-internal sealed class HfBpeEncoder
+/// <remarks>
+/// Klf's own code because Microsoft.ML.Tokenizers 3.0.0's <c>BpeTokenizer</c> has no
+/// <c>byte_fallback</c>: it gives the unknown id where SentencePiece and HF give byte pieces, on every
+/// line with a character outside the vocabulary (26 of 1011 compared lines; see docs/tokenizers.md).
+/// Byte-level files go through the library (<see cref="LibraryByteLevelBpe"/>).
+/// </remarks>
+internal sealed class HfBpeEncoder : ITokenizerJsonBpe
 {
-    /// <summary>GPT-2's byte → character table: printable Latin-1 bytes stand for themselves, the rest take code points from 256 up in byte order.</summary>
-    public static readonly char[] ByteToChar = BuildByteToChar();
-
-    private static readonly Dictionary<char, byte> CharToByte =
-        Enumerable.Range(0, 256).ToDictionary(b => ByteToChar[b], b => (byte)b);
-
     private readonly Dictionary<string, int> _vocab;
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _vocabBySpan;
     private readonly string[] _tokens;
     private readonly Dictionary<(string, string), int> _ranks;
-    private readonly bool _ignoreMerges, _byteFallback, _byteLevel, _fuseUnk;
+    private readonly bool _ignoreMerges, _byteFallback, _fuseUnk;
     private readonly int? _unkId;
     private readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
 
     /// <summary>Builds the encoder; a merge whose parts or result are not in the vocabulary is an error naming <paramref name="source"/>.</summary>
     public HfBpeEncoder(Dictionary<string, int> vocab, IReadOnlyList<(string Left, string Right)> merges,
-        bool ignoreMerges, bool byteFallback, int? unkId, string source, bool byteLevel = true, bool fuseUnk = false)
+        bool ignoreMerges, bool byteFallback, int? unkId, bool fuseUnk, string source)
     {
         _vocab = vocab;
         _vocabBySpan = vocab.GetAlternateLookup<ReadOnlySpan<char>>();
-        _tokens = new string[vocab.Count == 0 ? 0 : vocab.Values.Max() + 1];
-        foreach (var (token, id) in vocab)
-        {
-            if (id < 0) throw new InvalidDataException($"{source}: token {token} has negative id {id}.");
-            _tokens[id] = token;
-        }
+        _tokens = new string[BpeVocabulary.Size(vocab, source)];
+        foreach (var (token, id) in vocab) _tokens[id] = token;
+        BpeVocabulary.CheckMerges(vocab, merges, source);
         _ranks = new Dictionary<(string, string), int>(merges.Count);
-        for (int rank = 0; rank < merges.Count; rank++)
-        {
-            var (left, right) = merges[rank];
-            if (!vocab.ContainsKey(left) || !vocab.ContainsKey(right) || !vocab.ContainsKey(left + right))
-                throw new InvalidDataException($"{source}: merge {rank} ('{left}' '{right}') uses a token that is not in the vocabulary.");
-            _ranks.TryAdd((left, right), rank);
-        }
+        for (int rank = 0; rank < merges.Count; rank++) _ranks.TryAdd(merges[rank], rank);
         _ignoreMerges = ignoreMerges;
         _byteFallback = byteFallback;
         _unkId = unkId;
-        _byteLevel = byteLevel;
         _fuseUnk = fuseUnk;
     }
 
-    /// <summary>One more than the highest vocabulary id.</summary>
+    /// <inheritdoc/>
     public int VocabSize => _tokens.Length;
 
-    /// <summary>The vocabulary id of <paramref name="token"/>, if any.</summary>
+    /// <inheritdoc/>
     public int? Lookup(string token) => _vocab.TryGetValue(token, out int id) ? id : null;
 
-    /// <summary>Appends the ids of one pre-token (raw text, not yet byte-mapped) to <paramref name="ids"/>.</summary>
+    /// <inheritdoc/>
     public void EncodePreToken(string preToken, List<int> ids)
     {
         if (preToken.Length == 0) return;
         if (!_cache.TryGetValue(preToken, out int[]? cached))
         {
-            cached = EncodeWord(_byteLevel ? ToByteChars(preToken) : preToken);
+            cached = EncodeWord(preToken);
             if (_cache.Count < 200_000 && preToken.Length <= 256) _cache.TryAdd(preToken, cached);
         }
         ids.AddRange(cached);
     }
 
     /// <summary>
-    /// Concatenates the tokens of <paramref name="ids"/> and turns them back into UTF-8 text: byte
-    /// characters (byte-level) or <c>&lt;0xXX&gt;</c> pieces back to bytes; otherwise "▁" becomes a space.
+    /// Concatenates the tokens of <paramref name="ids"/> and turns them back into text:
+    /// <c>&lt;0xXX&gt;</c> pieces back to UTF-8 bytes, "▁" to a space.
     /// </summary>
     public string Decode(IEnumerable<int> ids)
     {
         var bytes = new List<byte>();
-        Span<byte> buffer = stackalloc byte[4];
         foreach (int id in ids)
         {
             string? token = (uint)id < (uint)_tokens.Length ? _tokens[id] : null;
@@ -92,34 +80,9 @@ internal sealed class HfBpeEncoder
                 bytes.Add(raw);
                 continue;
             }
-            if (!_byteLevel)
-            {
-                bytes.AddRange(Encoding.UTF8.GetBytes(token.Replace('\u2581', ' ')));
-                continue;
-            }
-            for (int i = 0; i < token.Length; i++)
-            {
-                if (CharToByte.TryGetValue(token[i], out byte b))
-                {
-                    bytes.Add(b);
-                    continue;
-                }
-                // Not a byte character (a token written in plain text): its own UTF-8, as HF's ByteLevel decoder does.
-                int n = char.IsSurrogatePair(token, i) ? 2 : 1;
-                int written = Encoding.UTF8.GetBytes(token.AsSpan(i, n), buffer);
-                for (int k = 0; k < written; k++) bytes.Add(buffer[k]);
-                i += n - 1;
-            }
+            bytes.AddRange(Encoding.UTF8.GetBytes(token.Replace('\u2581', ' ')));
         }
         return Encoding.UTF8.GetString(bytes.ToArray());
-    }
-
-    private static string ToByteChars(string text)
-    {
-        byte[] utf8 = Encoding.UTF8.GetBytes(text);
-        var chars = new char[utf8.Length];
-        for (int i = 0; i < utf8.Length; i++) chars[i] = ByteToChar[utf8[i]];
-        return new string(chars);
     }
 
     private int[] EncodeWord(string word)
@@ -180,14 +143,5 @@ internal sealed class HfBpeEncoder
             ids.Add(id);
         }
         return ids;
-    }
-
-    private static char[] BuildByteToChar()
-    {
-        static bool Printable(int b) => (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-        var table = new char[256];
-        int next = 256;
-        for (int b = 0; b < 256; b++) table[b] = Printable(b) ? (char)b : (char)next++;
-        return table;
     }
 }

@@ -7,10 +7,11 @@ namespace Klf.Tokenizers;
 /// matched by <see cref="AddedTokensTextTokenizer"/> around it. Create through <see cref="TokenizerLoader"/>.
 /// </summary>
 /// <remarks>
-/// Klf's own implementation of HF <c>tokenizers</c>' BPE (not Microsoft.ML.Tokenizers' BpeTokenizer),
-/// because the library's BPE (which agrees on GPT-2-style files; see the tests) has no
-/// <c>ignore_merges</c> (Llama 3) and no <c>byte_fallback</c> (Llama 2 style files). The post-processor (e.g. Llama 3's
-/// template adding <c>&lt;|begin_of_text|&gt;</c>) is not applied: pass <c>addBos</c> to <see cref="Encode"/>.
+/// Byte-level files are encoded and decoded by Microsoft.ML.Tokenizers' <c>BpeTokenizer</c>, one
+/// pre-token at a time (Klf pre-tokenizes and applies <c>ignore_merges</c>, which the library lacks).
+/// SentencePiece-style files use Klf's own BPE, because the library's has no <c>byte_fallback</c>
+/// (see docs/tokenizers.md). The post-processor (e.g. Llama 3's template adding
+/// <c>&lt;|begin_of_text|&gt;</c>) is not applied: pass <c>addBos</c> to <see cref="Encode"/>.
 /// </remarks>
 public sealed class TokenizerJsonTextTokenizer : ITextTokenizer
 {
