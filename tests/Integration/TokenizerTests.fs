@@ -146,13 +146,26 @@ let libraryVersion =
     | _ -> "(unknown version)"
 
 /// Counts the held-out lines on which a Microsoft.ML.Tokenizers encoder alone gives spm_encode's
-/// ids, prints the count (the figures in docs/tokenizers.md) and returns the differing lines.
+/// ids, prints the count (the figures in docs/tokenizers.md) and returns the differing lines. With
+/// KLF_TOKENIZER_DIFFS=1 it also prints, for each differing line, the pieces around the first
+/// difference, which is how docs/tokenizers.md sorts them into cases.
 let libraryAgreement (what: string) (folder: Trained -> string) (file: string) (lib: string -> int[]) =
     let t = trained.Value
     let reference = spmIds (folder t) file t
     let differing = List.zip t.HeldOut reference |> List.filter (fun (line, ids) -> lib line <> ids)
     printfn "tokenizers: Microsoft.ML.Tokenizers %s: %s: %d of %d held-out lines equal to spm_encode"
         libraryVersion what (t.HeldOut.Length - differing.Length) t.HeldOut.Length
+    if Environment.GetEnvironmentVariable "KLF_TOKENIZER_DIFFS" = "1" then
+        let vocabulary = (TokenizerLoader.FromFolder(folder t) :?> SentencePieceTextTokenizer).Inner.Vocabulary
+        let piece = Collections.Generic.Dictionary<int, string>()
+        for kv in vocabulary do piece[kv.Value] <- kv.Key
+        for line, ids in differing do
+            let got = lib line
+            let at = Seq.zip ids got |> Seq.tryFindIndex (fun (a, b) -> a <> b) |> Option.defaultValue (min ids.Length got.Length)
+            let window (a: int[]) =
+                a[max 0 (at - 2) .. min (a.Length - 1) (at + 3)]
+                |> Array.map (fun id -> match piece.TryGetValue id with | true, p -> p | _ -> string id) |> String.concat " "
+            printfn "  %A (%d chars): token %d: library [%s], spm_encode [%s]" (line.Substring(0, min 50 line.Length)) line.Length at (window got) (window ids)
     differing |> List.map fst
 
 /// The pin for one case where the library still departs from SentencePiece: on text, the library's
