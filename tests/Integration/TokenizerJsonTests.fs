@@ -355,7 +355,7 @@ let tests =
                 Expect.equal (metaspace.Encode "  leading") (legacy.Encode " leading") "Metaspace: no second dummy prefix before a leading space"
                 printfn "tokenizer.json: SentencePiece-style (Prepend/Replace and Metaspace forms, %d merges): %d lines (%d real held-out) equal to spm_encode and round-trip (Metaspace form: lines starting with a space excepted)"
                     merges.Length t.HeldOut.Length (t.HeldOut.Length - edgeLines.Length) }
-            test "ML.Tokenizers 3.0.0 BpeTokenizer has no byte_fallback (\"^^\"): Klf keeps its own BPE for SentencePiece-style tokenizer.json" {
+            test "ML.Tokenizers 3.0.0 BpeTokenizer has no byte_fallback (\"^^\"): Klf spells the library's unknown pieces as bytes" {
                 let t = trained.Value
                 let vocab, merges = convertedSpmBpe.Value
                 let dir = Path.Combine(t.Dir, "llama2-json-pin")
@@ -375,7 +375,11 @@ let tests =
                             FuseUnknownTokens = true, PreTokenizer = Microsoft.ML.Tokenizers.RegexPreTokenizer(Regex @"(?s).+", null)))
                 let libIds (text: string) = if text = "" then [||] else lib.EncodeToIds("▁" + text.Replace(" ", "▁")) |> Seq.toArray
                 let modelPath = Path.Combine(t.LlamaRawFolder, "tokenizer.model")
-                if t.ByteFallback then libraryStillDiffers libIds tok modelPath "^^"
+                if t.ByteFallback then
+                    libraryStillDiffers libIds tok modelPath "^^"
+                    // A character outside the BMP (a surrogate pair in .NET) is one unknown piece of four bytes.
+                    Expect.equal (tok.Encode "x \U0001F600 y") (spmEncodeText modelPath "x \U0001F600 y") "an emoji as spm_encode spells it"
+                    Expect.equal (tok.Decode(tok.Encode "x \U0001F600 y")) "x \U0001F600 y" "and back"
                 let differing = libraryAgreement "BpeTokenizer, SentencePiece-style tokenizer.json (converted bpe-raw.model)" (fun t -> t.LlamaRawFolder) "tokenizer.model" libIds
                 if t.ByteFallback then Expect.isNonEmpty differing "the library still departs from SentencePiece here (if not, switch to it)" }
         ]
@@ -392,6 +396,7 @@ let tests =
             unsupported "BPE that is neither byte-level nor SentencePiece-style is named" """{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}""" [ "ByteLevel"; "Metaspace" ]
             unsupported "an unknown normalizer is named" """{"normalizer": {"type": "BertNormalizer"}, "pre_tokenizer": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}""" [ "BertNormalizer" ]
             unsupported "a merge outside the vocabulary is named" """{"pre_tokenizer": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}}""" [ "'a' 'b'" ]
+            unsupported "byte_fallback without an unk_token is named" """{"normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}, "model": {"type": "BPE", "byte_fallback": true, "vocab": {"a": 0}, "merges": []}}""" [ "byte_fallback"; "unk_token" ]
             unsupported "invalid JSON is named" """{"model": """ [ "not valid JSON" ]
         ]
     ]

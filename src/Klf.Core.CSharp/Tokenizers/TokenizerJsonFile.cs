@@ -15,13 +15,13 @@ namespace Klf.Tokenizers;
 internal static class TokenizerJsonFile
 {
     /// <summary>A parsed BPE <c>tokenizer.json</c>.</summary>
-    /// <param name="Encoder">The BPE model: Microsoft.ML.Tokenizers' for byte-level files, Klf's own for SentencePiece-style ones (see <see cref="HfBpeEncoder"/>).</param>
+    /// <param name="Encoder">The BPE model (Microsoft.ML.Tokenizers', with Klf's ignore_merges and byte_fallback).</param>
     /// <param name="Normalize">The normalizer (identity when there is none).</param>
     /// <param name="PreTokenize">Raw text to pre-tokens, before byte mapping.</param>
     /// <param name="UnkId">The model's <c>unk_token</c> id, if any.</param>
     /// <param name="ByteLevel">Byte-level BPE; false for SentencePiece-style files.</param>
     /// <param name="StripLeadingSpace">Decoding drops one leading space (the "▁" the normalizer or Metaspace prepended).</param>
-    public sealed record Parsed(ITokenizerJsonBpe Encoder, Func<string, string> Normalize, Func<string, List<string>> PreTokenize, int? UnkId,
+    public sealed record Parsed(LibraryBpe Encoder, Func<string, string> Normalize, Func<string, List<string>> PreTokenize, int? UnkId,
         bool ByteLevel, bool StripLeadingSpace);
 
     private const string Metaspace = "\u2581";
@@ -86,9 +86,7 @@ internal static class TokenizerJsonFile
         bool ignoreMerges = model["ignore_merges"] is JsonValue im && im.GetValue<bool>();
         bool byteFallback = model["byte_fallback"] is JsonValue bf && bf.GetValue<bool>();
         bool fuseUnk = model["fuse_unk"] is JsonValue fu && fu.GetValue<bool>();
-        ITokenizerJsonBpe encoder = byteLevel
-            ? new LibraryByteLevelBpe(vocab, merges, ignoreMerges, unkId is null ? null : unkToken, $"'{path}'")
-            : new HfBpeEncoder(vocab, merges, ignoreMerges, byteFallback, unkId, fuseUnk, $"'{path}'");
+        var encoder = new LibraryBpe(vocab, merges, byteLevel, ignoreMerges, byteFallback, unkToken, fuseUnk, $"'{path}'");
 
         return new Parsed(encoder, normalize, text =>
         {
