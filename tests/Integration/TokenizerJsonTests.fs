@@ -130,6 +130,28 @@ let compareLines (a: ITextTokenizer) (b: ITextTokenizer) (lines: string list) =
 let sameIds (a: ITextTokenizer) (b: ITextTokenizer) what =
     fun (text: string) -> Expect.equal (a.Encode text) (b.Encode text) $"%s{what}: %A{text}"
 
+/// bpe-raw.model (an spm_train BPE model with byte fallback) converted to tokenizer.json's vocab and
+/// merges the way HF's converter does it.
+let convertedSpmBpe =
+    lazy (
+        let t = trained.Value
+        // The .vocab spm_train wrote beside bpe-raw.model: one piece per line, in id order.
+        let pieces = File.ReadAllLines(Path.Combine(t.Dir, "bpe-raw.vocab")) |> Array.map (fun l -> l.Split('\t')[0])
+        let vocab = Dictionary<string, int>()
+        pieces |> Array.iteri (fun i p -> vocab[p] <- i)
+        let special (p: string) = p.StartsWith "<" && p.EndsWith ">" && p.Length > 2
+        // As HF's converter: every split of a piece into two pieces is a merge, ordered by the merged piece's id.
+        let merges =
+            [ for id, p in Array.indexed pieces do
+                if not (special p) then
+                    for i in 1 .. p.Length - 1 do
+                        let a, b = p.Substring(0, i), p.Substring i
+                        match vocab.TryGetValue a, vocab.TryGetValue b with
+                        | (true, ia), (true, ib) when not (special a || special b) -> yield (id, ia, ib), (a, b)
+                        | _ -> () ]
+            |> List.sortBy fst |> List.map snd
+        vocab, merges)
+
 // ---------------------------------------------------------------- tests
 
 [<Tests>]
@@ -227,6 +249,27 @@ let tests =
                 let ids = tok.Encode("Hi", addBos = true, addEos = true)
                 Expect.equal (ids[0], ids[ids.Length - 1]) (zz + 1, zz + 2) "framed"
                 Expect.equal (tok.Decode ids) "Hi" "bos/eos skipped" }
+            test "ML.Tokenizers 3.0.0 BpeTokenizer has no ignore_merges (\"a zzqx\"): Klf looks a whole pre-token up before the library" {
+                let dir, _, _, _ = gpt2Folders.Value
+                let vocab0, merges = bpe.Value
+                let vocab = Dictionary<string, int>(vocab0)
+                let zz = vocab.Count
+                vocab["Ġzzqx"] <- zz   // no merge builds it
+                let folder = writeTokenizerJson (Path.Combine(dir, "llama3-ignore-pin")) vocab merges false true (llama3Pre ()) []
+                let tok = TokenizerLoader.FromFolder folder
+                let lib =
+                    Microsoft.ML.Tokenizers.BpeTokenizer.Create(
+                        Microsoft.ML.Tokenizers.BpeOptions(vocab, Merges = [ for a, b in merges -> a + " " + b ], ByteLevel = true,
+                            PreTokenizer = Microsoft.ML.Tokenizers.RegexPreTokenizer(Regex llama3Pattern, null)))
+                let libIds (text: string) = lib.EncodeToIds text |> Seq.toArray
+                // HF: with ignore_merges the pre-token " zzqx" is looked up whole.
+                let expected = Array.append (libIds "a") [| zz |]
+                Expect.equal (tok.Encode "a zzqx") expected "Klf gives HF's ids"
+                Expect.notEqual (libIds "a zzqx") expected "the library splits the pre-token (if this fails, it has learnt ignore_merges: drop Klf's lookup)"
+                let lines = heldOutLines.Value
+                let differing = lines |> List.filter (fun l -> tok.Encode l <> libIds l)
+                printfn "tokenizer.json: ignore_merges: %d of %d real lines have the same ids with and without it (the trained merges build every vocabulary token)"
+                    (lines.Length - differing.Length) lines.Length }
         ]
         testList "sentencepiece folders" [
             test "T5: <extra_id_N> after the pieces, extra_id_0 highest; literals map to their ids; skipped when decoding" {
@@ -280,21 +323,7 @@ let tests =
                 for line in lines do Expect.equal (tok.Encode line) (plain.Encode line) "same ids as the .model alone" }
             test "a SentencePiece-style tokenizer.json converted from an spm_train BPE model gives spm_encode's ids" {
                 let t = trained.Value
-                // The .vocab spm_train wrote beside bpe-raw.model: one piece per line, in id order.
-                let pieces = File.ReadAllLines(Path.Combine(t.Dir, "bpe-raw.vocab")) |> Array.map (fun l -> l.Split('\t')[0])
-                let vocab = Dictionary<string, int>()
-                pieces |> Array.iteri (fun i p -> vocab[p] <- i)
-                let special (p: string) = p.StartsWith "<" && p.EndsWith ">" && p.Length > 2
-                // As HF's converter: every split of a piece into two pieces is a merge, ordered by the merged piece's id.
-                let merges =
-                    [ for id, p in Array.indexed pieces do
-                        if not (special p) then
-                            for i in 1 .. p.Length - 1 do
-                                let a, b = p.Substring(0, i), p.Substring i
-                                match vocab.TryGetValue a, vocab.TryGetValue b with
-                                | (true, ia), (true, ib) when not (special a || special b) -> yield (id, ia, ib), (a, b)
-                                | _ -> () ]
-                    |> List.sortBy fst |> List.map snd
+                let vocab, merges = convertedSpmBpe.Value
                 let write name (normalizer: string) (preTokenizer: string) =
                     let dir = Path.Combine(t.Dir, name)
                     Directory.CreateDirectory dir |> ignore
@@ -326,6 +355,33 @@ let tests =
                 Expect.equal (metaspace.Encode "  leading") (legacy.Encode " leading") "Metaspace: no second dummy prefix before a leading space"
                 printfn "tokenizer.json: SentencePiece-style (Prepend/Replace and Metaspace forms, %d merges): %d lines (%d real held-out) equal to spm_encode and round-trip (Metaspace form: lines starting with a space excepted)"
                     merges.Length t.HeldOut.Length (t.HeldOut.Length - edgeLines.Length) }
+            test "ML.Tokenizers 3.0.0 BpeTokenizer has no byte_fallback (\"^^\"): Klf spells the library's unknown pieces as bytes" {
+                let t = trained.Value
+                let vocab, merges = convertedSpmBpe.Value
+                let dir = Path.Combine(t.Dir, "llama2-json-pin")
+                Directory.CreateDirectory dir |> ignore
+                let json =
+                    {| version = "1.0"
+                       normalizer = JsonNode.Parse """{"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}"""
+                       pre_tokenizer = null
+                       model = {| ``type`` = "BPE"; unk_token = "<unk>"; fuse_unk = true; byte_fallback = t.ByteFallback
+                                  vocab = vocab; merges = [ for a, b in merges -> a + " " + b ] |} |}
+                File.WriteAllText(Path.Combine(dir, "tokenizer.json"), JsonSerializer.Serialize json)
+                let tok = TokenizerLoader.FromFolder dir
+                // The library over the same vocabulary and merges, given the text as the normalizer leaves it.
+                let lib =
+                    Microsoft.ML.Tokenizers.BpeTokenizer.Create(
+                        Microsoft.ML.Tokenizers.BpeOptions(vocab, Merges = [ for a, b in merges -> a + " " + b ], UnknownToken = "<unk>",
+                            FuseUnknownTokens = true, PreTokenizer = Microsoft.ML.Tokenizers.RegexPreTokenizer(Regex @"(?s).+", null)))
+                let libIds (text: string) = if text = "" then [||] else lib.EncodeToIds("▁" + text.Replace(" ", "▁")) |> Seq.toArray
+                let modelPath = Path.Combine(t.LlamaRawFolder, "tokenizer.model")
+                if t.ByteFallback then
+                    libraryStillDiffers libIds tok modelPath "^^"
+                    // A character outside the BMP (a surrogate pair in .NET) is one unknown piece of four bytes.
+                    Expect.equal (tok.Encode "x \U0001F600 y") (spmEncodeText modelPath "x \U0001F600 y") "an emoji as spm_encode spells it"
+                    Expect.equal (tok.Decode(tok.Encode "x \U0001F600 y")) "x \U0001F600 y" "and back"
+                let differing = libraryAgreement "BpeTokenizer, SentencePiece-style tokenizer.json (converted bpe-raw.model)" (fun t -> t.LlamaRawFolder) "tokenizer.model" libIds
+                if t.ByteFallback then Expect.isNonEmpty differing "the library still departs from SentencePiece here (if not, switch to it)" }
         ]
         testList "errors" [
             let unsupported name (json: string) (parts: string list) =
@@ -340,6 +396,7 @@ let tests =
             unsupported "BPE that is neither byte-level nor SentencePiece-style is named" """{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}""" [ "ByteLevel"; "Metaspace" ]
             unsupported "an unknown normalizer is named" """{"normalizer": {"type": "BertNormalizer"}, "pre_tokenizer": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}""" [ "BertNormalizer" ]
             unsupported "a merge outside the vocabulary is named" """{"pre_tokenizer": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}}""" [ "'a' 'b'" ]
+            unsupported "byte_fallback without an unk_token is named" """{"normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}, "model": {"type": "BPE", "byte_fallback": true, "vocab": {"a": 0}, "merges": []}}""" [ "byte_fallback"; "unk_token" ]
             unsupported "invalid JSON is named" """{"model": """ [ "not valid JSON" ]
         ]
     ]

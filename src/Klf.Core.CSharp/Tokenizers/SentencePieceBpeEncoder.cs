@@ -8,10 +8,10 @@ namespace Klf.Tokenizers;
 /// fallback spells as UTF-8 byte pieces.
 /// </summary>
 /// <remarks>
-/// Exists because Microsoft.ML.Tokenizers 2.0.1's SentencePiece BPE breaks score ties towards the
-/// <b>rightmost</b> pair ("!!!" becomes "!" "!!" where SentencePiece gives "!!" "!"), besides the
-/// normalization problems described on <see cref="SentencePieceTextNormalization"/>. The library
-/// still decodes.
+/// Exists because Microsoft.ML.Tokenizers' SentencePiece BPE (2.0.1, and still 3.0.0) breaks score
+/// ties towards the <b>rightmost</b> pair ("!!!" becomes "!" "!!" where SentencePiece gives "!!" "!"),
+/// besides the normalization problems described on <see cref="SentencePieceTextNormalization"/>; a
+/// test pins each case, and docs/tokenizers.md has the counts. The library still decodes.
 /// </remarks>
 internal sealed class SentencePieceBpeEncoder
 {

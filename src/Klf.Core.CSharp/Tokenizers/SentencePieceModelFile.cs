@@ -5,7 +5,7 @@ namespace Klf.Tokenizers;
 /// <summary>
 /// The few fields of a SentencePiece <c>ModelProto</c> (sentencepiece_model.proto) that Klf needs,
 /// read with a minimal protobuf wire-format reader, plus the one rewrite Microsoft.ML.Tokenizers
-/// 2.0.1 needs to load models without a BOS (or EOS) piece.
+/// (2.0.1, and still 3.0.0) needs to load models without a BOS (or EOS) piece.
 /// </summary>
 /// <remarks>
 /// Why the rewrite: ML.Tokenizers' <c>SentencePieceUnigramModel</c> constructor checks only that
@@ -13,8 +13,7 @@ namespace Klf.Tokenizers;
 /// <c>_vocabReverse[trainer_spec.bos_id]</c>; a T5-style model has <c>bos_id = -1</c>, so that write
 /// throws <see cref="IndexOutOfRangeException"/>. <see cref="ForLibrary"/> points a missing BOS at
 /// the EOS piece (and a missing EOS at the UNK piece) in the bytes handed to the library: those
-/// writes then re-mark a piece that is already a control piece, nothing else changes, and encoding
-/// matches SentencePiece. Klf itself keeps the true ids (<see cref="BosId"/> stays -1) and never asks
+/// writes then re-mark a piece that is already a control piece and nothing else changes. Klf itself keeps the true ids (<see cref="BosId"/> stays -1) and never asks
 /// the library to add a BOS for such a model.
 /// </remarks>
 internal sealed class SentencePieceModelFile

@@ -9,10 +9,10 @@ namespace Klf.Tokenizers;
 /// and the U+2581 space marker. User-defined pieces pass through unchanged.
 /// </summary>
 /// <remarks>
-/// Exists because Microsoft.ML.Tokenizers 2.0.1's public <c>SentencePieceNormalizer.Normalize(string)</c>,
-/// which its SentencePiece BPE path uses, ignores the precompiled character map (so "a\u2002b" keeps
-/// its en space, which SentencePiece turns into a plain space) and returns an empty string for
-/// one-character input. The library's Unigram path uses a different, correct normalizer.
+/// Exists because the SentencePiece BPE path of Microsoft.ML.Tokenizers (2.0.1, and still 3.0.0)
+/// normalizes ignoring the precompiled character map (so "a\u2002b" keeps its en space, which
+/// SentencePiece turns into a plain space) and encodes one-character input to nothing. The
+/// library's Unigram path uses a different, correct normalizer.
 /// </remarks>
 internal sealed class SentencePieceTextNormalization
 {

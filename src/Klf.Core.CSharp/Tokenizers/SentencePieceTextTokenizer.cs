@@ -7,8 +7,9 @@ namespace Klf.Tokenizers;
 /// <c>spm_encode --output_format=id</c>. Create through <see cref="TokenizerLoader"/>.
 /// </summary>
 /// <remarks>
-/// Decoding is Microsoft.ML.Tokenizers 2.0.1's <see cref="SentencePieceTokenizer"/>. Encoding is
-/// not: tested against <c>spm_encode</c> on real text, the library departs from SentencePiece in
+/// Decoding is Microsoft.ML.Tokenizers' <see cref="SentencePieceTokenizer"/>. Encoding is not:
+/// tested against <c>spm_encode</c> on real text, the library (2.0.1, and still 3.0.0: see
+/// docs/tokenizers.md) departs from SentencePiece in
 /// ways that change ids, so encoding follows SentencePiece's own algorithms here
 /// (<c>SentencePieceTextNormalization</c>, <c>SentencePieceBpeEncoder</c>,
 /// <c>SentencePieceUnigramEncoder</c>, each documenting the departure it corrects):

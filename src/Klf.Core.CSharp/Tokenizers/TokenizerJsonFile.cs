@@ -14,21 +14,17 @@ namespace Klf.Tokenizers;
 /// </summary>
 internal static class TokenizerJsonFile
 {
-    /// <summary>A parsed byte-level BPE <c>tokenizer.json</c>.</summary>
-    /// <param name="Encoder">The BPE model.</param>
+    /// <summary>A parsed BPE <c>tokenizer.json</c>.</summary>
+    /// <param name="Encoder">The BPE model (Microsoft.ML.Tokenizers', with Klf's ignore_merges and byte_fallback).</param>
     /// <param name="Normalize">The normalizer (identity when there is none).</param>
     /// <param name="PreTokenize">Raw text to pre-tokens, before byte mapping.</param>
     /// <param name="UnkId">The model's <c>unk_token</c> id, if any.</param>
     /// <param name="ByteLevel">Byte-level BPE; false for SentencePiece-style files.</param>
     /// <param name="StripLeadingSpace">Decoding drops one leading space (the "▁" the normalizer or Metaspace prepended).</param>
-    public sealed record Parsed(HfBpeEncoder Encoder, Func<string, string> Normalize, Func<string, List<string>> PreTokenize, int? UnkId,
+    public sealed record Parsed(LibraryBpe Encoder, Func<string, string> Normalize, Func<string, List<string>> PreTokenize, int? UnkId,
         bool ByteLevel, bool StripLeadingSpace);
 
     private const string Metaspace = "\u2581";
-
-    /// <summary>GPT-2's pre-tokenizer regex, which HF's ByteLevel pre-tokenizer applies when <c>use_regex</c> is true.</summary>
-    public static readonly Regex Gpt2Split = new(
-        @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+", RegexOptions.Compiled);
 
     /// <summary>Parses the tokenizer of <paramref name="root"/>, read from <paramref name="path"/>.</summary>
     public static Parsed Parse(JsonNode root, string path)
@@ -85,13 +81,12 @@ internal static class TokenizerJsonFile
             }
         }
 
-        int? unkId = null;
-        if (model["unk_token"] is JsonValue unk && unk.GetValue<string>() is string unkToken)
-            unkId = vocab.TryGetValue(unkToken, out int u) ? u : null;
+        string? unkToken = model["unk_token"] is JsonValue unk ? unk.GetValue<string>() : null;
+        int? unkId = unkToken is not null && vocab.TryGetValue(unkToken, out int u) ? u : null;
         bool ignoreMerges = model["ignore_merges"] is JsonValue im && im.GetValue<bool>();
         bool byteFallback = model["byte_fallback"] is JsonValue bf && bf.GetValue<bool>();
         bool fuseUnk = model["fuse_unk"] is JsonValue fu && fu.GetValue<bool>();
-        var encoder = new HfBpeEncoder(vocab, merges, ignoreMerges, byteFallback, unkId, $"'{path}'", byteLevel, fuseUnk);
+        var encoder = new LibraryBpe(vocab, merges, byteLevel, ignoreMerges, byteFallback, unkToken, fuseUnk, $"'{path}'");
 
         return new Parsed(encoder, normalize, text =>
         {
@@ -125,7 +120,7 @@ internal static class TokenizerJsonFile
                 steps.Add(EachPiece(piece =>
                 {
                     if (addPrefixSpace && !piece.StartsWith(' ')) piece = " " + piece;
-                    return useRegex ? Isolate(Gpt2Split, piece) : [piece];
+                    return useRegex ? Isolate(ByteLevelBpeTextTokenizer.Gpt2Split, piece) : [piece];
                 }));
                 byteLevel = true;
                 break;

@@ -7,10 +7,10 @@ namespace Klf.Tokenizers;
 /// matched by <see cref="AddedTokensTextTokenizer"/> around it. Create through <see cref="TokenizerLoader"/>.
 /// </summary>
 /// <remarks>
-/// Klf's own implementation of HF <c>tokenizers</c>' BPE (not Microsoft.ML.Tokenizers' BpeTokenizer),
-/// because the library's BPE (which agrees on GPT-2-style files; see the tests) has no
-/// <c>ignore_merges</c> (Llama 3) and no <c>byte_fallback</c> (Llama 2 style files). The post-processor (e.g. Llama 3's
-/// template adding <c>&lt;|begin_of_text|&gt;</c>) is not applied: pass <c>addBos</c> to <see cref="Encode"/>.
+/// Encoded and decoded by Microsoft.ML.Tokenizers' <c>BpeTokenizer</c>, one pre-token at a time;
+/// Klf normalizes, pre-tokenizes and applies <c>ignore_merges</c> and <c>byte_fallback</c>, which the
+/// library lacks (see docs/tokenizers.md). The post-processor (e.g. Llama 3's template adding
+/// <c>&lt;|begin_of_text|&gt;</c>) is not applied: pass <c>addBos</c> to <see cref="Encode"/>.
 /// </remarks>
 public sealed class TokenizerJsonTextTokenizer : ITextTokenizer
 {
@@ -50,6 +50,12 @@ public sealed class TokenizerJsonTextTokenizer : ITextTokenizer
 
     /// <inheritdoc/>
     public int UnkId { get; }
+
+    /// <summary>
+    /// The underlying Microsoft.ML.Tokenizers object, which <see cref="Encode"/> feeds one pre-token at
+    /// a time. On its own it lacks <c>ignore_merges</c> and <c>byte_fallback</c>; use <see cref="Encode"/> for ids.
+    /// </summary>
+    public Microsoft.ML.Tokenizers.BpeTokenizer Inner => _parsed.Encoder.Inner;
 
     /// <summary>The pre-tokens <see cref="Encode"/> runs BPE on, after normalization and before byte mapping (for inspection and tests).</summary>
     /// <param name="text">The text to split.</param>
