@@ -257,8 +257,9 @@ let tests =
             Expect.floatClose Accuracy.veryHigh (byPath["layers.1.v_proj"].Scaling "default") (3.0 / 2.0) "alpha_pattern: alpha 3 over sqrt 4"
             Expect.floatClose Accuracy.veryHigh (byPath["layers.0.v_proj"].Scaling "default") (8.0 / 2.0) "alpha 8 over sqrt 4"
             randomizeB lora "default" 5L
-            // The forward adds scaling * B A x: check one module by hand.
+            // The forward adds scaling * B A x: check one module by hand (every temporary in a dispose scope).
             let w = byPath["layers.0.q_proj"]
+            use scope = torch.NewDisposeScope()
             use x = torch.randn(3L, 32L)
             use expected = torch.nn.functional.linear(x, w.Base.weight, w.Base.bias)
             use delta = torch.matmul(torch.matmul(x, (w.LoraA "default").t()), (w.LoraB "default").t()).mul(torch.tensor(8.0 / sqrt 2.0))
