@@ -101,8 +101,7 @@ module Metric =
     /// Parses a metric name, ignoring case, '-' and '_': "exact_match", "exact-match", "em",
     /// "ExactMatch"; "rouge_l", "rouge-l", "rougeL". Raises ArgumentException for anything else.
     let ofName (name: string) : Metric =
-        let key = if isNull name then "" else name.Trim().ToLowerInvariant().Replace("-", "").Replace("_", "")
-        match key with
-        | "exactmatch" | "em" -> Metric.ExactMatch
-        | "rougel" -> Metric.RougeL
+        match Benchmark.canonicalMetric name with
+        | Some "exact-match" -> Metric.ExactMatch
+        | Some "rouge-l" -> Metric.RougeL
         | _ -> invalidArg "name" $"unknown metric \"{name}\" (expected exact_match or rouge_l)"

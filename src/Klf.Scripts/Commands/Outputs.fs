@@ -17,15 +17,17 @@ let private inv (x: float) = x.ToString("F1", Globalization.CultureInfo.Invarian
 /// "mean ± std" with one decimal (just the mean for one seed).
 let meanStd (seeds: int) (m: MeanStd) = if seeds > 1 then $"{inv m.Mean} ± {inv m.Std}" else inv m.Mean
 
+/// A file a strategy's run of one seed wrote, from the first of `runDirs` that holds it.
+let private runFile (runDirs: string list) (sequence: string) (seed: int) (strategy: string) (file: string) : string option =
+    runDirs
+    |> List.map (fun d -> Path.Combine(d, "runs", Experiment.slug sequence, $"seed-{seed}", StrategySpec.folderName strategy, file))
+    |> List.tryFind File.Exists
+
 /// The importance per layer of a strategy on a sequence: the `importance-layers.json` its runs
 /// wrote (KIF strategies), averaged over the seeds that have one; None when no run has one.
 let layerImportance (runDirs: string list) (sequence: string) (seeds: int list) (strategy: string) : LayerImportance option =
     let found =
-        [ for s in seeds do
-            let candidates = [ for d in runDirs -> Path.Combine(d, "runs", Experiment.slug sequence, $"seed-{s}", StrategySpec.folderName strategy, Kif.LayerImportanceFile) ]
-            match candidates |> List.tryFind File.Exists with
-            | Some p -> yield Kif.loadLayerImportance p
-            | None -> () ]
+        seeds |> List.choose (fun s -> runFile runDirs sequence s strategy Kif.LayerImportanceFile) |> List.map Kif.loadLayerImportance
     match found with
     | [] -> None
     | first :: _ ->
@@ -63,13 +65,8 @@ let write (outDir: string) (runDirs: string list) (settings: (string * string) l
         // The first seed's curves of each strategy, linked by their path relative to the report.
         let curves =
             [ for a in aggregates do
-                let found =
-                    [ for s in a.Seeds do
-                        for d in runDirs do
-                            let p = Path.Combine(d, "runs", Experiment.slug sequence, $"seed-{s}", StrategySpec.folderName a.Name, TrainingCurves.FileName)
-                            if File.Exists p then yield s, p ]
-                match found with
-                | (s, p) :: _ -> yield a.Name, Path.GetRelativePath(dir, p).Replace('\\', '/'), TrainingCurves.load p
-                | [] -> () ]
+                match a.Seeds |> List.tryPick (fun s -> runFile runDirs sequence s a.Name TrainingCurves.FileName) with
+                | Some p -> yield a.Name, Path.GetRelativePath(dir, p).Replace('\\', '/'), TrainingCurves.load p
+                | None -> () ]
         Markdown.write dir (extra @ settings) tasks facts results importance curves |> ignore
         metrics ]
