@@ -1,0 +1,81 @@
+namespace Klf.Pipelines
+
+open System
+open Klf.Models
+open Klf.Tokenizers
+open Klf.Training
+open Klf.Adapters
+open Klf.SkillUnits
+open Klf.Kif
+open TorchSharp
+
+/// The replay memory of the Replay and KIF + replay baselines.
+[<RequireQualifiedAccess>]
+module Replay =
+    /// Reference memory size: 2 % of each earlier task's training set.
+    [<Literal>]
+    let DefaultFraction = 0.02
+
+    /// Reference seed of the memory sampling (fixed, independent of the training seed).
+    [<Literal>]
+    let DefaultSeed = 42
+
+    /// Memory size for a training set of n examples: round(fraction · n) (halves away from zero),
+    /// at least 1 when n ≥ 1.
+    let size (fraction: float) (n: int) : int =
+        if n <= 0 then 0 else max 1 (int (Math.Round(fraction * float n, MidpointRounding.AwayFromZero)))
+
+    /// The memory of one task: `size fraction |Train|` training examples, label-balanced (the
+    /// examples are grouped by their trimmed output; labels take turns, in a seeded order, each
+    /// contributing its seeded-shuffled examples, so label counts differ by at most one while a
+    /// label has examples left) and seeded: the same seed and task give the same memory. The
+    /// random stream derives from the seed and the task name (`Task.streamSeed ... "replay"`).
+    let memory (seed: int) (fraction: float) (task: TaskData) : Example[] =
+        let n = size fraction task.Train.Length
+        if n = 0 then [||]
+        else
+            let rng = Random(Task.streamSeed seed task.Name "replay")
+            let groups =
+                task.Train
+                |> Array.groupBy (fun e -> e.Output.Trim())
+                |> Array.sortBy fst
+                |> Array.map (fun (_, xs) -> let a = Array.copy xs in rng.Shuffle a; a)
+            rng.Shuffle groups
+            let picked = ResizeArray<Example>(n)
+            let mutable k = 0
+            while picked.Count < n do
+                for g in groups do
+                    if picked.Count < n && k < g.Length then picked.Add g[k]
+                k <- k + 1
+            picked.ToArray()
+
+    /// File name of the saved memories in a run's task state.
+    [<Literal>]
+    let StateFile = "replay-memory.json"
+
+    /// Writes the memories (one array per earlier task, in order) as JSON, atomically.
+    let save (path: string) (memories: Example[] list) : unit =
+        let arr = Text.Json.Nodes.JsonArray()
+        for m in memories do
+            let task = Text.Json.Nodes.JsonArray()
+            for e in m do
+                let o = Text.Json.Nodes.JsonObject()
+                o["id"] <- Text.Json.Nodes.JsonValue.Create e.Id
+                o["input"] <- Text.Json.Nodes.JsonValue.Create e.Input
+                o["output"] <- Text.Json.Nodes.JsonValue.Create e.Output
+                task.Add o
+            arr.Add task
+        Klf.Checkpoints.AtomicFile.WriteAllText(path, arr.ToJsonString())
+
+    /// Reads memories written by `save`; a missing or malformed file is an error naming it.
+    let load (path: string) : Example[] list =
+        if not (IO.File.Exists path) then raise (IO.FileNotFoundException($"no replay memory at {path}", path))
+        try
+            let arr = Text.Json.Nodes.JsonNode.Parse(IO.File.ReadAllText path).AsArray()
+            [ for task in arr ->
+                [| for e in task.AsArray() ->
+                    { Id = e["id"].GetValue<string>(); Input = e["input"].GetValue<string>(); Output = e["output"].GetValue<string>() } |] ]
+        with
+        | :? Text.Json.JsonException
+        | :? InvalidOperationException
+        | :? NullReferenceException as e -> raise (IO.InvalidDataException($"{path}: not a replay memory file ({e.Message})"))
