@@ -41,8 +41,8 @@ let tests =
             let onTask j _ _ =
                 let lora = Lora.Find(model.Module)
                 Expect.isNotNull lora "LoRA applied"
-                Expect.sequenceEqual lora.AdapterNames [ for k in 0 .. j -> Strategy.adapterName k ] "one adapter per task so far"
-                let current = Strategy.adapterName j
+                Expect.sequenceEqual lora.AdapterNames [ for k in 0 .. j -> IncrementalLora.adapterName k ] "one adapter per task so far"
+                let current = IncrementalLora.adapterName j
                 for name in lora.AdapterNames do
                     let ps = lora.NamedParameters name
                     for m in lora.ModulesOf name do
@@ -56,7 +56,7 @@ let tests =
                 let first = (lora.ModulesOf current)[0]
                 let b = first.LoraB current
                 Expect.isGreaterThan (b.abs().sum().ToDouble()) 0.0 $"{current} trained"
-            let r = Continual.runWith onTask makeModel tok.Value options (Strategy.incLora 4) sequence.Value
+            let r = Continual.runWith onTask makeModel tok.Value options (IncrementalLora.incLora 4) sequence.Value
             Expect.equal r.Strategy "inclora" "name"
             Expect.equal snapshots.Count 3 "three adapters"
         }
@@ -68,7 +68,7 @@ let tests =
             lora <- Lora.Apply(model, cfg "task1")
             lora <- Lora.Apply(model, cfg "task2")
             lora.SetTrainableAdapters "task2"
-            use pen = OLora.penalty 0.5 lora "task2" [ "task0"; "task1" ]
+            use pen = OLoraPenalty.Loss(lora, "task2", [ "task0"; "task1" ], 0.5)
             let mutable naive = 0.0
             for m in lora.ModulesOf "task2" do
                 let rows (a: torch.Tensor) =
@@ -87,7 +87,7 @@ let tests =
             let m0 = lora.ModulesOf("task2")[0]
             Expect.isNotNull (m0.LoraA "task2").grad "gradient reaches the current A"
             Expect.isTrue (isNull (m0.LoraA "task0").grad) "no gradient into an earlier (frozen) A"
-            use none = OLora.penalty 0.5 lora "task0" []
+            use none = OLoraPenalty.Loss(lora, "task0", [], 0.5)
             Expect.equal (none.ToDouble()) 0.0 "no earlier adapters: zero"
         }
 
@@ -95,7 +95,7 @@ let tests =
             let model = newModel ()
             use _m = model.Module
             let train = Prompt.examples model.Family tok.Value (sequence.Value.Tasks.Head.Train)
-            use ewc = new Ewc(model, 10.0, 6, 3)
+            use ewc = new ElasticWeightConsolidation(model, 10.0, 6, 3)
             use p0 = ewc.Penalty()
             Expect.equal (p0.ToDouble()) 0.0 "nothing consolidated: zero"
             ewc.Consolidate(train, options)
@@ -138,7 +138,7 @@ let tests =
             let small = Task.create "t10" (Array.init 10 (fun i -> example i "x")) [||]
             Expect.equal (Replay.memory 1 Replay.DefaultFraction small).Length 1 "at least one example"
             // The strategy: each task trains on its own examples plus every earlier memory.
-            let run = Strategy.replay.Start Unchecked.defaultof<_>
+            let run = Replay.replay.Start Unchecked.defaultof<_>
             Expect.equal (run.TrainExamples task task.Train) task.Train "first task: its own examples"
             run.EndTask task
             run.EndTask small
@@ -152,7 +152,7 @@ let tests =
             let probe =
                 { Name = "mtl"
                   Start = fun model ->
-                    let r = Strategy.mtl.Start model
+                    let r = Plain.mtl.Start model
                     { r with
                         TrainExamples = fun t xs -> let ys = r.TrainExamples t xs in seen.Add((xs.Length, ys.Length)); ys
                         AfterFit = fun f -> seen.Add((-1, f.Train.Length)); r.AfterFit f } }

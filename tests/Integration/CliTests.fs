@@ -165,7 +165,7 @@ let tests =
                       "    |> TaskSequence.take 2 |> TaskSequence.subsample 1 { Train = 12; Test = 6 }"
                       "let make () = Klf.Models.LanguageModels.FromFolder(model, TorchSharp.torch.CPU)"
                       "let options = TrainerOptions(BatchSize = 4, MaxSteps = 3, Seed = 1, MaxLength = 192)"
-                      "let r = Continual.execute RunControl.none make tok options Strategy.kif sequence"
+                      "let r = Continual.execute RunControl.none make tok options KifStrategy.kif sequence"
                       "printfn \"%s: %d x %d matrix, AP %.1f, from %s\" (String.concat \" -> \" (TaskSequence.names sequence)) r.Matrix.Size r.Matrix.Size r.Summary.AP (typeof<TaskData>.Assembly.Location)" ])
                 let code, out = NativeTests.run "dotnet" [ "fsi"; "--quiet"; script ] 600000
                 Expect.equal code 0 out

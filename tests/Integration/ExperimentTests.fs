@@ -50,10 +50,10 @@ let tests =
             let options = TrainerOptions(BatchSize = 4, MaxSteps = 4, Seed = 2, MaxLength = 160, Optimizer = OptimizerOptions(LearningRate = 5e-3, WarmupSteps = 1))
             let dir = Directory.CreateTempSubdirectory("klf-resume-").FullName
             try
-                let rkif = Strategy.recurrentKifWith "rkif" { RecurrentKifSettings.full with InnerSteps = 2; OuterSteps = 1 }
-                let rkifLora = Strategy.recurrentKifWith "rkif-lora-across" { RecurrentKifSettings.lora 4 with InnerSteps = 2; OuterSteps = 1; OuterAcrossTasks = true }
-                let bestKif = Strategy.kifWith "kif-best" KifSettings.reference
-                for strategy in [ Strategy.kif; Strategy.kifLora 4; Strategy.oLora 4; Strategy.ewc; Strategy.kifReplay; rkif; rkifLora; bestKif ] do
+                let rkif = RecurrentKifStrategy.recurrentKifWith "rkif" { RecurrentKifSettings.full with InnerSteps = 2; OuterSteps = 1 }
+                let rkifLora = RecurrentKifStrategy.recurrentKifWith "rkif-lora-across" { RecurrentKifSettings.lora 4 with InnerSteps = 2; OuterSteps = 1; OuterAcrossTasks = true }
+                let bestKif = KifStrategy.kifWith "kif-best" KifSettings.reference
+                for strategy in [ KifStrategy.kif; KifStrategy.kifLora 4; IncrementalLora.oLora 4; Regularizers.ewc; KifStrategy.kifReplay; rkif; rkifLora; bestKif ] do
                     let whole = Path.Combine(dir, strategy.Name + "-whole")
                     let cut = Path.Combine(dir, strategy.Name + "-cut")
                     // Best-validation checkpoints (every 2 steps) for the kif-best run and Recurrent-KIF.
@@ -211,7 +211,7 @@ let tests =
                     Expect.isTrue (List.contains (t["kept-step"].GetValue<int>()) [ 2; 4 ]) "the kept step is a measured one"
                 let rk = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "runs", "custom", "seed-1", "rkif-inner-steps-2-outer-steps-1", "manifest.json")))
                 Expect.equal (rk["training"].[1].["interleaved-steps"].GetValue<int>()) 2 "rkif: M = 1 memory step after each of the 2 rounds of task 2"
-                Expect.isTrue (File.Exists(Path.Combine(out, "runs", "custom", "seed-1", "rkif-inner-steps-2-outer-steps-1", Strategy.MergesFile))) "rkif writes its merges"
+                Expect.isTrue (File.Exists(Path.Combine(out, "runs", "custom", "seed-1", "rkif-inner-steps-2-outer-steps-1", RecurrentKifStrategy.MergesFile))) "rkif writes its merges"
                 // The same label with other settings on the same folder is refused.
                 let code, text = klf (args "kif(label=kif-top-0.2-alias,top=0.2)")
                 Expect.equal code 0 text

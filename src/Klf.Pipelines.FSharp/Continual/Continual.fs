@@ -157,7 +157,7 @@ module Continual =
     let singleTaskScore (control: RunControl) (makeModel: unit -> ILanguageModel) (tok: ITextTokenizer) (options: TrainerOptions) (sequence: TaskSequence) (j: int) : float =
         let task = sequence.Tasks[j]
         let one = TaskSequence.create task.Name [ task ]
-        let r = execute control makeModel tok (options.WithSeed(options.Seed + j)) Strategy.seqFT one
+        let r = execute control makeModel tok (options.WithSeed(options.Seed + j)) Plain.seqFT one
         r.Matrix[0, 0]
 
     /// ã_i for FWT: for each task, a fresh model trained on that task alone (plain fine-tuning with

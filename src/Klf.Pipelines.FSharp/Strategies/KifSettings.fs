@@ -7,8 +7,9 @@ open Klf.Importance
 open Klf.Kif
 open Klf.Models
 open Klf.SkillUnits
+open Klf.Training
 
-/// Every constant of KIF as one value, from which a strategy is built (`Strategy.kifWith`). The
+/// Every constant of KIF as one value, from which a strategy is built (`KifStrategy.kifWith`). The
 /// presets `reference`, `neuron` and `lora` are named values of it; a config changes any field.
 type KifSettings =
     { /// Skill-unit partitioner (`SkillUnitPartitioners` names: full, lora-matrix, lora-rank1, head, neuron, neuron-B).

@@ -8,7 +8,7 @@ open Klf.Kif
 open Klf.Models
 open Klf.SkillUnits
 
-/// Every constant of Recurrent-KIF as one value (`Strategy.recurrentKifWith`); presets `full` and `lora`.
+/// Every constant of Recurrent-KIF as one value (`RecurrentKifStrategy.recurrentKifWith`); presets `full` and `lora`.
 type RecurrentKifSettings =
     { Order: ImportanceOrder
       Beta1: float

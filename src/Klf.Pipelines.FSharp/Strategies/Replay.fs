@@ -1,6 +1,7 @@
 namespace Klf.Pipelines
 
 open System
+open System.IO
 open Klf.Models
 open Klf.Tokenizers
 open Klf.Training
@@ -9,7 +10,8 @@ open Klf.SkillUnits
 open Klf.Kif
 open TorchSharp
 
-/// The replay memory of the Replay and KIF + replay baselines.
+/// The replay memory (of Replay, KIF + replay and Recurrent-KIF), `attach` to add it to any run, and
+/// the Replay strategy.
 [<RequireQualifiedAccess>]
 module Replay =
     /// Reference memory size: 2 % of each earlier task's training set.
@@ -79,3 +81,24 @@ module Replay =
         | :? Text.Json.JsonException
         | :? InvalidOperationException
         | :? NullReferenceException as e -> raise (IO.InvalidDataException($"{path}: not a replay memory file ({e.Message})"))
+
+    /// Adds a replay memory to a run: after each task its memory (`memory seed fraction`)
+    /// is kept; each later task trains on its own examples followed by every earlier task's memory
+    /// (the trainer's bucketed sampler mixes them into the batches).
+    let attach (seed: int) (fraction: float) (run: StrategyRun) : StrategyRun =
+        let memories = ResizeArray<Example[]>()
+        { run with
+            TrainExamples = fun t xs -> Array.append (run.TrainExamples t xs) (Array.concat memories)
+            EndTask = fun t -> run.EndTask t; memories.Add(memory seed fraction t)
+            SaveState = fun dir -> run.SaveState dir; save (Path.Combine(dir, StateFile)) (List.ofSeq memories)
+            LoadState = fun dir ->
+                run.LoadState dir
+                memories.Clear()
+                memories.AddRange(load (Path.Combine(dir, StateFile))) }
+
+    /// Replay: full fine-tuning with a memory of `fraction` of each earlier task (≥ 1, label-balanced, seeded).
+    let replayWith (seed: int) (fraction: float) : Strategy =
+        { Name = "replay"; Start = fun _ -> attach seed fraction StrategyRun.plain }
+
+    /// Replay with the reference memory (2 %, seed 42).
+    let replay : Strategy = replayWith DefaultSeed DefaultFraction

@@ -38,7 +38,7 @@ Strategy.register
       Keys = KifSettings.keysFor false
       Create = fun settings ->
         let s = KifSettings.read settings KifSettings.reference
-        Strategy.kifWith "kif-keep-new" { s with RuleParameters = s.RuleParameters @ [ "neither", 1.0 ] } }
+        KifStrategy.kifWith "kif-keep-new" { s with RuleParameters = s.RuleParameters @ [ "neither", 1.0 ] } }
 
 let config = Path.Combine(__SOURCE_DIRECTORY__, "custom-strategy.yaml")
 let extra = fsi.CommandLineArgs |> Array.skip 1

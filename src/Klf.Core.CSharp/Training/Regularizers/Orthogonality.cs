@@ -1,9 +1,8 @@
 using Klf.Adapters;
-using Klf.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Klf.SkillUnits;
+namespace Klf.Training;
 
 /// <summary>
 /// The orthogonality regulariser that keeps LoRA rank-1 components distinct (kif-method.md, "Skill
