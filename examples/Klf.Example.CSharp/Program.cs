@@ -36,11 +36,11 @@ foreach (var (name, examples) in tasks)
     var steps = Trainer.Fit(model, examples, options, hooks);
     var result = session.EndTask();
     Console.WriteLine($"{name}: loss {steps[0].Loss:F3} -> {steps[^1].Loss:F3}, {result.StepsCounted} steps scored, " +
-                      $"{result.ImportantCurrent.Count(x => x)} of {session.Map!.Count} units important");
+                      $"{result.ImportantCurrent.Count(x => x)} of {result.ImportantCurrent.Length} units important");
     if (result.Fusion is { } report)
         Console.WriteLine($"fusion ({report.Rule}): shared {report.Shared}, previous-only {report.PreviousOnly}, " +
                           $"current-only {report.CurrentOnly}, neither {report.Neither}; {report.ElementCount} elements in {report.Elapsed.TotalMilliseconds:F0} ms");
 }
 foreach (var (name, examples) in tasks)
     Console.WriteLine($"after both tasks, loss on {name}: {Trainer.EvaluateLoss(model, examples):F3}");
-model.Module.Dispose();
+model.Dispose();

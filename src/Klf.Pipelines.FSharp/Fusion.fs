@@ -35,12 +35,12 @@ module Fusion =
         Categories.Classify(importantPrevious, importantCurrent)
 
     /// Fuses `model` (θ_k, written in place) with `previous` (θ̄_{k−1}, also the task-vector base)
-    /// unit by unit; throws UnsafeFusionException, leaving the model untouched, on NaN/Inf.
-    let apply (rule: IFusionRule) (seed: int64) (map: SkillUnitMap) (previousScores: float[]) (currentScores: float[])
-              (categories: UnitCategory[]) (previous: ParameterSnapshot) (model: ILanguageModel) : FusionReport =
-        ModelFusion.Apply(model, previous, null, map, previousScores, currentScores, categories, rule, seed)
+    /// unit by unit as `plan` says (`FusionPlan(map, previousScores, currentScores, categories)`);
+    /// throws UnsafeFusionException, leaving the model untouched, on NaN/Inf.
+    let apply (rule: IFusionRule) (seed: int64) (plan: FusionPlan) (previous: ParameterSnapshot) (model: ILanguageModel) : FusionReport =
+        ModelFusion.Apply(model, previous, plan, rule, seed)
 
     /// As `apply`, with a separate base (the pre-trained model) for task-vector rules.
-    let applyWithBase (baseline: ParameterSnapshot) (rule: IFusionRule) (seed: int64) (map: SkillUnitMap) (previousScores: float[])
-                      (currentScores: float[]) (categories: UnitCategory[]) (previous: ParameterSnapshot) (model: ILanguageModel) : FusionReport =
-        ModelFusion.Apply(model, previous, baseline, map, previousScores, currentScores, categories, rule, seed)
+    let applyWithBase (baseline: ParameterSnapshot) (rule: IFusionRule) (seed: int64) (plan: FusionPlan)
+                      (previous: ParameterSnapshot) (model: ILanguageModel) : FusionReport =
+        ModelFusion.Apply(model, previous, plan, rule, seed, baseline)

@@ -33,7 +33,7 @@ let private bitEqual (a: ILanguageModel) (b: ILanguageModel) =
         Expect.equal u.shape t.shape $"{k} shape"
         Expect.isTrue (t.bytes.ToArray() = u.bytes.ToArray()) $"{k} bytes equal"
 
-let private dispose (m: ILanguageModel) = m.Module.Dispose()
+let private dispose (m: ILanguageModel) = m.Dispose()
 
 [<Tests>]
 let tests =

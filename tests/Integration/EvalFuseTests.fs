@@ -56,7 +56,7 @@ let private profileOf (dir: string) = Path.Combine(dir, "importance.json")
 let private weights (dir: string) = SafeTensors.Load(Path.Combine(dir, "model.safetensors"))
 
 /// Disposes the model's module at the end of a `use`.
-let private owned (model: ILanguageModel) = { new IDisposable with member _.Dispose() = model.Module.Dispose() }
+let private owned (model: ILanguageModel) = { new IDisposable with member _.Dispose() = model.Dispose() }
 
 let private disposeAll (d: Collections.Generic.Dictionary<string, Tensor>) = for t in d.Values do t.Dispose()
 
@@ -66,7 +66,7 @@ let private bits (t: Tensor) = t.contiguous().data<float32>().ToArray() |> Array
 /// The full-fine-tuning unit map of a checkpoint's model.
 let private fullMap (dir: string) =
     let m = LanguageModels.FromFolder dir
-    try FullFineTuningPartitioner().Partition m finally m.Module.Dispose()
+    try FullFineTuningPartitioner().Partition m finally m.Dispose()
 
 /// A fresh folder path under the runs' folder (not created).
 let private outPath (name: string) = Path.Combine(runs.Value.Dir, name + "-" + Guid.NewGuid().ToString("N").Substring(0, 8))
@@ -163,7 +163,7 @@ let tests =
             let a = LanguageModels.FromFolder r.A
             let map = FullFineTuningPartitioner().Partition a
             use snapshot = ParameterSnapshot.Take(a, [ for u in map.Units do for sl in u.Slices -> sl.Parameter ] |> List.distinct)
-            a.Module.Dispose()
+            a.Dispose()
             let b = LanguageModels.FromFolder r.B
             use _b = owned b
             let prev = ImportanceProfile.Load(profileOf r.A, map).AlignTo map
@@ -218,13 +218,13 @@ let tests =
             // A profile of the same model with other skill units (attention heads).
             let headProfile = Path.Combine(r.Dir, "head-units.json")
             let m = LanguageModels.FromFolder r.A
-            let headMap = try AttentionHeadPartitioner().Partition m finally m.Module.Dispose()
+            let headMap = try AttentionHeadPartitioner().Partition m finally m.Dispose()
             ImportanceProfile.FromMap(headMap, Array.init headMap.Count float |> ImportanceMath.MinMax).Save headProfile
             // A profile of another model (grouped-query attention: other shapes, other units).
             let otherProfile = Path.Combine(r.Dir, "other-model.json")
             torch.manual_seed 1L |> ignore
             let other = LanguageModels.FromPreset("llama-tiny-gqa", Nullable 2000)
-            let otherMap = try FullFineTuningPartitioner().Partition other finally other.Module.Dispose()
+            let otherMap = try FullFineTuningPartitioner().Partition other finally other.Dispose()
             ImportanceProfile.FromMap(otherMap, Array.init otherMap.Count float |> ImportanceMath.MinMax).Save otherProfile
             let broken = Path.Combine(r.Dir, "broken.json")
             File.WriteAllText(broken, "{ \"format\": \"klf-importance/1\", ")

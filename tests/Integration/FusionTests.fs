@@ -23,7 +23,7 @@ let wholeTensorMap (model: ILanguageModel) =
     SkillUnitMap("test-whole", units)
 
 /// Disposes the model's module at the end of a `use`.
-let private owned (model: ILanguageModel) = { new IDisposable with member _.Dispose() = model.Module.Dispose() }
+let private owned (model: ILanguageModel) = { new IDisposable with member _.Dispose() = model.Dispose() }
 
 let private parameters (model: ILanguageModel) =
     model.Module.named_parameters() |> Seq.map (fun struct (n, p) -> n, p) |> Map.ofSeq
@@ -56,7 +56,7 @@ let tests =
             let map = wholeTensorMap m
             let cats = categoriesFor map
             let before = parameters m
-            let report = ModelFusion.Apply(m, previous, null, map, scores map 3, scores map 7, cats, KifStaticRule(), 5L)
+            let report = ModelFusion.Apply(m, previous, FusionPlan(map, scores map 3, scores map 7, cats), KifStaticRule(), 5L)
             let after = parameters m
             for KeyValue (n, p) in before do Expect.isTrue (Object.ReferenceEquals(p, after.[n])) $"same Parameter object: {n}"
             for i in 0 .. map.Count - 1 do
@@ -95,7 +95,7 @@ let tests =
                 (parameters m).[victim].view(-1L).[3L] <- torch.tensor(Single.NaN)
             let before = parameters m |> Map.map (fun _ p -> bits p)
             try
-                ModelFusion.Apply(m, previous, null, map, scores map 1, scores map 2, cats, KifStaticRule(), 1L) |> ignore
+                ModelFusion.Apply(m, previous, FusionPlan(map, scores map 1, scores map 2, cats), KifStaticRule(), 1L) |> ignore
                 failtest "Apply accepted a NaN"
             with :? UnsafeFusionException as ex ->
                 Expect.stringContains ex.Message victim "names the unit"
@@ -113,7 +113,7 @@ let tests =
             let before = parameters m |> Map.map (fun _ p -> p.clone())
             let rules : IFusionRule list = [ KifStaticRule(); KifAdaptiveRule(); AverageRule(); TaskArithmeticRule(); TiesRule(); DareRule(); MagMaxRule() ]
             for rule in rules do
-                ModelFusion.Apply(m, snap, snap, map, scores map 3, scores map 5, categoriesFor map, rule, 9L) |> ignore
+                ModelFusion.Apply(m, snap, FusionPlan(map, scores map 3, scores map 5, categoriesFor map), rule, 9L, snap) |> ignore
                 for KeyValue (n, p) in parameters m do Expect.isTrue (p.eq(before.[n]).all().item<bool>()) $"{rule.Name}: {n}"
             for KeyValue (_, t) in before do t.Dispose()
         }
@@ -129,13 +129,13 @@ let tests =
             let map = wholeTensorMap m
             let cats = categoriesFor map
             let id = map.Units.[0].Id
-            ModelFusion.Apply(m, previous, baseline, map, scores map 1, scores map 2, cats, TaskArithmeticRule(), 1L) |> ignore
+            ModelFusion.Apply(m, previous, FusionPlan(map, scores map 1, scores map 2, cats), TaskArithmeticRule(), 1L, baseline) |> ignore
             use expected = previous.[id] + current.[id] - baseline.[id]
             Expect.isTrue ((parameters m).[id].allclose(expected, 1e-5, 1e-6)) "base + τ_prev + τ_cur"
             let runDare () =
                 use _ng = torch.no_grad()
                 for KeyValue (n, p) in parameters m do p.copy_(current.[n]) |> ignore
-                ModelFusion.Apply(m, previous, null, map, scores map 1, scores map 2, cats, DareRule(), 42L) |> ignore
+                ModelFusion.Apply(m, previous, FusionPlan(map, scores map 1, scores map 2, cats), DareRule(), 42L) |> ignore
                 parameters m |> Map.map (fun _ p -> bits p)
             Expect.equal (runDare ()) (runDare ()) "same seed, same fused model"
         }
@@ -147,7 +147,7 @@ let tests =
             perturb m 12L
             let map = wholeTensorMap m
             let rules : IFusionRule list = [ KifStaticRule(); KifAdaptiveRule(); AverageRule(); TaskArithmeticRule(); TiesRule(); DareRule(); MagMaxRule() ]
-            let run (rule: IFusionRule) = ModelFusion.Apply(m, previous, null, map, scores map 1, scores map 2, categoriesFor map, rule, 3L) |> ignore
+            let run (rule: IFusionRule) = ModelFusion.Apply(m, previous, FusionPlan(map, scores map 1, scores map 2, categoriesFor map), rule, 3L) |> ignore
             rules |> List.iter run // warm-up
             let live () = DisposeScopeManager.Statistics.ThreadTotalLiveCount
             let live0 = live ()

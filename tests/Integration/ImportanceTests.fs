@@ -71,7 +71,7 @@ let tests =
                 for name in tracker.Names do
                     let struct (i, u) = tracker.Buffers name
                     Expect.equal (i.abs().sum().ToDouble() + u.abs().sum().ToDouble()) 0.0 $"{name}: zeroed"
-            finally m.Module.Dispose()
+            finally m.Dispose()
           }
 
         test "with LoRA only the adapter parameters (trainable at attach time) are tracked" {
@@ -85,7 +85,7 @@ let tests =
                 Expect.isNonEmpty tracker.Names "tracks something"
                 Expect.isTrue (tracker.Names |> Seq.forall Lora.IsLoraPath) "only LoRA parameters"
                 Expect.equal tracker.StepsCounted 3 "4 steps minus the first (the reference gate; the last one counts)"
-            finally m.Module.Dispose()
+            finally m.Dispose()
         }
 
         test "no tensor leak: live tensors after N steps = after the first step" {
@@ -104,7 +104,7 @@ let tests =
                     before counts.[0] counts.Count counts.[counts.Count - 1] tracker.Names.Count
                 Expect.equal counts.[counts.Count - 1] counts.[0] "count after the last step = after the first"
                 Expect.isTrue (counts |> Seq.forall ((=) counts.[0])) "constant over all steps"
-            finally m.Module.Dispose()
+            finally m.Dispose()
         }
 
         test "profile save -> load round trip is bit-exact; loading against another map names both fingerprints" {
@@ -136,7 +136,7 @@ let tests =
                 Expect.stringContains err other.Fingerprint "names the map's fingerprint"
                 Expect.throwsT<InvalidDataException> (fun () -> profile.AlignTo other |> ignore) "AlignTo checks too"
             finally
-                m.Module.Dispose()
+                m.Dispose()
                 if Directory.Exists dir then Directory.Delete(dir, true)
         }
     ]

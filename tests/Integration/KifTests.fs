@@ -84,7 +84,7 @@ let tests =
             use self = ParameterSnapshot.TakeTrainable model
             let before = copyAll model
             let n = map.Count
-            ModelFusion.Apply(model, self, null, map, Array.create n 0.5, Array.create n 0.5, Array.create n UnitCategory.Shared, KifStaticRule(), 0L) |> ignore
+            ModelFusion.Apply(model, self, FusionPlan(map, Array.create n 0.5, Array.create n 0.5, Array.create n UnitCategory.Shared), KifStaticRule(), 0L) |> ignore
             for KeyValue(k, t) in before do Expect.equal (bytesOf live[k]) (bytesOf t) $"{k}: self-fusion is the identity"
             disposeAll before; disposeAll previous; disposeAll current
         }

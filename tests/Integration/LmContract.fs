@@ -36,7 +36,7 @@ let private randomizeB (lora: LoraModel) (adapter: string) (seed: int64) =
 /// weights; `targets` are LoRA target names present in that family.
 let suite (name: string) (create: int64 -> ILanguageModel) (targets: string[]) =
     let cfg adapter = LoraConfig(R = 4, Alpha = 8.0, Dropout = 0.0, TargetModules = targets, AdapterName = adapter)
-    let dispose (m: ILanguageModel) = m.Module.Dispose()
+    let dispose (m: ILanguageModel) = m.Dispose()
     testSequenced <| testList $"contract {name}" [
         test "LoRA with B = 0 leaves the loss bit-identical; a non-zero B changes it (hooks run)" {
             let m = create 1L

@@ -32,10 +32,10 @@ let tests =
                     // The HF folder holds the base model only: it loads strictly into a plain model.
                     let base' = Model.load dir
                     Expect.equal (Model.parameterCount base') (Model.parameterCount model - (lora.NamedParameters "default" |> Seq.sumBy (fun struct (_, p) -> p.numel()))) "base parameters only"
-                    Model.dispose base'
+                    base'.Dispose()
                     let answers = Prompt.generate model tok (GenerationOptions(MaxNewTokens = 4)) [ train.Length |> string ]
                     Expect.equal answers.Length 1 "one answer per prompt"
                 finally Directory.Delete(dir, true)
-            finally Model.dispose model
+            finally model.Dispose()
         }
     ]

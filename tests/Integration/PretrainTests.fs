@@ -154,7 +154,7 @@ let tests =
             use batch = CausalWindows.Batch(ids, [| 0L |], ids.Length - 1)
             use loss = m.ComputeLoss batch
             Expect.isTrue (Double.IsFinite(loss.ToDouble())) "the loaded model scores text"
-            m.Module.Dispose()
+            m.Dispose()
             Expect.isEmpty (Directory.GetFileSystemEntries(dir) |> Array.filter (fun p -> Path.GetFileName(p).StartsWith ".model")) "no temporary folder left"
         }
 

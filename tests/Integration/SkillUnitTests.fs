@@ -94,7 +94,7 @@ let tests =
                 loss.backward()
                 for w in lora.ModulesOf "default" do Expect.isNotNull (w.LoraA("default").grad) "gradient reaches A"
                 for w in lora.ModulesOf "old" do Expect.isNull (w.LoraB("old").grad) "frozen adapter untouched"
-            finally m.Module.Dispose()
+            finally m.Dispose()
         }
 
         test "adding the orthogonality term to training reduces ‖AAᵀ − I‖" {
@@ -112,7 +112,7 @@ let tests =
                     let metrics = first :: [ for _ in 2 .. 15 -> runner.Step([| batch |], hooks) ]
                     let grown = torch.Tensor.TotalCount - live0
                     before, meanADeviation lora, metrics, grown
-                finally m.Module.Dispose()
+                finally m.Dispose()
             let before, after, metrics, grown = run true
             let _, plain, _, _ = run false
             printfn "orthogonality: mean ‖AAᵀ−I‖ %.4f -> %.4f with the term, %.4f without (15 steps)" before after plain
@@ -145,8 +145,8 @@ let tests =
                     Expect.equal (String.Join(" ", rank1.Units.[1].Slices))
                         $"{first}.lora_A.default.weight[d0:1:1] {first}.lora_B.default.weight[d1:1:1]" "row r of A, column r of B"
                 finally
-                    m1.Module.Dispose()
-                    m2.Module.Dispose()
+                    m1.Dispose()
+                    m2.Dispose()
                     if IO.Directory.Exists dir then IO.Directory.Delete(dir, true)
             }
 
@@ -173,7 +173,7 @@ let tests =
                 Expect.equal (torch.Tensor.TotalCount - live0) 0L "no live tensors added"
                 Expect.all s (fun x -> abs (x - 0.25) < 1e-12) "mean of a constant"
                 for t in scores.Values do t.Dispose()
-            finally m.Module.Dispose()
+            finally m.Dispose()
         }
 
         test "head partition of T5 covers exactly once and gives each head its relative-bias column" {
@@ -185,7 +185,7 @@ let tests =
                 Expect.contains (h2.Slices |> Seq.map string) "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight[d1:2:1]" "bias column"
                 Expect.equal h2.ModuleType "SelfAttention.head" "module type"
                 Expect.isGreaterThanOrEqual (map.IndexOf "decoder.block.1.layer.1.EncDecAttention.head3") 0 "cross-attention heads"
-            finally m.Module.Dispose()
+            finally m.Dispose()
         }
 
         test "neuron partition: a unit is a neuron's gate and up rows and down column (LLaMA), wi rows and wo column (T5)" {
@@ -206,7 +206,7 @@ let tests =
                 let last = blocks.Units |> Seq.filter (fun u -> u.Id.StartsWith "model.layers.0.mlp.neuron") |> Seq.last
                 Expect.equal (last.Slices.[0].Length) (if width % 7L = 0L then 7L else width % 7L) "the last block holds the rest"
                 Expect.isGreaterThanOrEqual (blocks.IndexOf "model.layers.0.self_attn.head0") 0 "attention split per head"
-            finally m.Module.Dispose()
+            finally m.Dispose()
             let t = t5 "t5-tiny" 1L
             try
                 let map = NeuronPartitioner().Partition t
@@ -214,6 +214,6 @@ let tests =
                 let u = map.Units.[map.IndexOf "encoder.block.0.layer.1.DenseReluDense.neuron0"]
                 Expect.equal u.ModuleType "DenseReluDense.neuron" "module type"
                 Expect.isTrue (u.Slices |> Seq.exists (fun s -> s.Parameter.EndsWith ".wo.weight" && s.Dim = 1)) "wo column"
-            finally t.Module.Dispose()
+            finally t.Dispose()
         }
     ]

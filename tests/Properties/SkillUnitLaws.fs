@@ -175,7 +175,7 @@ let private relClose (x: float) (y: float) = abs (x - y) <= 1e-6 * max (abs x) (
 
 let private withModel (s: Spec) (seed: int64) (f: ILanguageModel -> 'a) =
     let m = build s seed
-    try f m finally m.Module.Dispose()
+    try f m finally m.Dispose()
 
 [<Tests>]
 let tests =

@@ -23,22 +23,20 @@ public static class ModelFusion
     /// </summary>
     /// <param name="model">The model after the current task; its parameters are written in place.</param>
     /// <param name="previous">θ̄_{k−1}: must hold every parameter named by the map's slices (not modified).</param>
-    /// <param name="baseline">The reference of task vectors (the pre-trained model); null uses <paramref name="previous"/>.</param>
-    /// <param name="map">The skill units; each unit's slices are fused with one context.</param>
-    /// <param name="previousScores">Â_{k−1}, aligned with <paramref name="map"/>.</param>
-    /// <param name="currentScores">Ŝ_k, aligned with <paramref name="map"/>.</param>
-    /// <param name="categories">Each unit's category, aligned with <paramref name="map"/>.</param>
+    /// <param name="plan">The skill units with their scores and categories.</param>
     /// <param name="rule">The fusion rule.</param>
     /// <param name="seed">Fusion seed; unit seeds are <see cref="UnitSeed"/>(seed, unit id).</param>
+    /// <param name="baseline">The reference of task vectors (the pre-trained model); null uses <paramref name="previous"/>.</param>
     /// <returns>A report listing every unit with its category and λ, category counts and the elapsed time.</returns>
     /// <exception cref="UnsafeFusionException">A fused value is NaN/Inf or has the wrong shape, dtype or device; the model is untouched.</exception>
     /// <exception cref="ArgumentException">Misaligned arrays or a parameter missing from the model or a snapshot; the model is untouched.</exception>
     public static FusionReport Apply(
-        ILanguageModel model, ParameterSnapshot previous, ParameterSnapshot? baseline, SkillUnitMap map,
-        double[] previousScores, double[] currentScores, UnitCategory[] categories, IFusionRule rule, long seed)
+        ILanguageModel model, ParameterSnapshot previous, FusionPlan plan, IFusionRule rule, long seed, ParameterSnapshot? baseline = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(previous);
+        ArgumentNullException.ThrowIfNull(plan);
+        var (map, previousScores, currentScores, categories) = plan;
         ArgumentNullException.ThrowIfNull(map);
         ArgumentNullException.ThrowIfNull(rule);
         CheckAligned(map, previousScores, nameof(previousScores));

@@ -42,6 +42,7 @@ public sealed class KifSession : IDisposable
     public KifSession(ILanguageModel model, KifOptions? options = null)
     {
         _model = model;
+        History = _history.AsReadOnly();
         Options = options ?? KifOptions.FullFineTuning();
         Options.Importance.Validate();
         _tracker = new ImportanceTracker(Options.Importance);
@@ -59,7 +60,8 @@ public sealed class KifSession : IDisposable
     private readonly List<KifTaskResult> _history = new();
 
     /// <summary>Results of the completed tasks, in order (restored entries carry no fusion report).</summary>
-    public IReadOnlyList<KifTaskResult> History => _history;
+    // A read-only view (a caller cannot cast it back to the list and change the record).
+    public IReadOnlyList<KifTaskResult> History { get; }
 
     /// <summary>
     /// Starts task <paramref name="task"/>: fixes the unit map (first task), snapshots the units'

@@ -42,7 +42,7 @@ public static class KifStep
         var importantPrevious = ImportanceMath.TopFraction(accumulatedPrevious, options.TopFraction);
         var importantCurrent = ImportanceMath.TopFraction(current, options.TopFraction);
         var categories = Categories.Classify(importantPrevious, importantCurrent);
-        var report = ModelFusion.Apply(model, previous, baseline, map, accumulatedPrevious, current, categories, options.Rule, seed);
+        var report = ModelFusion.Apply(model, previous, new FusionPlan(map, accumulatedPrevious, current, categories), options.Rule, seed, baseline);
         var accumulated = ImportanceMath.Accumulate(map, accumulatedPrevious, current, options.Gamma, options.Normalisation);
         return new KifFusionOutcome(importantPrevious, importantCurrent, categories, report, accumulated);
     }

@@ -50,9 +50,10 @@ public sealed record GenerationOptions(int MaxNewTokens = 16, int[]? EosTokenIds
 /// <summary>
 /// A language model Klf can train, fuse and generate with. Implemented by the model families
 /// (<c>LlamaForCausalLM</c>, <c>T5ForConditionalGeneration</c>), which are TorchSharp modules whose
-/// parameter names are exactly the Hugging Face checkpoint keys.
+/// parameter names are exactly the Hugging Face checkpoint keys. Disposing the model frees its
+/// parameters and buffers (the module's own <c>Dispose</c>).
 /// </summary>
-public interface ILanguageModel
+public interface ILanguageModel : IDisposable
 {
     /// <summary>Decoder-only or encoder-decoder.</summary>
     ModelFamily Family { get; }

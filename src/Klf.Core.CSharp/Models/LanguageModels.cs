@@ -70,7 +70,7 @@ public static class LanguageModels
         }
         catch
         {
-            model.Module.Dispose();
+            model.Dispose();
             throw;
         }
         return model;

@@ -145,7 +145,7 @@ module Continual =
               Summary = Metrics.summary None matrix }
         finally
             run.Dispose ()
-            model.Module.Dispose()
+            model.Dispose()
 
     /// Runs `strategy` with a row callback and no saved state (see `execute`).
     let runWith (onTask: int -> string -> float[] -> unit) (makeModel: unit -> ILanguageModel) (tok: ITextTokenizer)

@@ -32,5 +32,3 @@ module Model =
     let generateIds (options: GenerationOptions) (prompts: int[] seq) (model: ILanguageModel) : int[][] =
         model.GenerateGreedy(Array.ofSeq prompts, options)
 
-    /// Frees the model's tensors.
-    let dispose (model: ILanguageModel) : unit = model.Module.Dispose()

@@ -39,11 +39,11 @@ module LoraSettings =
           { Key = "dropout"; Kind = SettingKind.Number; Doc = "LoRA dropout" }
           { Key = "targets"; Kind = SettingKind.Texts; Doc = "adapted modules (default q and v)" } ]
 
-    /// `s` with the keys that are set; a rank change without α keeps α = 2r.
+    /// `s` with the keys that are set; a rank change without α takes the convention's α (`LoraConfig.ForRank`).
     let read (settings: StrategySettings) (s: LoraSettings) : LoraSettings =
         let r = settings.Int("r", s.Rank)
         if r < 1 then settings.Fail("r", $"must be at least 1, got {r}")
-        let alpha = settings.Float("alpha", (if settings.Has "r" && not (settings.Has "alpha") then float (2 * r) else s.Alpha))
+        let alpha = settings.Float("alpha", (if settings.Has "r" && not (settings.Has "alpha") then (LoraConfig.ForRank r).Alpha else s.Alpha))
         let dropout = settings.Float("dropout", s.Dropout)
         if not (dropout >= 0.0 && dropout < 1.0) then settings.Fail("dropout", $"must lie in [0, 1), got {dropout}")
         { Rank = r; Alpha = alpha; Dropout = dropout; Targets = settings.Texts("targets", s.Targets) }

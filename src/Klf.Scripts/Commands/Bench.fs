@@ -87,5 +87,5 @@ let cmd =
             printfn "ratio      %.3f (mean), %.3f (median) with / without" (mean tracked / mean plain) (median tracked / median plain)
             let own = hookMs |> Seq.skip (hookMs.Count - tracked.Length) |> List.ofSeq
             printfn "tracker    %.2f ms mean, %.2f ms median per step inside the hook = %.2f%% of the plain median step" (mean own) (median own) (100.0 * median own / median plain)
-        model.Module.Dispose()
+        model.Dispose()
         0)

@@ -44,13 +44,13 @@ let cmd =
             printfn "model      %s (%s), %d units, %d elements, %d threads, device %O" (pr.GetValue preset) model.ModelType map.Count previous.ElementCount (torch.get_num_threads ()) (Trainer.DeviceOf model)
             for rule in rules do
                 restore ()
-                ModelFusion.Apply(model, previous, null, map, prevScores, curScores, cats, rule, 1L) |> ignore // warm-up
+                ModelFusion.Apply(model, previous, FusionPlan(map, prevScores, curScores, cats), rule, 1L) |> ignore // warm-up
                 let runs =
                     [ for _ in 1 .. pr.GetValue repeats ->
                         restore ()
-                        ModelFusion.Apply(model, previous, null, map, prevScores, curScores, cats, rule, 1L) ]
+                        ModelFusion.Apply(model, previous, FusionPlan(map, prevScores, curScores, cats), rule, 1L) ]
                 let secs = runs |> List.sumBy (fun r -> r.Elapsed.TotalSeconds)
                 let elems = runs |> List.sumBy (fun r -> r.ElementCount)
                 printfn "%-16s %8.1f ms per fusion   %.3g elements/s" rule.Name (1000.0 * secs / float runs.Length) (float elems / secs)
             0
-        finally model.Module.Dispose())
+        finally model.Dispose())

@@ -24,7 +24,7 @@ let benchmarkOption = Cli.opt<string> "--benchmark" "Benchmark root with {train,
 /// The LoRA options of the commands that take --lora-r (--lora-r itself stays with each command: its help differs).
 let loraAlphaOption = Cli.opt<float> "--lora-alpha" "LoRA alpha; the update is scaled by alpha / r (default: 2r, the project's convention)." None
 /// --lora-dropout: dropout on the adapter's input while training.
-let loraDropoutOption = Cli.opt<float> "--lora-dropout" "Dropout on the LoRA adapter's input while training." (Some 0.05)
+let loraDropoutOption = Cli.opt<float> "--lora-dropout" "Dropout on the LoRA adapter's input while training." (Some (Klf.Adapters.LoraConfig.ForRank 1).Dropout)
 /// --lora-targets: the adapted modules.
 let loraTargetsOption = Cli.opt<string> "--lora-targets" "Comma-separated module names for LoRA (default: q_proj,v_proj for LLaMA; q,v for T5)." None
 

@@ -117,5 +117,5 @@ let cmd =
                 AtomicFile.WriteAllText(path, (toJson modelDir adapterDir s scores).ToJsonString(JsonSerializerOptions(WriteIndented = true)))
                 printfn "wrote %s" (Path.GetFullPath path)
         finally
-            m.Module.Dispose()
+            m.Dispose()
         0)

@@ -270,7 +270,7 @@ let cmd =
                         let map = partitioner.Partition prevModel
                         requireUnits map prevDir
                         prevModel.ConfigJson(), map, ParameterSnapshot.Take(prevModel, unitParameters map)
-                    finally prevModel.Module.Dispose()
+                    finally prevModel.Dispose()
                 use snapshot = snapshot
                 let model = loadChecked curDir dev
                 try
@@ -287,7 +287,7 @@ let cmd =
                     printSummary outcome topFraction clock.Elapsed
                     printfn "saved fused checkpoint to %s (with importance.json: %s)" (Path.GetFullPath outDir)
                         (String.Join(" -> ", [ for h in outcome.Accumulated.History -> h.Task ]))
-                finally model.Module.Dispose()
+                finally model.Dispose()
             else
                 // LoRA: one base model; the previous adapter is loaded and copied, then the current one
                 // is loaded over it and fused in place; the fused adapter is saved in PEFT layout.
@@ -318,7 +318,7 @@ let cmd =
                         AtomicFile.WriteAllText(Path.Combine(dir, "fusion.json"), extra.ToJsonString(JsonSerializerOptions(WriteIndented = true))))
                     printSummary outcome topFraction clock.Elapsed
                     printfn "saved fused LoRA adapter to %s (with importance.json and fusion.json)" (Path.GetFullPath outDir)
-                finally model.Module.Dispose()
+                finally model.Dispose()
         finally
             try tmp.Delete true with _ -> ()
         0)

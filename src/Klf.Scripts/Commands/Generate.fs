@@ -36,5 +36,5 @@ let cmd =
             for e, a in Array.zip examples answers do
                 printfn "%-12s expected %-20s got %s" e.Id e.Output a
             printfn "exact match %.1f%% over %d examples of %s/%s" (Finetune.exactMatch answers (examples |> Array.map (fun e -> e.Output))) examples.Length t (pr.GetValue split)
-        m.Module.Dispose()
+        m.Dispose()
         0)

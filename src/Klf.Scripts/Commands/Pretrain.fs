@@ -229,4 +229,4 @@ let cmd =
             printfn "saved       %s (%.0f s in all)" (Path.GetFullPath dir) wall.Elapsed.TotalSeconds
             0
         finally
-            model.Module.Dispose())
+            model.Dispose())

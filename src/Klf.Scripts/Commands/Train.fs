@@ -134,5 +134,5 @@ let cmd =
                 eprintfn "klf: warning: no step counted towards importance (the first step is skipped): every unit scores 0"
             printfn "saved importance profile to %s" (Path.GetFullPath importanceFile)
         | None -> ()
-        m.Module.Dispose()
+        m.Dispose()
         0)
