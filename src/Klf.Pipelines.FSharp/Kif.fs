@@ -7,6 +7,7 @@ open System.Text.Json.Nodes
 open Klf.Models
 open Klf.Training
 open Klf.Checkpoints
+open Klf.Formats
 open Klf.Kif
 
 /// Mean normalised unit importance per layer label, one row per completed task.

@@ -8,6 +8,7 @@ open Klf.Models
 open Klf.Training
 open Klf.Adapters
 open Klf.Pipelines
+open Klf.Training.Regularizers
 
 let private tok = lazy (Klf.Tokenizers.TokenizerLoader.FromFolder TokenizerTests.trained.Value.LlamaFolder)
 

@@ -8,6 +8,7 @@ open TorchSharp
 open Klf.Models
 open Klf.Models.Llama
 open Klf.Checkpoints
+open Klf.Formats
 
 let private tempDir () =
     let d = Path.Combine(Path.GetTempPath(), "klf-ckpt-" + Guid.NewGuid().ToString("N"))
@@ -43,7 +44,7 @@ let tests =
                 withTemp (fun dir ->
                     let a = create preset 1L
                     HfWeights.Save(a, dir)
-                    let b = LanguageModels.FromFolder dir
+                    let b = ModelFolder.Load dir
                     bitEqual a b
                     dispose a; dispose b)
             }
@@ -55,7 +56,7 @@ let tests =
                 HfWeights.Save(a, dir)
                 let header, _ = SafeTensors.ReadHeader(Path.Combine(dir, "model.safetensors")).ToTuple()
                 Expect.all header (fun i -> i.DType = "BF16") "stored as BF16"
-                let b = LanguageModels.FromFolder(dir, dtype = torch.ScalarType.BFloat16)
+                let b = ModelFolder.Load(dir, dtype = torch.ScalarType.BFloat16)
                 bitEqual a b
                 dispose a; dispose b)
         }
@@ -68,7 +69,7 @@ let tests =
                 Expect.isFalse (File.Exists(Path.Combine(dir, HfWeights.SingleFile))) "no single file beside shards"
                 let shards = Directory.GetFiles(dir, "model-*-of-*.safetensors")
                 Expect.isGreaterThan shards.Length 1 "several shards"
-                let b = LanguageModels.FromFolder dir
+                let b = ModelFolder.Load dir
                 bitEqual a b
                 dispose a; dispose b)
         }
@@ -113,7 +114,7 @@ let tests =
                 tensors["lm_head.weight"] <- tensors["model.embed_tokens.weight"].clone()
                 SafeTensors.Save(path, tensors)
                 for t in tensors.Values do t.Dispose()
-                let b = LanguageModels.FromFolder dir
+                let b = ModelFolder.Load dir
                 bitEqual a b
                 dispose a; dispose b)
         }
@@ -133,14 +134,14 @@ let tests =
 
         test "a folder without weights or config gives an error naming the folder and the files looked for" {
             withTemp (fun dir ->
-                let e1 = try LanguageModels.FromFolder dir |> ignore; "" with :? FileNotFoundException as e -> e.Message
+                let e1 = try ModelFolder.Load dir |> ignore; "" with :? FileNotFoundException as e -> e.Message
                 Expect.stringContains e1 "config.json" "names config.json"
                 File.WriteAllText(Path.Combine(dir, "config.json"), (LlamaConfig.Preset "llama-tiny").ToJson().ToJsonString())
-                let e2 = try LanguageModels.FromFolder dir |> ignore; "" with :? FileNotFoundException as e -> e.Message
+                let e2 = try ModelFolder.Load dir |> ignore; "" with :? FileNotFoundException as e -> e.Message
                 Expect.stringContains e2 dir "names the folder"
                 Expect.stringContains e2 "model.safetensors" "names the weights file"
                 File.WriteAllText(Path.Combine(dir, "model.safetensors"), "garbage")
-                let e3 = try LanguageModels.FromFolder dir |> ignore; "" with :? InvalidDataException as e -> e.Message
+                let e3 = try ModelFolder.Load dir |> ignore; "" with :? InvalidDataException as e -> e.Message
                 Expect.stringContains e3 "model.safetensors" "names the corrupt file")
         }
 

@@ -54,7 +54,7 @@ let tests =
                           "--max-length"; "192"; "--save-dtype"; "bf16"; "--out"; ck ]
                 Expect.equal code 0 out
                 Expect.stringContains out "held-out loss" "reports losses"
-                let header, _ = Klf.Checkpoints.SafeTensors.ReadHeader(Path.Combine(ck, "model.safetensors")).ToTuple()
+                let header, _ = Klf.Formats.SafeTensors.ReadHeader(Path.Combine(ck, "model.safetensors")).ToTuple()
                 Expect.all header (fun t -> t.DType = "BF16") "--save-dtype bf16 stores every tensor as bf16"
                 Expect.stringContains out "tokens/s" "reports throughput"
                 let manifest = Klf.Checkpoints.Checkpoint.ReadManifest ck
@@ -163,7 +163,7 @@ let tests =
                       "let sequence ="
                       "    TaskSequence.ofOrder root (Orders.load (Orders.fileFor root)) \"standard\" \"order1\""
                       "    |> TaskSequence.take 2 |> TaskSequence.subsample 1 { Train = 12; Test = 6 }"
-                      "let make () = Klf.Models.LanguageModels.FromFolder(model, TorchSharp.torch.CPU)"
+                      "let make () = Klf.Checkpoints.ModelFolder.Load(model, TorchSharp.torch.CPU)"
                       "let options = TrainerOptions(BatchSize = 4, MaxSteps = 3, Seed = 1, MaxLength = 192)"
                       "let r = Continual.execute RunControl.none make tok options KifStrategy.kif sequence"
                       "printfn \"%s: %d x %d matrix, AP %.1f, from %s\" (String.concat \" -> \" (TaskSequence.names sequence)) r.Matrix.Size r.Matrix.Size r.Summary.AP (typeof<TaskData>.Assembly.Location)" ])

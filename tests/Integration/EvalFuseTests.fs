@@ -12,6 +12,7 @@ open TorchSharp
 open Klf.Models
 open Klf.Adapters
 open Klf.Checkpoints
+open Klf.Formats
 open Klf.SkillUnits
 open Klf.Importance
 open Klf.Fusion
@@ -65,7 +66,7 @@ let private bits (t: Tensor) = t.contiguous().data<float32>().ToArray() |> Array
 
 /// The full-fine-tuning unit map of a checkpoint's model.
 let private fullMap (dir: string) =
-    let m = LanguageModels.FromFolder dir
+    let m = ModelFolder.Load dir
     try FullFineTuningPartitioner().Partition m finally m.Dispose()
 
 /// A fresh folder path under the runs' folder (not created).
@@ -138,7 +139,7 @@ let tests =
             Expect.equal code 0 text
             printfn "klf fuse A B:\n%s" text
             for w in [ "shared"; "previous-only"; "current-only"; "neither"; "λ counts"; "ms" ] do Expect.stringContains text w $"summary shows {w}"
-            let fused = LanguageModels.FromFolder out // the fused checkpoint loads (strict keys)
+            let fused = ModelFolder.Load out // the fused checkpoint loads (strict keys)
             use _ = owned fused
             let manifest = Checkpoint.Load(fused, out) // and its hashes verify
             Expect.equal (manifest.Extra["fusion"].["rule"].GetValue<string>()) "kif-static" "rule recorded"
@@ -160,11 +161,11 @@ let tests =
             let code, text = fuse r.A r.B (profileOf r.A) (profileOf r.B) out [ "--param"; "shared=0.5,neither=1"; "--gamma"; "0.5" ]
             Expect.equal code 0 text
             Expect.stringContains text "λ=1: " "the parameters took effect"
-            let a = LanguageModels.FromFolder r.A
+            let a = ModelFolder.Load r.A
             let map = FullFineTuningPartitioner().Partition a
             use snapshot = ParameterSnapshot.Take(a, [ for u in map.Units do for sl in u.Slices -> sl.Parameter ] |> List.distinct)
             a.Dispose()
-            let b = LanguageModels.FromFolder r.B
+            let b = ModelFolder.Load r.B
             use _b = owned b
             let prev = ImportanceProfile.Load(profileOf r.A, map).AlignTo map
             let cur = ImportanceProfile.Load(profileOf r.B, map).AlignTo map
@@ -217,7 +218,7 @@ let tests =
             let r = runs.Value
             // A profile of the same model with other skill units (attention heads).
             let headProfile = Path.Combine(r.Dir, "head-units.json")
-            let m = LanguageModels.FromFolder r.A
+            let m = ModelFolder.Load r.A
             let headMap = try AttentionHeadPartitioner().Partition m finally m.Dispose()
             ImportanceProfile.FromMap(headMap, Array.init headMap.Count float |> ImportanceMath.MinMax).Save headProfile
             // A profile of another model (grouped-query attention: other shapes, other units).
@@ -261,7 +262,7 @@ let tests =
             Expect.equal [ for t in tasks -> t["task"].GetValue<string>() ] [ "sst-2"; "dbpedia" ] "tasks in order"
             // The same examples, metric and budget in this process, through Evaluate.task.
             let tok = Klf.Tokenizers.TokenizerLoader.FromFolder r.B
-            let model = LanguageModels.FromFolder r.B
+            let model = ModelFolder.Load r.B
             use _ = owned model
             let scores =
                 [ for t in tasks ->
@@ -305,7 +306,7 @@ let tests =
             Expect.equal code 0 text
             printfn "klf fuse (LoRA):\n%s" text
             Expect.stringContains text "kif-adaptive" "lora-rank1 units fuse with the adaptive rule"
-            let model = LanguageModels.FromFolder baseDir
+            let model = ModelFolder.Load baseDir
             use _ = owned model
             Lora.LoadAdapter(model.Module, out) |> ignore // the fused adapter loads into the base model
             let map = LoraRank1Partitioner().Partition model

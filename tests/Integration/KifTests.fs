@@ -12,6 +12,7 @@ open Klf.SkillUnits
 open Klf.Fusion
 open Klf.Kif
 open Klf.Pipelines
+open Klf.Training.Regularizers
 
 type Tensor = torch.Tensor
 

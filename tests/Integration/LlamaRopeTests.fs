@@ -6,6 +6,7 @@ open System.IO
 open System.Text.Json.Nodes
 open Expecto
 open TorchSharp
+open Klf.Checkpoints
 open Klf.Models
 open Klf.Models.Llama
 
@@ -118,7 +119,7 @@ let ropeScaling =
                 let saved = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json"))).AsObject()
                 Expect.equal (saved.["rope_scaling"].["rope_type"].GetValue<string>()) "llama3" "rope_scaling written"
                 Expect.isTrue (saved.["attention_bias"].GetValue<bool>()) "attention_bias written"
-                use loaded = LanguageModels.FromFolder dir :?> LlamaForCausalLM
+                use loaded = ModelFolder.Load dir :?> LlamaForCausalLM
                 Expect.equal loaded.Config cfg "config round trip through the folder"
                 use _ng = torch.no_grad()
                 use x = ids [| [| 5L; 9L; 33L; 7L; 120L; 64L |] |]

@@ -9,6 +9,7 @@ open System.IO
 open System.Text
 open Expecto
 open TorchSharp
+open Klf.Checkpoints
 open Klf.Models
 open Klf.Tokenizers
 open Klf.Training
@@ -147,7 +148,7 @@ let tests =
             for s in [ "./klf pretrain --corpus"; "loss.png"; "tokens seen"; "held-out, final"; "parameters" ] do
                 Expect.stringContains card s $"the card states {s}"
             Klf.Checkpoints.Checkpoint.ReadManifest out |> ignore   // every file hashed and intact
-            let m = LanguageModels.FromFolder out
+            let m = ModelFolder.Load out
             let reloaded = TokenizerLoader.FromFolder out
             Expect.equal reloaded.VocabSize 600 "the tokenizer beside the weights"
             let ids = reloaded.Encode("The river rose slowly", addBos = true)

@@ -12,6 +12,7 @@ open Klf.Models.T5
 open Klf.Adapters
 open Klf.Training
 open Klf.SkillUnits
+open Klf.Training.Regularizers
 
 let private llama (preset: string) (seed: int64) : ILanguageModel =
     torch.manual_seed seed |> ignore

@@ -7,6 +7,7 @@ open FsCheck
 open FsCheck.FSharp
 open TorchSharp
 open Klf.Checkpoints
+open Klf.Formats
 
 let dtypes = [| torch.float32; torch.bfloat16; torch.float16; torch.float64; torch.int64; torch.int32; torch.int8; torch.uint8; torch.ScalarType.Bool |]
 

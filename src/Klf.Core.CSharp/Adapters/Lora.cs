@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Json.Nodes;
-using Klf.Checkpoints;
+using Klf.Formats;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;

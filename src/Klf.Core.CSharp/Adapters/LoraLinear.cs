@@ -29,9 +29,13 @@ namespace Klf.Adapters;
 /// </remarks>
 public sealed class LoraLinear
 {
-    private sealed class Container : nn.Module
+    // The lora_A / lora_B modules in the model's tree; through IFollowsBaseWeight the trainer can
+    // bring the adapter to its base weight without knowing LoRA.
+    private sealed class Container : nn.Module, Klf.Models.IFollowsBaseWeight
     {
-        public Container(string name) : base(name) { }
+        private readonly Action _sync;
+        public Container(string name, Action sync) : base(name) { _sync = sync; }
+        public void SyncToBase() => _sync();
         public void Add(string key, nn.Module m) => register_module(key, m);
         public Linear Get(string key) => (Linear)named_children().First(c => c.name == key).module;
     }
@@ -47,8 +51,8 @@ public sealed class LoraLinear
         public double Scaling => LoraConfig.ScalingOf(R, Alpha, RsLora);
     }
 
-    private readonly Container _a = new("lora_A");
-    private readonly Container _b = new("lora_B");
+    private readonly Container _a;
+    private readonly Container _b;
     private readonly Dictionary<string, AdapterState> _adapters = new(StringComparer.Ordinal);
     private readonly List<string> _order = new();
     private readonly nn.HookableModule<Func<nn.Module<Tensor, Tensor>, Tensor, Tensor>, Func<nn.Module<Tensor, Tensor>, Tensor, Tensor, Tensor>>.HookRemover _hook;
@@ -60,6 +64,8 @@ public sealed class LoraLinear
     {
         Path = modulePath;
         Base = baseLayer;
+        _a = new Container("lora_A", SyncToBase);
+        _b = new Container("lora_B", SyncToBase);
         baseLayer.register_module("lora_A", _a);
         baseLayer.register_module("lora_B", _b);
         _hook = baseLayer.register_forward_hook(AddAdapters);

@@ -1,3 +1,4 @@
+using Klf.Formats;
 using System.Text.Json.Nodes;
 using Klf.Models;
 using TorchSharp;

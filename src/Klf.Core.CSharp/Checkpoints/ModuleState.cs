@@ -1,3 +1,4 @@
+using Klf.Formats;
 using TorchSharp;
 using static TorchSharp.torch;
 

@@ -49,7 +49,7 @@ public sealed class ParameterSnapshot : IDisposable
     public void Save(string path)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        Klf.Checkpoints.SafeTensors.Save(path, _tensors);
+        Klf.Formats.SafeTensors.Save(path, _tensors);
     }
 
     /// <summary>
@@ -58,7 +58,7 @@ public sealed class ParameterSnapshot : IDisposable
     /// </summary>
     public static ParameterSnapshot Load(string path, Device device)
     {
-        var loaded = Klf.Checkpoints.SafeTensors.Load(path);
+        var loaded = Klf.Formats.SafeTensors.Load(path);
         var placed = new Dictionary<string, Tensor>(loaded.Count);
         foreach (var (name, t) in loaded)
         {

@@ -1,6 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using Klf.Checkpoints;
+using Klf.Formats;
 using Klf.SkillUnits;
 
 namespace Klf.Importance;

@@ -190,7 +190,7 @@ public sealed class ImportanceTracker : IDisposable
             ["steps_seen"] = StepsSeen.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["steps_counted"] = StepsCounted.ToString(System.Globalization.CultureInfo.InvariantCulture),
         };
-        Klf.Checkpoints.SafeTensors.Save(path, tensors, meta);
+        Klf.Formats.SafeTensors.Save(path, tensors, meta);
     }
 
     /// <summary>
@@ -201,8 +201,8 @@ public sealed class ImportanceTracker : IDisposable
     public void Load(string path)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var (_, meta) = Klf.Checkpoints.SafeTensors.ReadHeader(path);
-        var loaded = Klf.Checkpoints.SafeTensors.Load(path);
+        var (_, meta) = Klf.Formats.SafeTensors.ReadHeader(path);
+        var loaded = Klf.Formats.SafeTensors.Load(path);
         try
         {
             if (loaded.Count != 2 * _tracked.Count)

@@ -178,7 +178,7 @@ public sealed class KifSession : IDisposable
                 ["steps"] = h.StepsCounted,
             }).ToArray()),
         };
-        Checkpoints.AtomicFile.WriteAllText(Path.Combine(folder, StateFile), json.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = false }));
+        Klf.Formats.AtomicFile.WriteAllText(Path.Combine(folder, StateFile), json.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = false }));
         if (_baseline != null) _baseline.Save(Path.Combine(folder, BaselineFile));
     }
 

@@ -188,7 +188,7 @@ public sealed class RecurrentKifSession : IDisposable
             ["tasks"] = TasksCompleted,
             ["parameters"] = new JsonArray((_names ?? []).Select(n => (JsonNode)n).ToArray()),
         };
-        Checkpoints.AtomicFile.WriteAllText(Path.Combine(folder, StateFile), json.ToJsonString());
+        Klf.Formats.AtomicFile.WriteAllText(Path.Combine(folder, StateFile), json.ToJsonString());
         if (_names is not null) _outer.Save(Path.Combine(folder, OuterFile));
     }
 

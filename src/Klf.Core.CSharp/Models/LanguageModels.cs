@@ -1,6 +1,5 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using Klf.Checkpoints;
 using Klf.Models.Llama;
 using Klf.Models.T5;
 using TorchSharp;
@@ -10,7 +9,9 @@ namespace Klf.Models;
 
 /// <summary>
 /// Creates language models of any supported family: from a Hugging Face model folder, from a
-/// <c>config.json</c> object, or from a named preset. Dispatches on <c>model_type</c>.
+/// <c>config.json</c> object or from a named preset (randomly initialised). Dispatches on
+/// <c>model_type</c>. A Hugging Face model folder with its weights loads with
+/// <see cref="Klf.Checkpoints.ModelFolder.Load"/>.
 /// </summary>
 public static class LanguageModels
 {
@@ -46,33 +47,5 @@ public static class LanguageModels
         if (T5Config.PresetNames.Contains(name))
             return T5ForConditionalGeneration.Create(vocabSize is { } v ? T5Config.Preset(name, v) : T5Config.Preset(name), device, dtype);
         throw new ArgumentException($"unknown model preset \"{name}\" (known: {string.Join(", ", PresetNames)})", nameof(name));
-    }
-
-    /// <summary>
-    /// Loads a Hugging Face model folder: <c>config.json</c> plus <c>model.safetensors</c> (or shards
-    /// with <c>model.safetensors.index.json</c>), with strict key checking (see
-    /// <see cref="HfWeights.LoadInto"/>). <paramref name="dtype"/> defaults to float32; bf16 weights are
-    /// converted. Errors name the folder and the problem.
-    /// </summary>
-    public static ILanguageModel FromFolder(string folder, Device? device = null, ScalarType? dtype = null)
-    {
-        if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"{folder}: model folder not found");
-        var configPath = Path.Combine(folder, "config.json");
-        if (!File.Exists(configPath)) throw new FileNotFoundException($"{folder}: no config.json in the model folder", configPath);
-        JsonObject config;
-        try { config = JsonNode.Parse(File.ReadAllText(configPath))?.AsObject() ?? throw new InvalidDataException($"{configPath}: empty"); }
-        catch (JsonException e) { throw new InvalidDataException($"{configPath}: not valid JSON ({e.Message})"); }
-        HfWeights.WeightFiles(folder); // fail on missing weights before building the model
-        var model = FromConfig(config, configPath, device, dtype);
-        try
-        {
-            HfWeights.LoadInto(model, folder, strict: true);
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
-        return model;
     }
 }

@@ -135,7 +135,9 @@ public sealed class StepRunner : IDisposable
     {
         _model = model;
         Options = options;
-        Klf.Adapters.Lora.Find(model.Module)?.SyncToBase();   // adapters follow a moved model before the optimizer sees them
+        // Adapters follow a moved model before the optimizer sees their parameters.
+        foreach (var m in model.Module.modules())
+            if (m is IFollowsBaseWeight follower) follower.SyncToBase();
         _trainable = model.Module.named_parameters().Where(p => p.parameter.requires_grad).ToArray();
         if (_trainable.Length == 0) throw new InvalidOperationException("the model has no trainable parameters");
         var decayed = _trainable.Where(p => options.DecayOn == WeightDecayScope.All || p.Parameter.dim() >= 2).Select(p => p.Parameter).ToArray();

@@ -4,6 +4,7 @@ open System
 open System.IO
 open System.Text.Json.Nodes
 open Klf.Checkpoints
+open Klf.Formats
 
 /// The per-task state folders of one continual run: `RUN/state/task-NN` (NN = 1-based task
 /// position) holds everything needed to continue after task NN — the model's parameters and torch's

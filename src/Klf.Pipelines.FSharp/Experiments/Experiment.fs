@@ -8,6 +8,7 @@ open Klf.Models
 open Klf.Tokenizers
 open Klf.Training
 open Klf.Checkpoints
+open Klf.Formats
 open TorchSharp
 
 /// What one run of an experiment computes.
@@ -247,7 +248,7 @@ module Experiment =
     /// A fresh model of the spec on a device: the folder's weights, or the preset initialised with `seed`.
     let makeModel (spec: ExperimentSpec) (tok: ITextTokenizer) (device: torch.Device) (seed: int) : ILanguageModel =
         match spec.Model with
-        | Folder d -> LanguageModels.FromFolder(d, device)
+        | Folder d -> ModelFolder.Load(d, device)
         | Preset p ->
             torch.manual_seed (int64 seed) |> ignore
             LanguageModels.FromPreset(p, Nullable tok.VocabSize, device)

@@ -4,6 +4,7 @@ open System
 open System.Globalization
 open System.IO
 open Klf.Checkpoints
+open Klf.Formats
 open Klf.Training
 
 /// One optimizer step of a run's training curve.

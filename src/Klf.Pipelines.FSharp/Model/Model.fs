@@ -12,10 +12,10 @@ open Klf.Checkpoints
 [<RequireQualifiedAccess>]
 module Model =
     /// Loads a Hugging Face model folder (strict key check) on the CPU in float32.
-    let load (folder: string) : ILanguageModel = LanguageModels.FromFolder folder
+    let load (folder: string) : ILanguageModel = ModelFolder.Load folder
 
     /// Loads a Hugging Face model folder on a device.
-    let loadOn (device: torch.Device) (folder: string) : ILanguageModel = LanguageModels.FromFolder(folder, device)
+    let loadOn (device: torch.Device) (folder: string) : ILanguageModel = ModelFolder.Load(folder, device)
 
     /// A randomly initialised preset (seeded), with the vocabulary of a tokenizer.
     let preset (seed: int64) (name: string) (tok: ITextTokenizer) : ILanguageModel =

@@ -4,6 +4,7 @@ open System
 open System.IO
 open System.Text.Json.Nodes
 open Klf.Checkpoints
+open Klf.Formats
 
 /// One strategy's outcome on one sequence and seed.
 type StrategyOutcome = { Name: string; Matrix: AccuracyMatrix; Summary: MetricSummary }

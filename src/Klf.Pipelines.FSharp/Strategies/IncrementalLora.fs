@@ -3,6 +3,7 @@ namespace Klf.Pipelines
 open System
 open System.IO
 open Klf.Training
+open Klf.Training.Regularizers
 
 /// The LoRA-based strategies that add an adapter per task: IncLoRA and O-LoRA.
 [<RequireQualifiedAccess>]
@@ -20,7 +21,7 @@ module IncrementalLora =
             let mutable k = 0
             let countFile dir = Path.Combine(dir, "adapters.txt")
             { plain with
-                SaveState = fun dir -> Klf.Checkpoints.AtomicFile.WriteAllText(countFile dir, string k)
+                SaveState = fun dir -> Klf.Formats.AtomicFile.WriteAllText(countFile dir, string k)
                 LoadState = fun dir ->
                     let path = countFile dir
                     let text = if File.Exists path then File.ReadAllText(path).Trim() else raise (FileNotFoundException($"{dir}: no {name} adapter count (adapters.txt)", path))

@@ -8,6 +8,7 @@ open Klf.Kif
 open Klf.Models
 open Klf.SkillUnits
 open Klf.Training
+open Klf.Training.Regularizers
 
 /// Every constant of KIF as one value, from which a strategy is built (`KifStrategy.kifWith`). The
 /// presets `reference`, `neuron` and `lora` are named values of it; a config changes any field.

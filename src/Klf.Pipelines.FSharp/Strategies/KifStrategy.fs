@@ -3,6 +3,7 @@ namespace Klf.Pipelines
 open System.IO
 open Klf.Training
 open Klf.Kif
+open Klf.Training.Regularizers
 
 /// KIF strategies: the reference and its presets (`KifSettings`), built by `kifWith`.
 [<RequireQualifiedAccess>]

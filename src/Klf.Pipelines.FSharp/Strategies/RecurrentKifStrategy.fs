@@ -69,7 +69,7 @@ module RecurrentKifStrategy =
                 SaveState = fun dir ->
                     session.SaveState dir
                     Replay.save (Path.Combine(dir, Replay.StateFile)) (List.ofSeq memories)
-                    Klf.Checkpoints.AtomicFile.WriteAllText(Path.Combine(dir, MergesFile), (mergesJson merges).ToJsonString())
+                    Klf.Formats.AtomicFile.WriteAllText(Path.Combine(dir, MergesFile), (mergesJson merges).ToJsonString())
                 LoadState = fun dir ->
                     session.RestoreState dir
                     memories.Clear()
@@ -77,7 +77,7 @@ module RecurrentKifStrategy =
                     merges.Clear()
                     merges.AddRange(readMerges (Path.Combine(dir, MergesFile)))
                 WriteOutputs = fun dir ->
-                    Klf.Checkpoints.AtomicFile.WriteAllText(Path.Combine(dir, MergesFile), (mergesJson merges).ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true)))
+                    Klf.Formats.AtomicFile.WriteAllText(Path.Combine(dir, MergesFile), (mergesJson merges).ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true)))
                 Dispose = session.Dispose } }
 
     /// Recurrent-KIF with full fine-tuning and the reference constants.

@@ -1,6 +1,7 @@
 namespace Klf.Pipelines
 
 open Klf.Training
+open Klf.Training.Regularizers
 
 /// Strategies that protect earlier tasks by a penalty on the weights: EWC (O-LoRA's penalty is in `IncrementalLora`).
 [<RequireQualifiedAccess>]

@@ -67,7 +67,7 @@ module Replay =
                 o["output"] <- Text.Json.Nodes.JsonValue.Create e.Output
                 task.Add o
             arr.Add task
-        Klf.Checkpoints.AtomicFile.WriteAllText(path, arr.ToJsonString())
+        Klf.Formats.AtomicFile.WriteAllText(path, arr.ToJsonString())
 
     /// Reads memories written by `save`; a missing or malformed file is an error naming it.
     let load (path: string) : Example[] list =

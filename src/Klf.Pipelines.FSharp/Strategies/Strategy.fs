@@ -4,6 +4,7 @@ open System
 open System.IO
 open System.Text.Json.Nodes
 open Klf.Training
+open Klf.Training.Regularizers
 
 /// A strategy known by name: the settings it accepts and how to build it from them. Register your
 /// own with `Strategy.register`; it then runs through `Experiment.execute` and `klf run --config`

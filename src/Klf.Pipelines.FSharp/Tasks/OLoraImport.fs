@@ -6,6 +6,7 @@ open System.Text.Encodings.Web
 open System.Text.Json
 open System.Text.Json.Nodes
 open Klf.Checkpoints
+open Klf.Formats
 
 /// What `OLoraImport.run` wrote: per dataset, its category and the examples per split.
 type ImportedTask = { Task: string; Category: string; Counts: (string * int) list; Labels: string list }

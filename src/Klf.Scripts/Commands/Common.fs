@@ -4,6 +4,7 @@ module Klf.Cli.Common
 open System
 open System.IO
 open TorchSharp
+open Klf.Checkpoints
 open Klf.Models
 open Klf.Tokenizers
 open Klf.Pipelines
@@ -67,7 +68,7 @@ let loadModel (modelDir: string) (preset: string) (tok: ITextTokenizer) (seed: i
     | (null | ""), p ->
         torch.manual_seed seed |> ignore
         LanguageModels.FromPreset(p, Nullable tok.VocabSize, dev)
-    | d, _ -> LanguageModels.FromFolder(d, dev)
+    | d, _ -> ModelFolder.Load(d, dev)
 
 /// The tokenizer of --tokenizer, else of the model folder.
 let loadTokenizer (tokDir: string) (modelDir: string) : ITextTokenizer * string =

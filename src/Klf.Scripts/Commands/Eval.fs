@@ -9,6 +9,7 @@ open System.Text.Json.Nodes
 open Klf.Models
 open Klf.Adapters
 open Klf.Checkpoints
+open Klf.Formats
 open Klf.Pipelines
 open Klf.Cli.Cli
 open Klf.Cli.Common
@@ -93,7 +94,7 @@ let cmd =
         let s = pr.GetValue seed
         let tasks = [ for name in names -> prepare tok root s (pr.GetValue n) name ] // every task file is read before the model loads
         if File.Exists(Path.Combine(modelDir, Checkpoint.ManifestFile)) then Checkpoint.ReadManifest modelDir |> ignore // verifies the files' hashes
-        let m = LanguageModels.FromFolder(modelDir, device (pr.GetValue deviceOption))
+        let m = ModelFolder.Load(modelDir, device (pr.GetValue deviceOption))
         try
             match adapterDir with
             | null | "" -> ()

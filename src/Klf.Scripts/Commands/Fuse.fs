@@ -11,6 +11,7 @@ open System.Text.Json.Nodes
 open Klf.Models
 open Klf.Adapters
 open Klf.Checkpoints
+open Klf.Formats
 open Klf.SkillUnits
 open Klf.Importance
 open Klf.Fusion
@@ -199,7 +200,7 @@ let private isAdapter (flag: string) (dir: string) : bool =
 /// Loads a model folder, verifying the file hashes first when it is a Klf checkpoint (manifest.json).
 let private loadChecked (dir: string) (dev: TorchSharp.torch.Device) : ILanguageModel =
     if File.Exists(Path.Combine(dir, Checkpoint.ManifestFile)) then Checkpoint.ReadManifest dir |> ignore
-    LanguageModels.FromFolder(dir, dev)
+    ModelFolder.Load(dir, dev)
 
 /// The parameter names the units of a map touch.
 let private unitParameters (map: SkillUnitMap) =

@@ -2,6 +2,7 @@
 module Klf.Cli.Generate
 
 open System
+open Klf.Checkpoints
 open Klf.Models
 open Klf.Pipelines
 open Klf.Cli.Cli
@@ -22,7 +23,7 @@ let cmd =
     command "generate" "Greedy generation with the KV cache, for prompts or a benchmark split (reports exact match)." [ model; tokenizer; prompt; benchmark; task; split; n; maxNew; batch; noCache; deviceOption ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
         let tok, _ = loadTokenizer (pr.GetValue tokenizer) (pr.GetValue model)
-        let m = LanguageModels.FromFolder(pr.GetValue model, device (pr.GetValue deviceOption))
+        let m = ModelFolder.Load(pr.GetValue model, device (pr.GetValue deviceOption))
         let options = GenerationOptions(MaxNewTokens = pr.GetValue maxNew, BatchSize = pr.GetValue batch, UseCache = not (pr.GetValue noCache))
         match pr.GetValue task with
         | null | "" ->

@@ -9,6 +9,7 @@ open Klf.Models
 open Klf.Adapters
 open Klf.Training
 open Klf.Checkpoints
+open Klf.Formats
 open Klf.SkillUnits
 open Klf.Kif
 open Klf.Pipelines

@@ -6,6 +6,7 @@ open System
 open System.IO
 open System.Text
 open Klf.Checkpoints
+open Klf.Formats
 open Klf.Pipelines
 
 /// One strategy's results as the report needs them.

@@ -8,6 +8,7 @@ open System.IO
 open ScottPlot
 open SkiaSharp
 open Klf.Checkpoints
+open Klf.Formats
 open Klf.Pipelines
 
 /// The font every plot uses (registered from the embedded TTF).

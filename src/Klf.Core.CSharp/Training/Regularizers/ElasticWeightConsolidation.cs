@@ -1,9 +1,10 @@
-using Klf.Checkpoints;
+using Klf.Formats;
 using Klf.Models;
+using Klf.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Klf.Training;
+namespace Klf.Training.Regularizers;
 
 /// <summary>
 /// Elastic weight consolidation: a diagonal empirical Fisher accumulated over tasks and the

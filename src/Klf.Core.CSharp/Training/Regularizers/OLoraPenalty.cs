@@ -1,8 +1,9 @@
 using Klf.Adapters;
+using Klf.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Klf.Training;
+namespace Klf.Training.Regularizers;
 
 /// <summary>
 /// The O-LoRA orthogonality penalty between the current task's LoRA adapter and those of earlier

@@ -1,8 +1,9 @@
 using Klf.Adapters;
+using Klf.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Klf.Training;
+namespace Klf.Training.Regularizers;
 
 /// <summary>
 /// The orthogonality regulariser that keeps LoRA rank-1 components distinct (kif-method.md, "Skill

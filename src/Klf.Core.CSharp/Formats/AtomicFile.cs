@@ -1,4 +1,4 @@
-namespace Klf.Checkpoints;
+namespace Klf.Formats;
 
 /// <summary>
 /// Writes files and folders so that a reader never sees a half-written result: content goes to a

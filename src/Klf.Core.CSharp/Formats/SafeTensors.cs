@@ -5,7 +5,7 @@ using System.Text.Json.Nodes;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Klf.Checkpoints;
+namespace Klf.Formats;
 
 /// <summary>The header entry of one tensor in a safetensors file.</summary>
 /// <param name="Name">The tensor's key.</param>

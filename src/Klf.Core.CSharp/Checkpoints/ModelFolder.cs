@@ -1,0 +1,42 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Klf.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Klf.Checkpoints;
+
+/// <summary>
+/// Loads a language model with its weights from a Hugging Face model folder (the checkpoint layer
+/// above the model families: <see cref="LanguageModels"/> builds, this fills the weights).
+/// </summary>
+public static class ModelFolder
+{
+    /// <summary>
+    /// Loads a Hugging Face model folder: <c>config.json</c> plus <c>model.safetensors</c> (or shards
+    /// with <c>model.safetensors.index.json</c>), with strict key checking (see
+    /// <see cref="HfWeights.LoadInto"/>). <paramref name="dtype"/> defaults to float32; bf16 weights are
+    /// converted. Errors name the folder and the problem.
+    /// </summary>
+    public static ILanguageModel Load(string folder, Device? device = null, ScalarType? dtype = null)
+    {
+        if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"{folder}: model folder not found");
+        var configPath = Path.Combine(folder, "config.json");
+        if (!File.Exists(configPath)) throw new FileNotFoundException($"{folder}: no config.json in the model folder", configPath);
+        JsonObject config;
+        try { config = JsonNode.Parse(File.ReadAllText(configPath))?.AsObject() ?? throw new InvalidDataException($"{configPath}: empty"); }
+        catch (JsonException e) { throw new InvalidDataException($"{configPath}: not valid JSON ({e.Message})"); }
+        HfWeights.WeightFiles(folder); // fail on missing weights before building the model
+        var model = LanguageModels.FromConfig(config, configPath, device, dtype);
+        try
+        {
+            HfWeights.LoadInto(model, folder, strict: true);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+        return model;
+    }
+}
