@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Packs Klf.Core, Klf.Pipelines and Klf.Cli (version from Directory.Build.props) into the local
+# Packs Klf.Core, Klf.Pipelines, Klf.Laws and Klf.Cli (version from Directory.Build.props) into the local
 # feed artifacts/nuget and prints its path. Scripts and projects then use it as a package source:
 #   #i "nuget: <repo>/artifacts/nuget"
 #   #r "nuget: Klf.Pipelines"
@@ -10,9 +10,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 version=$(sed -n 's:.*<Version>\(.*\)</Version>.*:\1:p' Directory.Build.props | head -n 1)
 cache="${NUGET_PACKAGES:-$HOME/.nuget/packages}"
-for id in klf.core klf.pipelines klf.cli; do rm -rf "$cache/$id/$version"; done
+for id in klf.core klf.pipelines klf.laws klf.cli; do rm -rf "$cache/$id/$version"; done
 mkdir -p artifacts/nuget
-for p in src/Klf.Core.CSharp/Klf.Core.CSharp.csproj src/Klf.Pipelines.FSharp/Klf.Pipelines.FSharp.fsproj src/Klf.Scripts/Klf.Scripts.fsproj; do
+for p in src/Klf.Core.CSharp/Klf.Core.CSharp.csproj src/Klf.Pipelines.FSharp/Klf.Pipelines.FSharp.fsproj src/Klf.Laws.FSharp/Klf.Laws.FSharp.fsproj src/Klf.Scripts/Klf.Scripts.fsproj; do
   dotnet pack "$p" -c Release --nologo -v q -clp:ErrorsOnly "$@" >&2
 done
 echo "$root/artifacts/nuget"

@@ -4,10 +4,12 @@
 // From the local feed scripts/pack.sh writes, found through the repository's NuGet.config; a script
 // elsewhere adds it with #i "nuget: /absolute/path/to/artifacts/nuget".
 #r "nuget: Klf.Pipelines"
+#r "nuget: Klf.Laws"
 
 open TorchSharp
 open Klf.Fusion
 open Klf.Pipelines
+open Klf.Laws
 
 Klf.Native.TorchNative.EnsureLoaded()
 

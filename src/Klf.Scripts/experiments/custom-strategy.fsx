@@ -6,10 +6,12 @@
 // From the local feed scripts/pack.sh writes, found through the repository's NuGet.config; a script
 // elsewhere adds it with #i "nuget: /absolute/path/to/artifacts/nuget".
 #r "nuget: Klf.Cli"
+#r "nuget: Klf.Laws"
 
 open System.IO
 open Klf.Fusion
 open Klf.Pipelines
+open Klf.Laws
 
 Klf.Native.TorchNative.EnsureLoaded()
 

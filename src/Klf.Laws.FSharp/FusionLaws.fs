@@ -1,4 +1,4 @@
-namespace Klf.Pipelines
+namespace Klf.Laws
 
 open System
 open FsCheck
