@@ -8,7 +8,7 @@ open FsCheck
 open FsCheck.FSharp
 open Klf.Pipelines
 
-let private config = { FsCheckConfig.defaultConfig with maxTest = 300; replay = Some (20261126UL, 0x5DEECE66DUL, None) }
+let private config = PropertyConfig.config 300
 
 let private spec strategies seeds fwt =
     { ExperimentSpec.defaults with Strategies = strategies |> List.map StrategySpec.named; Seeds = seeds; SingleTask = fwt }

@@ -17,8 +17,7 @@ open Klf.Fusion
 open Klf.Kif
 open Klf.Pipelines
 
-let private seed = (20261202UL, 977UL, None)
-let private config = { FsCheckConfig.defaultConfig with maxTest = 200; replay = Some seed }
+let private config = PropertyConfig.config 200
 
 let private finite (xs: NormalFloat[]) = xs |> Array.map (fun x -> x.Get % 1e6)
 

@@ -8,9 +8,7 @@ open FsCheck
 open FsCheck.FSharp
 open Klf.Pipelines
 
-/// Fixed, printable seed of every property here.
-let seed = 20261126UL
-let private config = { FsCheckConfig.defaultConfig with maxTest = 200; replay = Some (seed, 0x9E3779B97F4A7C15UL, None) }
+let private config = PropertyConfig.config 200
 
 let private near (expected: float) (actual: float) (msg: string) =
     Expect.floatClose { absolute = 1e-9; relative = 1e-12 } actual expected msg

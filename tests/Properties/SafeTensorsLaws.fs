@@ -36,7 +36,7 @@ let withTemp f =
 [<Tests>]
 let tests =
     testList "safetensors laws" [
-        testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 60 } "save then load is bit-exact for every dtype and shape" <|
+        testPropertyWithConfig (PropertyConfig.config 60) "save then load is bit-exact for every dtype and shape" <|
             Prop.forAll (Arb.fromGen (Gen.listOf genEntry)) (fun entries ->
                 let entries = entries |> List.distinctBy (fun (n, _, _, _) -> n)
                 withTemp (fun path ->
@@ -54,7 +54,7 @@ let tests =
                     finally
                         for t in tensors.Values do t.Dispose()))
 
-        testPropertyWithConfig { FsCheckConfig.defaultConfig with maxTest = 40 } "a truncated file is rejected with its name, never half-read" <|
+        testPropertyWithConfig (PropertyConfig.config 40) "a truncated file is rejected with its name, never half-read" <|
             Prop.forAll (Arb.fromGen (Gen.choose (1, 200))) (fun cut ->
                 withTemp (fun path ->
                     use t = torch.ones([| 64L |], dtype = torch.float32)

@@ -13,9 +13,7 @@ open Klf.Models
 open Klf.Adapters
 open Klf.SkillUnits
 
-/// The fixed seed of every property here (printed by Expecto on failure too).
-let seed = (20261126UL, 4711UL, None)
-let private config = { FsCheckConfig.defaultConfig with maxTest = 100; replay = Some seed }
+let private config = PropertyConfig.config 100
 
 /// A random tiny model and trainable set, fully determined by `key` (printable, replayable).
 type Spec =

@@ -9,7 +9,7 @@ open FsCheck.FSharp
 open Klf.Pipelines
 
 /// Fixed, printable seed: rerun a failure with the same config.
-let private config = { FsCheckConfig.defaultConfig with maxTest = 200; replay = Some(20261126UL, 4245UL, Some 1) }
+let private config = PropertyConfig.config 200
 
 /// A task with `train` and `test` examples whose ids are unique within the task.
 let private mkTask (name: string) (train: int) (test: int) : TaskData =

@@ -4,7 +4,7 @@ open Expecto
 open FsCheck
 open Klf.Training
 
-let private config = { FsCheckConfig.defaultConfig with maxTest = 200 }
+let private config = PropertyConfig.config 200
 
 [<Tests>]
 let tests =
