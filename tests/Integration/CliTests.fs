@@ -13,7 +13,7 @@ let klfDll =
         if not (File.Exists p) then failtestf "klf.dll not found at %s: build the solution (./test.sh does)" p
         p)
 
-/// The local package feed (artifacts/nuget) with Klf.Core, Klf.Pipelines and Klf.Cli packed from this
+/// The local package feed (artifacts/nuget) with every Klf package packed from this
 /// checkout by scripts/pack.sh, made once per test process; the shipped .fsx scripts resolve their
 /// `#r "nuget: ..."` references from it.
 let feed =
@@ -22,7 +22,7 @@ let feed =
         let code, out = NativeTests.run "bash" [ Path.Combine(repo, "scripts", "pack.sh") ] 900000
         if code <> 0 then failtestf "scripts/pack.sh failed (%d):\n%s" code out
         let dir = out.Split('\n', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> Array.last
-        for id in [ "Klf.Core"; "Klf.Pipelines"; "Klf.Cli" ] do
+        for id in [ "Klf.Tokenizers"; "Klf.Core"; "Klf.Pipelines"; "Klf.Laws"; "Klf.Cli" ] do
             if Directory.GetFiles(dir, id + ".*.nupkg").Length = 0 then failtestf "no %s package in %s" id dir
         dir)
 

@@ -50,7 +50,7 @@ public static class HfFolderFiles
         var tokenizerConfig = Path.Combine(folder, "tokenizer_config.json");
         var specialMap = Path.Combine(folder, "special_tokens_map.json");
         if (File.Exists(tokenizerConfig) && File.Exists(specialMap)) return written;
-        var text = TokenText(folder);
+        var text = TokenVocabulary.FromFolder(folder);
         string? Token(int? id) => id is { } i && i >= 0 ? text(i) : null;
         var special = new JsonObject();
         void Add(string key, string? token) { if (token is not null) special[key] = token; }
@@ -87,31 +87,5 @@ public static class HfFolderFiles
         if (File.Exists(Path.Combine(folder, "spiece.model")) || model.Family == ModelFamily.EncoderDecoder) return "T5Tokenizer";
         if (File.Exists(Path.Combine(folder, "tokenizer.model"))) return "LlamaTokenizer";
         return "GPT2Tokenizer";
-    }
-
-    /// <summary>Id → token string from the folder's vocabulary file; null for an id it does not hold.</summary>
-    private static Func<int, string?> TokenText(string folder)
-    {
-        foreach (var name in new[] { "tokenizer.model", "spiece.model" })
-        {
-            var p = Path.Combine(folder, name);
-            if (!File.Exists(p)) continue;
-            var pieces = SentencePieceModelFile.Parse(File.ReadAllBytes(p), p).Pieces;
-            return id => id < pieces.Count ? pieces[id] : null;
-        }
-        var vocab = new Dictionary<int, string>();
-        var json = Path.Combine(folder, "tokenizer.json");
-        var plain = Path.Combine(folder, "vocab.json");
-        if (File.Exists(json) && JsonNode.Parse(File.ReadAllText(json)) is JsonObject tj)
-        {
-            if (tj["model"]?["vocab"] is JsonObject v)
-                foreach (var (token, id) in v) if (id is JsonValue n && n.TryGetValue<int>(out var i)) vocab[i] = token;
-            if (tj["added_tokens"] is JsonArray added)
-                foreach (var a in added)
-                    if (a?["id"] is JsonValue n && n.TryGetValue<int>(out var i) && a["content"] is JsonValue c && c.TryGetValue<string>(out var s)) vocab[i] = s;
-        }
-        else if (File.Exists(plain) && JsonNode.Parse(File.ReadAllText(plain)) is JsonObject pv)
-            foreach (var (token, id) in pv) if (id is JsonValue n && n.TryGetValue<int>(out var i)) vocab[i] = token;
-        return id => vocab.TryGetValue(id, out var s) ? s : null;
     }
 }

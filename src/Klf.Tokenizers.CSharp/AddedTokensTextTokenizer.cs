@@ -12,52 +12,30 @@ namespace Klf.Tokenizers;
 /// HF's per-token options <c>lstrip</c>, <c>rstrip</c>, <c>single_word</c> and <c>normalized</c> are not
 /// applied: every added token matches its exact content anywhere.
 /// </remarks>
-public sealed class AddedTokensTextTokenizer : ITextTokenizer
+public sealed class AddedTokensTextTokenizer : TextTokenizer
 {
     private readonly ITextTokenizer _inner;
-    private readonly Dictionary<int, AddedToken> _byId = new();
+    private readonly Dictionary<int, AddedToken> _byId;
     private readonly Dictionary<char, AddedToken[]> _byFirstChar;
     private readonly HashSet<int> _skipped;
 
     internal AddedTokensTextTokenizer(ITextTokenizer inner, IReadOnlyList<AddedToken> added, SpecialTokenIds ids)
+        : base(inner.Kind, $"{inner.Name} + {added.Count} added tokens, {SizeOf(inner, added)} ids", SizeOf(inner, added), ids)
     {
         _inner = inner;
+        _byId = new Dictionary<int, AddedToken>();
         foreach (var t in added) _byId[t.Id] = t;
         AddedTokens = _byId.Values.OrderBy(t => t.Id).ToList();
         // Longest first, so that the first candidate that matches is the longest.
         _byFirstChar = _byId.Values
             .GroupBy(t => t.Content[0])
             .ToDictionary(g => g.Key, g => g.OrderByDescending(t => t.Content.Length).ToArray());
-        VocabSize = Math.Max(inner.VocabSize, added.Count == 0 ? 0 : added.Max(t => t.Id) + 1);
-        Name = $"{inner.Name} + {added.Count} added tokens, {VocabSize} ids";
-        BosId = ids.Bos;
-        EosId = ids.Eos;
-        PadId = ids.Pad;
-        UnkId = ids.Unk;
         _skipped = new HashSet<int>(_byId.Values.Where(t => t.Special).Select(t => t.Id)) { ids.Eos, ids.Pad };
         if (ids.Bos is int b) _skipped.Add(b);
     }
 
-    /// <inheritdoc/>
-    public TokenizerKind Kind => _inner.Kind;
-
-    /// <inheritdoc/>
-    public string Name { get; }
-
-    /// <inheritdoc/>
-    public int VocabSize { get; }
-
-    /// <inheritdoc/>
-    public int? BosId { get; }
-
-    /// <inheritdoc/>
-    public int EosId { get; }
-
-    /// <inheritdoc/>
-    public int PadId { get; }
-
-    /// <inheritdoc/>
-    public int UnkId { get; }
+    private static int SizeOf(ITextTokenizer inner, IReadOnlyList<AddedToken> added) =>
+        Math.Max(inner.VocabSize, added.Count == 0 ? 0 : added.Max(t => t.Id) + 1);
 
     /// <summary>The tokenizer that encodes the text between added tokens.</summary>
     public ITextTokenizer Inner => _inner;
@@ -65,10 +43,8 @@ public sealed class AddedTokensTextTokenizer : ITextTokenizer
     /// <summary>The added tokens, by id.</summary>
     public IReadOnlyList<AddedToken> AddedTokens { get; }
 
-    /// <inheritdoc/>
-    public int[] Encode(string text, bool addBos = false, bool addEos = false)
+    private protected override IReadOnlyList<int> EncodeText(string text)
     {
-        ArgumentNullException.ThrowIfNull(text);
         var ids = new List<int>();
         int gapStart = 0;
         for (int pos = 0; pos < text.Length;)
@@ -86,15 +62,15 @@ public sealed class AddedTokensTextTokenizer : ITextTokenizer
             }
         }
         if (gapStart < text.Length) ids.AddRange(_inner.Encode(gapStart == 0 ? text : text[gapStart..]));
-        int? bos = addBos ? BosId ?? throw new InvalidOperationException($"{Name} has no beginning-of-sequence token; encode without addBos.") : null;
-        return TokenIds.Frame(ids, bos, addEos ? EosId : null);
+        return ids;
     }
 
-    /// <inheritdoc/>
-    /// <remarks>Special added tokens are skipped; other added tokens decode to their literal text.</remarks>
-    public string Decode(IReadOnlyList<int> ids)
+    /// <summary>Special added tokens, EOS, pad and BOS are dropped (the unknown piece is the inner tokenizer's to spell).</summary>
+    private protected override bool SkippedInDecode(int id) => _skipped.Contains(id);
+
+    /// <summary>Other added tokens decode to their literal text, the runs between them through the inner tokenizer.</summary>
+    private protected override string DecodeKept(IReadOnlyList<int> ids)
     {
-        ArgumentNullException.ThrowIfNull(ids);
         var text = new StringBuilder();
         var segment = new List<int>();
         void Flush()
@@ -104,8 +80,6 @@ public sealed class AddedTokensTextTokenizer : ITextTokenizer
         }
         foreach (int id in ids)
         {
-            if ((uint)id >= (uint)VocabSize) throw new ArgumentOutOfRangeException(nameof(ids), id, $"Token id outside the vocabulary of {VocabSize}.");
-            if (_skipped.Contains(id)) continue;
             if (_byId.TryGetValue(id, out var token))
             {
                 Flush();
