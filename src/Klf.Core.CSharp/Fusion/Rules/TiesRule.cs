@@ -17,27 +17,20 @@ namespace Klf.Fusion;
 /// </summary>
 /// <param name="keepFraction">k: the fraction of largest-magnitude entries each task vector keeps (default 0.2).</param>
 /// <param name="scale">λ, the scale of the merged task vector (default 1).</param>
-public sealed class TiesRule(double keepFraction = 0.2, double scale = 1.0) : IFusionRule
+public sealed class TiesRule(double keepFraction = 0.2, double scale = 1.0) : TaskVectorRule(scale)
 {
     /// <summary>k.</summary>
     public double KeepFraction { get; } = keepFraction is >= 0.0 and <= 1.0
         ? keepFraction : throw new ArgumentOutOfRangeException(nameof(keepFraction), keepFraction, "k must be in [0,1]");
 
-    /// <summary>λ.</summary>
-    public double Scale { get; } = scale;
-
     /// <inheritdoc/>
-    public string Name => "ties";
+    public override string Name => "ties";
 
-    /// <summary>NaN: the weight differs per element.</summary>
-    public double LambdaFor(UnitFusionContext context) => double.NaN;
-
-    /// <summary>base + λ·TIES(τ_prev, τ_cur): a fresh tensor of the inputs' shape, dtype and device; the caller disposes it.</summary>
-    public Tensor Fuse(FusionInputs inputs, UnitFusionContext context)
+    /// <summary>Trim, elect, disjoint mean (see the class summary).</summary>
+    protected override Tensor Merge(Tensor previousVector, Tensor currentVector)
     {
-        using var scope = NewDisposeScope();
-        var tp = FusionKernels.TrimTopMagnitude(inputs.Previous - inputs.Base, KeepFraction);
-        var tc = FusionKernels.TrimTopMagnitude(inputs.Current - inputs.Base, KeepFraction);
+        var tp = FusionKernels.TrimTopMagnitude(previousVector, KeepFraction);
+        var tc = FusionKernels.TrimTopMagnitude(currentVector, KeepFraction);
         var elected = (tp + tc).sign();
         // An entry takes part when it is non-zero and has the elected sign.
         var inP = tp.sign().eq(elected).logical_and(tp.ne(0));
@@ -45,8 +38,6 @@ public sealed class TiesRule(double keepFraction = 0.2, double scale = 1.0) : IF
         var zero = zeros_like(tp);
         var sum = where(inP, tp, zero) + where(inC, tc, zero);
         var count = inP.to_type(tp.dtype) + inC.to_type(tp.dtype);
-        var merged = sum / count.clamp_min(1);
-        var fused = inputs.Base + merged * Scale;
-        return fused.MoveToOuterDisposeScope();
+        return sum / count.clamp_min(1);
     }
 }
