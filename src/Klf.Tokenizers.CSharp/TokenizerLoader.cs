@@ -35,6 +35,17 @@ public static class TokenizerLoader
     /// <summary>The files <see cref="FromFolder"/> looks for, in order.</summary>
     public static IReadOnlyList<string> KnownFiles { get; } = ["tokenizer.model", "spiece.model", "tokenizer.json", "vocab.json + merges.txt"];
 
+    /// <summary>The names of the files that make up a tokenizer in a model folder (vocabularies and their configs).</summary>
+    public static IReadOnlyList<string> FileNames { get; } =
+        ["tokenizer.model", "spiece.model", "tokenizer.json", "vocab.json", "merges.txt", "added_tokens.json", "tokenizer_config.json", "special_tokens_map.json"];
+
+    /// <summary>
+    /// The tokenizer files <paramref name="folder"/> holds (full paths, in <see cref="FileNames"/> order):
+    /// what to copy beside saved weights so the saved folder tokenizes as this one.
+    /// </summary>
+    public static IReadOnlyList<string> FilesIn(string folder) =>
+        FileNames.Select(f => Path.Combine(folder, f)).Where(File.Exists).ToArray();
+
     /// <summary>Loads the tokenizer in <paramref name="folder"/>.</summary>
     /// <param name="folder">A model folder.</param>
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>

@@ -95,6 +95,26 @@ public sealed class ImportanceProfile
     }
 
     /// <summary>
+    /// The partitioner and skill-unit map fingerprint a profile file records, read without a unit map
+    /// (to choose the partitioner before building one). A missing file, invalid JSON, another format or
+    /// a missing field is an error naming the file.
+    /// </summary>
+    public static (string Partitioner, string Fingerprint) ReadHeader(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: importance profile not found", path);
+        JsonNode? root;
+        try { root = JsonNode.Parse(File.ReadAllText(path)); }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: importance profile is not valid JSON ({e.Message})", e); }
+        if (root is not JsonObject o) throw new InvalidDataException($"{path}: an importance profile is a JSON object");
+        string Field(string key) =>
+            o[key] is JsonValue v && v.GetValueKind() == JsonValueKind.String ? v.GetValue<string>()
+            : throw new InvalidDataException($"{path}: importance profile has no string field \"{key}\"");
+        var format = Field("format");
+        if (format != FormatName) throw new InvalidDataException($"{path}: format \"{format}\" is not an importance profile ({FormatName})");
+        return (Field("partitioner"), Field("fingerprint"));
+    }
+
+    /// <summary>
     /// Reads a profile written by <see cref="Save"/> and checks it belongs to <paramref name="expected"/>:
     /// a different fingerprint is an <see cref="InvalidDataException"/> naming the file and both
     /// fingerprints (and partitioners), never a silent mismatch. Scores round-trip bit-exactly.

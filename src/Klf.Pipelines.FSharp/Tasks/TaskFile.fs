@@ -24,7 +24,7 @@ module TaskFile =
     let extensions = [ ".json"; ".jsonl"; ".json.gz"; ".jsonl.gz" ]
 
     /// The bytes of a task file, decompressed when it ends in `.gz`; a broken archive names the file.
-    let private bytes (file: string) : byte[] =
+    let readBytes (file: string) : byte[] =
         if file.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) then
             try
                 use input = File.OpenRead file
@@ -81,7 +81,7 @@ module TaskFile =
         if not (File.Exists file) then
             raise (FileNotFoundException($"{file}: task file not found", file))
         let task = taskName file
-        let data = bytes file
+        let data = readBytes file
         if file.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase) || file.EndsWith(".jsonl.gz", StringComparison.OrdinalIgnoreCase) then
             Text.Encoding.UTF8.GetString(data).Split('\n')
             |> Array.map (fun l -> l.TrimEnd('\r'))

@@ -80,8 +80,4 @@ let loadTokenizer (tokDir: string) (modelDir: string) : ITextTokenizer * string 
     TokenizerLoader.FromFolder dir, dir
 
 /// The tokenizer files in a folder (to copy next to saved weights).
-let tokenizerFiles (dir: string) =
-    [ "tokenizer.model"; "spiece.model"; "tokenizer.json"; "vocab.json"; "merges.txt"; "added_tokens.json"
-      "tokenizer_config.json"; "special_tokens_map.json" ]
-    |> List.map (fun f -> Path.Combine(dir, f))
-    |> List.filter File.Exists
+let tokenizerFiles (dir: string) = List.ofSeq (Klf.Tokenizers.TokenizerLoader.FilesIn dir)
