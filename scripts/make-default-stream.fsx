@@ -1,7 +1,7 @@
 // Cuts the embedded excerpt of the Standard CL benchmark (dbpedia, amazon, yahoo, agnews, the
 // first four tasks of the Long Sequence benchmark's `standard` orders) into data/standard-cl:
 //
-//   dotnet fsi scripts/make-default-stream.fsx [--train N] [--test N] [--benchmark DIR] [--out DIR]
+//   scripts/pack.sh && dotnet fsi scripts/make-default-stream.fsx [--train N] [--test N] [--benchmark DIR] [--out DIR]
 //
 // Defaults: 300 training and 200 test examples per task, the repository's benchmarks/long_sequence
 // (its .json.gz files; --benchmark DIR reads another copy, .json or .json.gz), out = data/standard-cl
@@ -10,6 +10,9 @@
 // each label's examples are shuffled, then labels take turns (in ordinal order) giving one example
 // until N are chosen, and the chosen ones are shuffled. Writes {train,test}/<task>.json (JSON arrays
 // of {id, input, output}, as the benchmark), orders.json and PROVENANCE.md. Same inputs, same bytes.
+// Task files are found and read by Klf.Pipelines (`Benchmark`, `TaskFile`), from the local feed
+// scripts/pack.sh writes (the repository's NuGet.config names it).
+#r "nuget: Klf.Pipelines"
 
 open System
 open System.IO
@@ -17,12 +20,11 @@ open System.Security.Cryptography
 open System.Text
 open System.Text.Encodings.Web
 open System.Text.Json
+open Klf.Pipelines
 
 /// The sampling seed (fixed: the committed excerpt is this seed's).
 let Seed = 20250601
 let Tasks = [ "dbpedia"; "amazon"; "yahoo"; "agnews" ]
-
-type Example = { Id: string; Input: string; Output: string }
 
 let args = fsi.CommandLineArgs |> Array.skip 1 |> List.ofArray
 let rec option name dflt = function
@@ -36,32 +38,19 @@ let out = Path.GetFullPath(option "--out" (Path.Combine(repo, "data", "standard-
 
 let root =
     match option "--benchmark" "" args with
-    | "" -> Path.Combine(repo, "benchmarks", "long_sequence")
+    | "" ->
+        match Benchmark.locate repo with
+        | Some b -> Path.Combine(b, "long_sequence")
+        | None -> failwithf "no benchmarks/long_sequence above %s: give --benchmark DIR" repo
     | b -> Path.GetFullPath b
 
-/// The bytes of one split of one task: `<task>.json`, else `<task>.json.gz` decompressed.
+/// The bytes of one split of one task as the benchmark distributes it (decompressed).
 let sourceBytes split task : byte[] =
-    let plain = Path.Combine(root, split, task + ".json")
-    let gz = plain + ".gz"
-    if File.Exists plain then File.ReadAllBytes plain
-    elif File.Exists gz then
-        use input = File.OpenRead gz
-        use z = new IO.Compression.GZipStream(input, IO.Compression.CompressionMode.Decompress)
-        use m = new MemoryStream()
-        z.CopyTo m
-        m.ToArray()
-    else failwithf "%s: task file not found (nor %s)" plain gz
+    match Benchmark.tryFile root split task with
+    | Some file -> TaskFile.readBytes file
+    | None -> failwithf "%s: task file not found" (Benchmark.path root split task)
 
-let load split task : Example[] =
-    use doc = JsonDocument.Parse(ReadOnlyMemory<byte>(sourceBytes split task))
-    [| for e in doc.RootElement.EnumerateArray() ->
-        { Id = e.GetProperty("id").GetString(); Input = e.GetProperty("input").GetString(); Output = e.GetProperty("output").GetString() } |]
-
-/// A stable 64-bit FNV-1a hash (the same in every process), to give each task and split its own stream.
-let fnv (s: string) =
-    let mutable h = 14695981039346656037UL
-    for b in Encoding.UTF8.GetBytes s do h <- (h ^^^ uint64 b) * 1099511628211UL
-    h
+let load split task : Example[] = Benchmark.load root split task
 
 let shuffle (rng: Random) (a: 'T[]) =
     let a = Array.copy a
@@ -103,7 +92,7 @@ let counts = Collections.Generic.List<string * string * int * (string * int) lis
 for task in Tasks do
     for split, n in [ "train", nTrain; "test", nTest ] do
         let source = load split task
-        let picked = balanced (Seed ^^^ int (fnv $"{task}/{split}" % 1000003UL)) n source
+        let picked = balanced (Seed ^^^ int (Task.stableHash $"{task}/{split}" % 1000003UL)) n source
         write (Path.Combine(tmp, split, task + ".json")) (toJson picked)
         let labels = picked |> Array.countBy (fun e -> e.Output) |> Array.sortWith (fun (a, _) (b, _) -> String.CompareOrdinal(a, b)) |> List.ofArray
         counts.Add((task, split, source.Length, labels, sha256 (sourceBytes split task)))
