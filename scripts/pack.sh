@@ -14,6 +14,7 @@ packages=(
   "Klf.Core src/Klf.Core.CSharp/Klf.Core.CSharp.csproj"
   "Klf.Pipelines src/Klf.Pipelines.FSharp/Klf.Pipelines.FSharp.fsproj"
   "Klf.Laws src/Klf.Laws.FSharp/Klf.Laws.FSharp.fsproj"
+  "Klf.Reports src/Klf.Reports.FSharp/Klf.Reports.FSharp.fsproj"
   "Klf.Cli src/Klf.Scripts/Klf.Scripts.fsproj"
 )
 version=$(sed -n 's:.*<Version>\(.*\)</Version>.*:\1:p' Directory.Build.props | head -n 1)

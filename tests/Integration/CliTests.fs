@@ -22,7 +22,7 @@ let feed =
         let code, out = NativeTests.run "bash" [ Path.Combine(repo, "scripts", "pack.sh") ] 900000
         if code <> 0 then failtestf "scripts/pack.sh failed (%d):\n%s" code out
         let dir = out.Split('\n', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> Array.last
-        for id in [ "Klf.Tokenizers"; "Klf.Core"; "Klf.Pipelines"; "Klf.Laws"; "Klf.Cli" ] do
+        for id in [ "Klf.Tokenizers"; "Klf.Core"; "Klf.Pipelines"; "Klf.Laws"; "Klf.Reports"; "Klf.Cli" ] do
             if Directory.GetFiles(dir, id + ".*.nupkg").Length = 0 then failtestf "no %s package in %s" id dir
         dir)
 

@@ -11,7 +11,7 @@ open Klf.Models.Llama
 open Klf.Training
 open Klf.Kif
 open Klf.Pipelines
-open Klf.Cli.Report
+open Klf.Reports
 
 let private tasks = [ "agnews"; "dbpedia" ]
 

@@ -10,10 +10,6 @@ let main argv =
         let s = TorchSharp.torch.arange(4L).sum().item<int64>()
         printfn "NATIVE-OK sum=%d patched=%b from=%s" s Klf.Native.TorchNative.Patched Klf.Native.TorchNative.LoadedFrom
         0
-    | [| "--terminal-probe" |] ->
-        // Used by the terminal tests: a child whose stdout is redirected reports what klf would decide.
-        printfn "INTERACTIVE=%b" (Klf.Cli.Terminal.interactive ())
-        0
     | _ ->
         // Load TorchSharp's natives (patched if this system's libstdc++ needs it) before any test touches torch.
         Klf.Native.TorchNative.EnsureLoaded()

@@ -6,7 +6,7 @@ open System.IO
 open Expecto
 open SkiaSharp
 open Klf.Pipelines
-open Klf.Cli.Report
+open Klf.Reports
 
 let private tasks = [ "dbpedia"; "amazon"; "yahoo" ]
 
@@ -78,14 +78,15 @@ let tests =
                 | keep -> Directory.CreateDirectory keep |> ignore; for f in Directory.GetFiles dir do File.Copy(f, Path.Combine(keep, Path.GetFileName f), true)
         }
 
-        test "klf report's reader takes metrics.json back (null above the diagonal, FWT null or a number)" {
+        test "RunReport.readMetrics takes metrics.json back (null above the diagonal, FWT null or a number)" {
             let dir = Directory.CreateTempSubdirectory("klf-report-read-").FullName
             try
                 let json = """{ "tasks": ["dbpedia", "amazon"], "seed": 3, "strategies": {
                       "seqft": { "matrix": [[90.0, null], [40.0, 80.0]], "AP": 60.0, "FRa": 50.0, "FWT": null, "BWT": -50.0 },
                       "kif":   { "matrix": [[88.0, null], [85.0, 79.0]], "AP": 82.0, "FRa": 3.0, "FWT": 1.5, "BWT": -3.0 } } }"""
                 File.WriteAllText(Path.Combine(dir, "metrics.json"), json)
-                let tasks, seed, fs, rs = Command.read (Path.Combine(dir, "metrics.json"))
+                let m = RunReport.readMetrics (Path.Combine(dir, "metrics.json"))
+                let tasks, seed, fs, rs = m.Tasks, m.Seed, m.Facts, m.Results
                 Expect.isEmpty fs "no task-facts in the file: none"
                 Expect.equal tasks [ "dbpedia"; "amazon" ] "tasks"
                 Expect.equal seed (Some 3) "seed"
@@ -97,7 +98,7 @@ let tests =
                 let md = Markdown.render [] tasks fs rs [] []
                 Expect.stringContains md "| amazon | 40.0 | 80.0 |" "renders"
                 Expect.isFalse (md.Contains "chance") "no chance stated when the facts are unknown"
-                Expect.throwsT<InvalidDataException> (fun () -> File.WriteAllText(Path.Combine(dir, "metrics.json"), "{}"); Command.read (Path.Combine(dir, "metrics.json")) |> ignore) "wrong shape: clear error"
+                Expect.throwsT<InvalidDataException> (fun () -> File.WriteAllText(Path.Combine(dir, "metrics.json"), "{}"); RunReport.readMetrics (Path.Combine(dir, "metrics.json")) |> ignore) "wrong shape: clear error"
             finally
                 Directory.Delete(dir, true)
         }

@@ -16,7 +16,7 @@ open Klf.Checkpoints
 open Klf.Pipelines
 open Klf.Cli.Cli
 open Klf.Cli.Common
-open Klf.Cli.Report
+open Klf.Reports
 
 let private corpus = req<string> "--corpus" "Plain-text UTF-8 corpus, one document or paragraph per line (scripts/fetch-corpus.sh makes one)."
 let private tokenizer = req<string> "--tokenizer" "Tokenizer folder (scripts/train-tokenizer.sh makes one); its files are copied beside the weights."
@@ -181,7 +181,7 @@ let cmd =
             try
                 let write name (bytes: byte[]) = File.WriteAllBytes(Path.Combine(scratch, name), bytes); Path.Combine(scratch, name)
                 let csvFile = write "loss.csv" (Text.UTF8Encoding(false).GetBytes(Pretrain.csv result.Points))
-                Report.SkiaNative.ensure ()
+                SkiaNative.ensure ()
                 let pngFile = write "loss.png" (Plots.lossCurve "pre-training loss" result.Points)
                 let sourcesFile =
                     let s = Path.Combine(Path.GetDirectoryName(Path.GetFullPath corpusPath), "SOURCES.md")

@@ -7,6 +7,7 @@ open System
 open System.CommandLine
 open System.IO
 open Klf.Pipelines
+open Klf.Reports
 open Klf.Training
 open Klf.Cli.Cli
 open Klf.Cli.Common
@@ -116,32 +117,6 @@ let spec (pr: ParseResult) : ExperimentSpec =
         Truncation = PromptCut.Parse(pick truncation (PromptCut.Name s0.Truncation))
         SingleTask = (if given pr noFwt || fromFile.IsNone then not (pr.GetValue noFwt) else s0.SingleTask) }
 
-/// The settings table of the report.
-let settings (spec: ExperimentSpec) =
-    let inv (x: float) = x.ToString(Globalization.CultureInfo.InvariantCulture)
-    [ "strategies", String.Join(", ", ExperimentSpec.labels spec)
-      "model", (match spec.Model with Folder m -> m | Preset p -> "preset " + p + " (random init)")
-      "train / validation / test examples per task", $"{spec.TrainExamples} / {spec.ValidationExamples} / {spec.TestExamples}"
-      "best-validation", (if spec.ValidationExamples > 0 then $"on unless a strategy sets it off; validation loss every {spec.EvalEvery} steps" else "off (no validation examples)")
-      "steps per task, batch", $"{spec.Steps}, {spec.BatchSize}"
-      "learning rate, warm-up", $"{inv spec.LearningRate}, {spec.WarmupSteps}"
-      "weight decay", $"{inv spec.WeightDecay} on {ExperimentSpec.decayName spec.DecayOn} parameters"
-      "max length, prompt truncation", $"{spec.MaxLength}, drop {PromptCut.Name spec.Truncation}"
-      "single-task runs (FWT)", (if spec.SingleTask then "yes" else "no") ]
-
-let private fmtRow (row: float[]) = String.Join("  ", row |> Array.map (fun x -> x.ToString("F1")))
-
-/// A run as the terminal names it: "kif seed 1", "single-task 2 (amazon) seed 1".
-let runLabel (sequences: (string * string list) list) (r: RunSpec) =
-    let what =
-        match r.Kind with
-        | StrategyRun s -> s
-        | SingleTask j ->
-            match sequences |> List.tryFind (fun (n, _) -> n = r.Sequence) with
-            | Some(_, tasks) when j < tasks.Length -> $"single-task {j + 1} ({tasks[j]})"
-            | _ -> $"single-task {j + 1}"
-    $"{what} seed {r.Seed}"
-
 let cmd =
     command "run" "Run an experiment (strategies × orders × seeds) into a resumable run folder; writes DIR/metrics.json (accuracy matrices, AP, F.Ra, FWT, BWT in percent), DIR/report.md and plots."
         [ config; model; preset; tokenizer; benchmark; orders; order; tasksOpt; strategies; nTrain; nValidation; nTest; evalEvery; steps; batch; lr; warmup; weightDecay; decayOn; maxLen; truncation; seeds; seed; noFwt; shard; keepStates; deviceOption; out ] (fun pr ->
@@ -160,7 +135,6 @@ let cmd =
         let root = Experiment.benchmarkRoot spec
         let sequences = Experiment.sequenceTasks root spec
         let all = Experiment.runs sequences spec
-        let runLabel = runLabel sequences
         let chosen, shardText =
             match pr.GetValue shard with
             | null | "" -> all, ""
@@ -171,26 +145,10 @@ let cmd =
         printfn "%d runs%s of %d: seeds %s; %d train / %d test examples per task, %d steps per task" chosen.Length shardText all.Length seedText spec.TrainExamples spec.TestExamples spec.Steps
         let finishedHere =
             Terminal.withProgress (fun progress ->
-                let mutable current : Terminal.ProgressTask option = None
-                let log (s: string) = progress.Log s
                 let control =
-                    { ExperimentControl.none with
+                    { Progress.control progress sequences with
                         Device = (let name = pr.GetValue deviceOption in device name |> ignore; name)
-                        KeepAllStates = keepAll
-                        OnRunStart = fun r tasks planned -> current <- Some(progress.Start(runLabel r, planned))
-                        OnResume = fun r n -> log $"{runLabel r}: resuming after task {n}"
-                        OnStep = fun _ -> current |> Option.iter (fun t -> t.Advance 1)
-                        OnTask = fun r _ name row -> log (sprintf "%s: after %-12s %s" (runLabel r) name (fmtRow row))
-                        OnRunDone = fun r result skipped ->
-                            current |> Option.iter (fun t -> t.Done())
-                            current <- None
-                            if skipped then log $"{runLabel r}: already finished"
-                            else
-                                match r.Kind with
-                                | SingleTask _ -> log (sprintf "%s: %.1f" (runLabel r) (result.Rows[0].[0]))
-                                | StrategyRun _ ->
-                                    let s = Metrics.summary None (Metrics.ofRows result.Rows)
-                                    log (sprintf "%s: AP %.1f  F.Ra %.1f  BWT %.1f" (runLabel r) s.AP s.FRa s.BWT) }
+                        KeepAllStates = keepAll }
                 Experiment.execute control spec dir (Some chosen))
         let finished = Experiment.collect [ dir ]
         let missing = all.Length - (all |> List.filter (fun r -> File.Exists(Path.Combine(dir, r.Id, Experiment.ResultFile))) |> List.length)
@@ -206,7 +164,7 @@ let cmd =
                 let rows =
                     [ for a in aggs ->
                         let n = a.Seeds.Length
-                        [ a.Name; Outputs.meanStd n a.AP; Outputs.meanStd n a.FRa; (match a.FWT with Some f -> Outputs.meanStd n f | None -> "-"); Outputs.meanStd n a.BWT ] ]
+                        [ a.Name; RunReport.meanStd n a.AP; RunReport.meanStd n a.FRa; (match a.FWT with Some f -> RunReport.meanStd n f | None -> "-"); RunReport.meanStd n a.BWT ] ]
                 let suffix = if many then " (mean ± std)" else ""
                 let facts = outcomes |> List.tryPick (fun o -> if o.Sequence = sequence && not o.Facts.IsEmpty then Some o.Facts else None) |> Option.defaultValue []
                 if not facts.IsEmpty then
@@ -221,7 +179,7 @@ let cmd =
                     | None -> []
                 printfn "%s%s" sequence suffix
                 Terminal.printMetricsText [ "strategy"; "AP"; "F.Ra"; "FWT"; "BWT" ] (rows @ chanceRow)
-            for m in Outputs.write dir [ dir ] (settings spec) outcomes do
+            for m in RunReport.write dir [ dir ] (RunReport.settings spec) outcomes do
                 printfn "wrote %s, report.md and plots beside it" (Path.GetFullPath m)
         ignore finishedHere
         0)

@@ -10,7 +10,7 @@
 // 200 training and 100 test examples per task, 100 steps of 8, lr 3e-4, seed 1.
 // From the local feed scripts/pack.sh writes, found through the repository's NuGet.config; a script
 // elsewhere adds it with #i "nuget: /absolute/path/to/artifacts/nuget".
-#r "nuget: Klf.Cli"
+#r "nuget: Klf.Reports"
 #load "ScriptArgs.fsx"
 
 open System
@@ -62,5 +62,5 @@ for _, _, aggregates in Results.aggregate outcomes do
     for a in aggregates do
         let fwt = match a.FWT with Some f -> f.Mean.ToString("F1") | None -> "-"
         printfn "%-8s %8.1f %8.1f %8s %8.1f" a.Name a.AP.Mean a.FRa.Mean fwt a.BWT.Mean
-for m in Klf.Cli.Outputs.write out [ out ] [ ("script", "experiments/long-sequence-order1.fsx") ] outcomes do
+for m in Klf.Reports.RunReport.write out [ out ] (("script", "experiments/long-sequence-order1.fsx") :: Klf.Reports.RunReport.settings spec) outcomes do
     printfn "wrote %s" (Path.GetFullPath m)

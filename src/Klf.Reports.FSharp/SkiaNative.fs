@@ -1,7 +1,7 @@
-/// Lets the plots render when klf.dll is used outside its own program (e.g. `#r` from an .fsx
-/// script under `dotnet fsi`): such hosts do not read klf's deps.json, so SkiaSharp and HarfBuzzSharp
-/// would not find their native libraries in `runtimes/<rid>/native` beside klf.dll.
-module Klf.Cli.Report.SkiaNative
+/// Lets the plots render when Klf.Reports is loaded by a host that does not read the program's
+/// deps.json (e.g. `#r` from an .fsx script under `dotnet fsi`): SkiaSharp and HarfBuzzSharp would
+/// not find their native libraries in `runtimes/<rid>/native` beside the assembly otherwise.
+module Klf.Reports.SkiaNative
 
 open System
 open System.IO

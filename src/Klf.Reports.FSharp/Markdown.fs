@@ -1,6 +1,6 @@
 /// DIR/report.md of a continual run: settings, per strategy the accuracy matrix, the metric
 /// table and links to the PNG plots written beside it (see Plots).
-module Klf.Cli.Report.Markdown
+module Klf.Reports.Markdown
 
 open System
 open System.IO

@@ -1,7 +1,7 @@
 /// PNG plots of continual-learning results (ScottPlot 5 on SkiaSharp). Text is drawn with the
 /// DejaVu Sans font embedded in this assembly, so plots render the same on a machine without any
 /// system fonts (SkiaSharp's Linux natives would otherwise draw no glyphs there).
-module Klf.Cli.Report.Plots
+module Klf.Reports.Plots
 
 open System
 open System.IO

@@ -1,6 +1,6 @@
 /// MODEL_CARD.md of a pre-trained model (`klf pretrain`): what was trained, on what, how, and the
 /// command that reproduces it.
-module Klf.Cli.Report.ModelCard
+module Klf.Reports.ModelCard
 
 open System
 open System.Globalization
