@@ -100,3 +100,15 @@ type TinyLm(vocab: int, dim: int, layers: int) as this =
 let create (seed: int64) =
     torch.manual_seed(seed) |> ignore
     new TinyLm(32, 32, 2)
+
+/// The trainable parameters of a model, by name.
+let trainable (m: ILanguageModel) =
+    m.Module.named_parameters() |> Seq.filter (fun struct (_, p) -> p.requires_grad) |> Seq.map (fun struct (n, p) -> n, p :> Tensor) |> Array.ofSeq
+
+/// Float copies of every trainable parameter, by name (to compare weights bit for bit).
+let copyTrainable (m: ILanguageModel) =
+    trainable m |> Array.map (fun (n, p) -> n, p.detach().cpu().flatten().data<float32>().ToArray()) |> Map.ofArray
+
+/// Batches of 4, seed 7, no warm-up, no weight decay: `steps` steps at learning rate `lr`.
+let plainOptions (steps: int) (lr: float) =
+    Klf.Training.TrainerOptions(BatchSize = 4, MaxSteps = steps, Seed = 7, Optimizer = Klf.Training.OptimizerOptions(LearningRate = lr, WarmupSteps = 0, WeightDecay = 0.0))
