@@ -13,18 +13,15 @@ namespace Klf.Tokenizers;
 /// besides the normalization problems described on <see cref="SentencePieceTextNormalization"/>; a
 /// test pins each case, and docs/tokenizers.md has the counts. The library still decodes.
 /// </remarks>
-internal sealed class SentencePieceBpeEncoder
+internal sealed class SentencePieceBpeEncoder : SentencePieceEncoder
 {
     private readonly Dictionary<string, (int Id, float Score, bool Unused)> _mergeable = new(StringComparer.Ordinal);
     private readonly Dictionary<string, int> _reserved = new(StringComparer.Ordinal);
     private readonly Dictionary<string, (int Id, float Score, bool Unused)>.AlternateLookup<ReadOnlySpan<char>> _mergeableBySpan;
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _reservedBySpan;
-    private readonly SentencePieceTextNormalization _normalization;
     private readonly string[] _userDefined;
-    private readonly int _unkId;
-    private readonly int[]? _byteIds;
 
-    public SentencePieceBpeEncoder(SentencePieceModelFile model)
+    public SentencePieceBpeEncoder(SentencePieceModelFile model) : base(model)
     {
         for (int i = 0; i < model.Pieces.Count; i++)
         {
@@ -36,18 +33,12 @@ internal sealed class SentencePieceBpeEncoder
         }
         _mergeableBySpan = _mergeable.GetAlternateLookup<ReadOnlySpan<char>>();
         _reservedBySpan = _reserved.GetAlternateLookup<ReadOnlySpan<char>>();
-        _normalization = new SentencePieceTextNormalization(model);
         _userDefined = SentencePieceTextNormalization.UserDefinedPieces(model).ToArray();
-        _unkId = model.UnkId;
-        _byteIds = SentencePieceOutput.ByteIds(model);
     }
 
-    /// <summary>Normalizes and segments <paramref name="text"/>; returns the ids.</summary>
-    public List<int> Encode(string text)
+    /// <inheritdoc/>
+    protected override List<(int Start, int Length, int Id)> Segment(string s)
     {
-        string s = _normalization.Normalize(text);
-        var ids = new List<int>(s.Length);
-        if (s.Length == 0) return ids;
 
         // Symbols: a doubly linked list over spans of s; a merged-away symbol has length 0.
         var start = new List<int>();
@@ -113,8 +104,7 @@ internal sealed class SentencePieceBpeEncoder
         }
         for (int i = 0; i >= 0; i = next[i]) Resegment(start[i], length[i]);
 
-        SentencePieceOutput.AppendIds(s, pieces, _unkId, _byteIds, ids);
-        return ids;
+        return pieces;
     }
 
     private int PieceToId(ReadOnlySpan<char> piece, out bool unused)
@@ -127,7 +117,7 @@ internal sealed class SentencePieceBpeEncoder
             unused = p.Unused;
             return p.Id;
         }
-        return _unkId;
+        return UnkId;
     }
 
     private int UserDefinedAt(string s, int pos)

@@ -26,7 +26,7 @@ public sealed class SentencePieceTextTokenizer : TextTokenizer
 {
     private readonly SentencePieceTokenizer _inner;
     private readonly bool[] _isControl;
-    private readonly Func<string, List<int>> _encode;
+    private readonly SentencePieceEncoder _encoder;
 
     internal SentencePieceTextTokenizer(SentencePieceModelFile model, SpecialTokenIds ids)
         : base(KindOf(model), $"{KindOf(model)} ({Path.GetFileName(Path.GetDirectoryName(model.Path))}/{Path.GetFileName(model.Path)}, {model.Pieces.Count} pieces)",
@@ -36,7 +36,7 @@ public sealed class SentencePieceTextTokenizer : TextTokenizer
         {
             _inner = SentencePieceTokenizer.Create(stream, addBeginningOfSentence: false, addEndOfSentence: false);
         }
-        _encode = Kind == TokenizerKind.SentencePieceBpe ? new SentencePieceBpeEncoder(model).Encode : new SentencePieceUnigramEncoder(model).Encode;
+        _encoder = Kind == TokenizerKind.SentencePieceBpe ? new SentencePieceBpeEncoder(model) : new SentencePieceUnigramEncoder(model);
         _isControl = model.Types.Select(t => t == SentencePieceModelFile.PieceType.Control).ToArray();
         foreach (int? id in new[] { ids.Bos, ids.Eos, ids.Pad })
         {
@@ -53,7 +53,7 @@ public sealed class SentencePieceTextTokenizer : TextTokenizer
     /// </summary>
     public SentencePieceTokenizer Inner => _inner;
 
-    private protected override IReadOnlyList<int> EncodeText(string text) => _encode(text);
+    private protected override IReadOnlyList<int> EncodeText(string text) => _encoder.Encode(text);
 
     /// <summary>Control pieces (and the configured BOS, EOS and pad) are dropped; the unknown piece decodes as the library spells it.</summary>
     private protected override bool SkippedInDecode(int id) => _isControl[id];

@@ -15,19 +15,16 @@ namespace Klf.Tokenizers;
 /// the score accumulated so far, and the library rounds differently from SentencePiece (3.0.0: 19
 /// and 1 of 1011 compared lines).
 /// </remarks>
-internal sealed class SentencePieceUnigramEncoder
+internal sealed class SentencePieceUnigramEncoder : SentencePieceEncoder
 {
     private const float UnknownPenalty = 10f;
 
     private readonly Dictionary<string, (int Id, float Score, bool UserDefined)> _pieces = new(StringComparer.Ordinal);
     private readonly Dictionary<string, (int Id, float Score, bool UserDefined)>.AlternateLookup<ReadOnlySpan<char>> _piecesBySpan;
-    private readonly SentencePieceTextNormalization _normalization;
     private readonly int _maxPieceLength;
     private readonly float _unknownScore, _maxScore;
-    private readonly int _unkId;
-    private readonly int[]? _byteIds;
 
-    public SentencePieceUnigramEncoder(SentencePieceModelFile model)
+    public SentencePieceUnigramEncoder(SentencePieceModelFile model) : base(model)
     {
         float min = float.MaxValue, max = float.MinValue;
         for (int i = 0; i < model.Pieces.Count; i++)
@@ -44,19 +41,13 @@ internal sealed class SentencePieceUnigramEncoder
             }
         }
         _piecesBySpan = _pieces.GetAlternateLookup<ReadOnlySpan<char>>();
-        _normalization = new SentencePieceTextNormalization(model);
         _unknownScore = min - UnknownPenalty;
         _maxScore = max;
-        _unkId = model.UnkId;
-        _byteIds = SentencePieceOutput.ByteIds(model);
     }
 
-    /// <summary>Normalizes and segments <paramref name="text"/>; returns the ids.</summary>
-    public List<int> Encode(string text)
+    /// <inheritdoc/>
+    protected override List<(int Start, int Length, int Id)> Segment(string s)
     {
-        string s = _normalization.Normalize(text);
-        var ids = new List<int>(s.Length);
-        if (s.Length == 0) return ids;
 
         // best*[e]: the best path over s[..e]: its score, where its last piece starts, and that piece's id.
         var bestScore = new float[s.Length + 1];
@@ -80,15 +71,14 @@ internal sealed class SentencePieceUnigramEncoder
                 Offer(start + n, score + before, start, piece.Id);
                 if (n == charLength) singleCharPiece = true;
             }
-            if (!singleCharPiece) Offer(start + charLength, _unknownScore + before, start, _unkId);
+            if (!singleCharPiece) Offer(start + charLength, _unknownScore + before, start, UnkId);
             start += charLength;
         }
 
         var pieces = new List<(int Start, int Length, int Id)>();
         for (int end = s.Length; end > 0; end = bestStart[end]) pieces.Add((bestStart[end], end - bestStart[end], bestId[end]));
         pieces.Reverse();
-        SentencePieceOutput.AppendIds(s, pieces, _unkId, _byteIds, ids);
-        return ids;
+        return pieces;
 
         // A later start replaces the best path only when strictly better.
         void Offer(int end, double score, int start, int id)
