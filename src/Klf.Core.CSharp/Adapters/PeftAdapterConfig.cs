@@ -117,6 +117,10 @@ public static class PeftAdapterConfig
             ExcludeModules: exclude, ExcludeRegex: excludeRegex, LayersToTransform: layers, LayersPattern: layersPattern);
     }
 
+    /// <summary>PEFT's <c>task_type</c> of a model family: <c>CAUSAL_LM</c> (decoder-only) or <c>SEQ_2_SEQ_LM</c> (encoder-decoder).</summary>
+    public static string TaskTypeOf(Klf.Models.ModelFamily family) =>
+        family == Klf.Models.ModelFamily.DecoderOnly ? "CAUSAL_LM" : "SEQ_2_SEQ_LM";
+
     /// <summary>The <c>adapter_config.json</c> object PEFT writes for <paramref name="config"/> (every field it reads, with its value).</summary>
     public static JsonObject ToJson(LoraConfig config, string taskType = "CAUSAL_LM", string? baseModelNameOrPath = null)
     {

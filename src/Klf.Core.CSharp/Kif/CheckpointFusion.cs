@@ -151,7 +151,7 @@ public static class CheckpointFusion
         var (categories, report, accumulated) = FuseInPlace(request, options, map, snapshot, model);
         var result = new CheckpointFusionResult(map, categories, report, accumulated, true, Path.GetFullPath(request.Output));
         var record = Record(request, options, result, [new("base", baseDir)]);
-        var taskType = model.Family == ModelFamily.DecoderOnly ? "CAUSAL_LM" : "SEQ_2_SEQ_LM";
+        var taskType = PeftAdapterConfig.TaskTypeOf(model.Family);
         AtomicFile.WriteFolder(request.Output, dir =>
         {
             lora.SaveAdapter(dir, "default", taskType, Path.GetFullPath(baseDir));

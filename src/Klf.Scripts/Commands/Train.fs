@@ -119,7 +119,7 @@ let cmd =
             Checkpoint.Save(m, dir, extra, tokenizerFiles tokDir, tokenizer = tok) |> ignore
             printfn "saved checkpoint to %s" (Path.GetFullPath dir)
         | lora ->
-            let taskType = if m.Family = ModelFamily.DecoderOnly then "CAUSAL_LM" else "SEQ_2_SEQ_LM"
+            let taskType = PeftAdapterConfig.TaskTypeOf m.Family
             AtomicFile.WriteFolder(dir, fun tmp ->
                 lora.SaveAdapter(tmp, "default", taskType, (match pr.GetValue model with null | "" -> pr.GetValue preset | d -> Path.GetFullPath d))
                 for f in tokenizerFiles tokDir do File.Copy(f, Path.Combine(tmp, Path.GetFileName f)))
