@@ -82,6 +82,90 @@ let tests =
             for KeyValue (_, p) in after do Expect.isTrue p.requires_grad "still trainable"
         }
 
+        test "in place or through temporaries, Apply writes exactly what each slice's Fuse gives: whole, neuron and head units, every rule, with and without a base" {
+            let reference (m: ILanguageModel) (previous: ParameterSnapshot) (basis: ParameterSnapshot option) (plan: FusionPlan) (rule: IFusionRule) seed =
+                // Slice by slice from the untouched values, as the rule defines it.
+                let live = parameters m
+                use _ng = torch.no_grad()
+                [ for i in 0 .. plan.Map.Count - 1 do
+                    let unit = plan.Map.Units[i]
+                    let ctx = UnitFusionContext(unit, plan.PreviousScores[i], plan.CurrentScores[i], plan.Categories[i], ModelFusion.UnitSeed(seed, unit.Id))
+                    for slice in unit.Slices do
+                        use cur = slice.View(live[slice.Parameter])
+                        use prev = slice.View(previous[slice.Parameter])
+                        use b = match basis with Some s -> slice.View(s[slice.Parameter]) | None -> prev.alias()
+                        let inputs = FusionInputs((if basis.IsSome then b else prev), prev, cur)
+                        use fused = rule.Fuse(inputs, ctx)
+                        yield slice.ToString(), bits fused ]
+            let rules : IFusionRule list = [ KifStaticRule(); KifStaticRule(0.25, 0.0, 1.0, 0.75); KifAdaptiveRule(); AverageRule(); TaskArithmeticRule(); TaskArithmeticRule(0.6); MagMaxRule(0.8); TiesRule(); DareRule() ]
+            let partitioners : ISkillUnitPartitioner list = [ FullFineTuningPartitioner(); NeuronPartitioner(16); AttentionHeadPartitioner() ]
+            for partitioner in partitioners do
+                for withBase in [ false; true ] do
+                    for rule in rules do
+                        let m = llama 21L
+                        use _model = owned m
+                        use baseSnap = ParameterSnapshot.TakeTrainable m
+                        perturb m 22L
+                        use previous = ParameterSnapshot.TakeTrainable m
+                        perturb m 23L
+                        use current = ParameterSnapshot.TakeTrainable m
+                        let map = partitioner.Partition m
+                        let rng = Random(5)
+                        let cats = Array.init map.Count (fun _ -> [| UnitCategory.PreviousOnly; UnitCategory.CurrentOnly; UnitCategory.Shared; UnitCategory.Neither |].[rng.Next 4])
+                        let plan = FusionPlan(map, scores map 3, scores map 7, cats)
+                        let basis = if withBase then Some baseSnap else None
+                        let expected = reference m previous basis plan rule 4L
+                        ModelFusion.Apply(m, previous, plan, rule, 4L, (match basis with Some b -> b | None -> null)) |> ignore
+                        let live = parameters m
+                        let byName = map.Units |> Seq.collect (fun u -> u.Slices) |> Seq.map (fun s -> s.ToString(), s) |> Map.ofSeq
+                        for name, want in expected do
+                            let slice = byName[name]
+                            use got = slice.View(live[slice.Parameter])
+                            if bits got <> want then failtestf "%s, %s, base %b: %s differs from the rule's Fuse" rule.Name partitioner.Name withBase name
+        }
+
+        test "in-place fusion refuses values whose interpolation would overflow, and keeps negative zeros of untouched units" {
+            let m = llama 31L
+            use _model = owned m
+            let map = NeuronPartitioner(16).Partition m
+            let victim = map.Units |> Seq.find (fun u -> u.Slices.Count > 1)
+            let slice = victim.Slices[0]
+            use previous = ParameterSnapshot.TakeTrainable m
+            do
+                use _ng = torch.no_grad()
+                use v = slice.View((parameters m)[slice.Parameter])
+                v.fill_(3.0e38) |> ignore
+            let before = parameters m |> Map.map (fun _ p -> bits p)
+            let plan = FusionPlan(map, scores map 3, scores map 7, Array.create map.Count UnitCategory.Neither)
+            let ex = Expect.throwsC (fun () -> ModelFusion.Apply(m, previous, plan, KifStaticRule(), 1L) |> ignore) id
+            Expect.isTrue (ex :? UnsafeFusionException) $"refused: {ex.Message}"
+            Expect.stringContains ex.Message "overflow" "says why"
+            for KeyValue (n, b) in parameters m |> Map.map (fun _ p -> bits p) do Expect.equal b before[n] $"untouched: {n}"
+            // Negative zeros on either side: units taking θ_k (λ 1) and units taking θ̄_{k−1} (λ 0) give
+            // exactly those bits, also where units of both kinds share a tensor (neuron blocks).
+            let negativeZero (m: ILanguageModel) =
+                use _ng = torch.no_grad()
+                for p in m.Module.parameters() do p.zero_().neg_() |> ignore
+            for zerosBefore in [ false; true ] do
+                let m2 = llama 32L
+                use _model2 = owned m2
+                if zerosBefore then negativeZero m2
+                use prev2 = ParameterSnapshot.TakeTrainable m2
+                if zerosBefore then perturb m2 33L else negativeZero m2
+                let cur2 = parameters m2 |> Map.map (fun _ p -> p.clone())
+                let map2 = NeuronPartitioner(16).Partition m2
+                let cats2 = Array.init map2.Count (fun i -> if i % 2 = 0 then UnitCategory.CurrentOnly else UnitCategory.PreviousOnly)
+                ModelFusion.Apply(m2, prev2, FusionPlan(map2, scores map2 3, scores map2 7, cats2), KifStaticRule(), 1L) |> ignore
+                let after2 = parameters m2
+                for i in 0 .. map2.Count - 1 do
+                    for sl in map2.Units[i].Slices do
+                        use got = sl.View(after2[sl.Parameter])
+                        use want = sl.View(if i % 2 = 0 then cur2[sl.Parameter] else prev2[sl.Parameter])
+                        let side = if zerosBefore then "before" else "after"
+                        Expect.equal (bits got) (bits want) $"{sl} ({cats2[i]}, negative zeros {side})"
+                for KeyValue (_, t) in cur2 do t.Dispose()
+        }
+
         test "a NaN in the current model: Apply throws naming unit and rule, and the model stays bit-identical" {
             let m = llama 3L
             use _model = owned m

@@ -10,24 +10,32 @@ namespace Klf.Fusion;
 public static class FusionKernels
 {
     /// <summary>
-    /// prev + λ·(cur − prev), element-wise, with exact endpoints: λ = 0 returns a bit-identical copy
-    /// of <paramref name="previous"/>, λ = 1 a bit-identical copy of <paramref name="current"/>.
-    /// For 0 &lt; λ &lt; 1 the result is clamped into [min(prev, cur), max(prev, cur)], so rounding can
-    /// never push an element outside its two inputs. Inputs: equal shapes, one floating dtype.
+    /// prev + λ·(cur − prev), element-wise, as a fresh tensor (<see cref="InterpolateInPlace"/> on a
+    /// copy of <paramref name="current"/>): λ = 0 gives a bit-identical copy of
+    /// <paramref name="previous"/>, λ = 1 of <paramref name="current"/>, and 0 &lt; λ &lt; 1 elements
+    /// between the two. Inputs: equal shapes, one floating dtype.
     /// </summary>
     public static Tensor Interpolate(Tensor previous, Tensor current, double lambda)
     {
         if (double.IsNaN(lambda)) throw new ArgumentException("λ is NaN", nameof(lambda));
         if (lambda == 0.0) return previous.clone();
-        if (lambda == 1.0) return current.clone();
-        var fused = previous.lerp(current, lambda); // one kernel; exact at the ends, symmetric formula around ½
-        if (lambda is > 0.0 and < 1.0)
-        {
-            using var lo = minimum(previous, current);
-            using var hi = maximum(previous, current);
-            fused.clamp_(lo, hi);
-        }
+        var fused = current.clone();
+        InterpolateInPlace(fused, previous, lambda);
         return fused;
+    }
+
+    /// <summary>
+    /// Overwrites <paramref name="current"/> with prev + λ·(cur − prev) in one kernel (torch's lerp
+    /// from cur towards prev with weight 1 − λ, which is exact at both ends and never leaves the
+    /// interval between the two for 0 ≤ λ ≤ 1): λ = 1 leaves it untouched, λ = 0 copies prev.
+    /// </summary>
+    public static void InterpolateInPlace(Tensor current, Tensor previous, double lambda)
+    {
+        if (double.IsNaN(lambda)) throw new ArgumentException("λ is NaN", nameof(lambda));
+        if (lambda == 1.0) return;
+        if (lambda == 0.0) { current.copy_(previous); return; }
+        using var weight = tensor(1.0 - lambda, dtype: current.dtype, device: current.device);
+        current.lerp_(previous, weight);
     }
 
     /// <summary>

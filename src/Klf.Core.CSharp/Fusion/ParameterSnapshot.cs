@@ -13,9 +13,14 @@ namespace Klf.Fusion;
 public sealed class ParameterSnapshot : IDisposable
 {
     private readonly Dictionary<string, Tensor> _tensors;
+    private readonly Dictionary<string, double> _maxAbs = new();
     private bool _disposed;
 
-    private ParameterSnapshot(Dictionary<string, Tensor> tensors) => _tensors = tensors;
+    private ParameterSnapshot(Dictionary<string, Tensor> tensors)
+    {
+        _tensors = tensors;
+        MeasureBounds();
+    }
 
     /// <summary>Copies of the named parameters of <paramref name="model"/> (unknown names throw <see cref="ArgumentException"/>).</summary>
     public static ParameterSnapshot Take(ILanguageModel model, IEnumerable<string> names)
@@ -100,6 +105,42 @@ public sealed class ParameterSnapshot : IDisposable
         using var _ = no_grad();
         foreach (var (n, t) in _tensors)
             t.copy_(live.TryGetValue(n, out var p) ? p : throw new ArgumentException($"snapshot: the model has no parameter {n}"));
+        MeasureBounds();
+    }
+
+    /// <summary>
+    /// The largest magnitude in the copy of <paramref name="name"/>: NaN when it holds a NaN, +∞ when
+    /// it holds an infinity. Measured when the copies are taken, loaded or refreshed, so a fusion can
+    /// prove its arithmetic stays finite without reading the copy again.
+    /// </summary>
+    public double MaxAbs(string name)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return _maxAbs.TryGetValue(name, out var m) ? m : throw new KeyNotFoundException($"snapshot holds no parameter '{name}'");
+    }
+
+    /// <summary>One min/max pass per copy, one host transfer for all of them.</summary>
+    private void MeasureBounds()
+    {
+        _maxAbs.Clear();
+        if (_tensors.Count == 0) return;
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var names = _tensors.Keys.ToArray();
+        var extremes = new List<Tensor>(2 * names.Length);
+        foreach (var n in names)
+        {
+            var t = _tensors[n];
+            if (t.numel() == 0) { extremes.Add(zeros(2, dtype: ScalarType.Float64, device: t.device)); continue; }
+            var (lo, hi) = aminmax(t);
+            extremes.Add(stack([lo.to_type(ScalarType.Float64), hi.to_type(ScalarType.Float64)]));
+        }
+        var values = cat(extremes.Select(e => e.to(CPU)).ToList()).data<double>().ToArray();
+        for (var i = 0; i < names.Length; i++)
+        {
+            double lo = values[2 * i], hi = values[2 * i + 1];
+            _maxAbs[names[i]] = double.IsNaN(lo) || double.IsNaN(hi) ? double.NaN : Math.Max(Math.Abs(lo), Math.Abs(hi));
+        }
     }
 
     /// <summary>

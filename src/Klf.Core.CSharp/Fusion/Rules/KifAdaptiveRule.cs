@@ -13,7 +13,7 @@ public readonly record struct AdaptiveWeights(double Previous, double Current);
 /// accumulated previous score. Ignores the category.
 /// </summary>
 /// <param name="temperature">τ (reference: 0.25); must be positive.</param>
-public sealed class KifAdaptiveRule(double temperature = 0.25) : IFusionRule
+public sealed class KifAdaptiveRule(double temperature = 0.25) : IInterpolatingRule
 {
     /// <summary>τ.</summary>
     public double Temperature { get; } = temperature > 0 && double.IsFinite(temperature)

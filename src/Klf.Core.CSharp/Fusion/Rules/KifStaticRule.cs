@@ -12,7 +12,7 @@ namespace Klf.Fusion;
 /// <param name="previousOnly">λ for units important to earlier tasks only.</param>
 /// <param name="currentOnly">λ for units important to the current task only.</param>
 /// <param name="neither">λ for units important to neither.</param>
-public sealed class KifStaticRule(double shared = 0.3, double previousOnly = 0.0, double currentOnly = 1.0, double neither = 0.5) : IFusionRule
+public sealed class KifStaticRule(double shared = 0.3, double previousOnly = 0.0, double currentOnly = 1.0, double neither = 0.5) : IInterpolatingRule
 {
     /// <summary>λ for <see cref="UnitCategory.Shared"/>.</summary>
     public double Shared { get; } = shared;

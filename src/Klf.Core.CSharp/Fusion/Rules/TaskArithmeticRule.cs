@@ -5,13 +5,19 @@ namespace Klf.Fusion;
 /// <summary>
 /// Task arithmetic (Ilharco et al.): task vectors relative to the base model are added,
 /// θ̄ = base + λ·((prev − base) + (cur − base)). With no separate base (base = prev) this is
-/// prev + λ·(cur − prev).
+/// prev + λ·(cur − prev), the interpolation. Element-wise: fused in place, tensor by tensor.
 /// </summary>
 /// <param name="scale">λ, the scale of the summed task vectors (default 1).</param>
-public sealed class TaskArithmeticRule(double scale = 1.0) : TaskVectorRule(scale)
+public sealed class TaskArithmeticRule(double scale = 1.0) : TaskVectorRule(scale), IElementwiseRule
 {
     /// <inheritdoc/>
     public override string Name => "task-arithmetic";
+
+    /// <summary>1 + 4|λ| (at least 2): task vectors are at most 2M, their sum 4M.</summary>
+    public double Growth => Math.Max(2.0, 1.0 + 4.0 * Math.Abs(Scale));
+
+    /// <inheritdoc/>
+    protected override bool InterpolatesWithoutBase => true;
 
     /// <summary>τ_prev + τ_cur.</summary>
     protected override Tensor Merge(Tensor previousVector, Tensor currentVector) => previousVector + currentVector;

@@ -55,7 +55,7 @@ public sealed partial class LlamaForCausalLM
         }
         var outputs = Enumerable.Range(0, B).Select(_ => new List<int>()).ToArray();
         var finished = new bool[B];
-        using var cache = useCache ? new LlamaKvCache(Config.NumHiddenLayers) : null;
+        using var cache = useCache ? new LlamaKvCache(Config.NumHiddenLayers, P + maxNew) : null;
 
         for (var step = 0; step < maxNew && !finished.All(f => f); step++)
         {
@@ -67,14 +67,14 @@ public sealed partial class LlamaForCausalLM
             if (useCache && step > 0)
             {
                 var input = ToTensor(ids, S - 1, S, device);                          // (B, 1)
-                logits = Forward(input, maskT, allPos[.., (S - 1)..], cache);          // (B, 1, V)
+                logits = LastLogits(input, maskT, allPos[.., (S - 1)..], cache);       // (B, V)
             }
             else
             {
                 var input = ToTensor(ids, 0, S, device);                              // (B, S)
-                logits = Forward(input, maskT, allPos, cache);                         // (B, S, V)
+                logits = LastLogits(input, maskT, allPos, cache);                      // (B, V): the head on the last position only
             }
-            var next = logits[.., -1, ..].argmax(-1).to(ScalarType.Int64).cpu().data<long>().ToArray();  // (B)
+            var next = logits.argmax(-1).to(ScalarType.Int64).cpu().data<long>().ToArray();  // (B)
             for (var b = 0; b < B; b++)
             {
                 long token = PadTokenId;
@@ -89,6 +89,14 @@ public sealed partial class LlamaForCausalLM
             }
         }
         return outputs.Select(o => o.ToArray()).ToArray();
+    }
+
+    /// <summary>Logits (B, V) of the last position only: the LM head skips every other position. Fresh tensor.</summary>
+    Tensor LastLogits(Tensor inputIds, Tensor attentionMask, Tensor positionIds, LlamaKvCache? cache)
+    {
+        using var scope = torch.NewDisposeScope();
+        var h = Hidden(inputIds, attentionMask, positionIds, cache);                     // (B, T, C)
+        return LmHead(h.select(1, -1)).MoveToOuterDisposeScope();                       // (B, V)
     }
 
     static Tensor ToTensor(List<long>[] rows, int from, int to, Device device)

@@ -138,15 +138,7 @@ public sealed class T5Attention : nn.Module
         {
             key = Heads(k.call(hidden)); // (B, H, Tq, d_kv)
             value = Heads(v.call(hidden));
-            if (cache is not null)
-            {
-                if (cache.Keys is not null)
-                {
-                    key = torch.cat([cache.Keys, key], 2); // (B, H, T_past + Tq, d_kv)
-                    value = torch.cat([cache.Values!, value], 2);
-                }
-                cache.Store(key, value);
-            }
+            if (cache is not null) (key, value) = cache.Append(key, value); // (B, H, T_past + Tq, d_kv)
         }
 
         var scores = query.matmul(key.transpose(-1, -2)); // (B, H, Tq, Tk), no 1/sqrt(d_kv)
@@ -160,51 +152,50 @@ public sealed class T5Attention : nn.Module
 }
 
 /// <summary>
-/// Cached keys and values of one attention layer, (B, H, T, d_kv) each. Owns its tensors: they are
-/// detached from every dispose scope when stored, the previous ones are disposed on replacement, and
-/// <see cref="Dispose"/> frees the current ones.
+/// Cached keys and values of one attention layer, (B, H, T, d_kv) each, in a
+/// <see cref="Klf.Models.Layers.KeyValueBuffer"/>: self-attention appends each step's positions
+/// into a buffer allocated once (doubled when it runs out); cross-attention stores the encoder's
+/// keys and values once. Owns its tensors; <see cref="Dispose"/> frees them.
 /// </summary>
 public sealed class T5AttentionCache : IDisposable
 {
+    private readonly Klf.Models.Layers.KeyValueBuffer buffer;
+
+    /// <summary>An empty cache with room for <paramref name="capacity"/> positions before it grows.</summary>
+    public T5AttentionCache(long capacity = 0) => buffer = new Klf.Models.Layers.KeyValueBuffer(capacity);
+
     /// <summary>Keys (B, H, T, d_kv), or null before the first step. Owned by this cache: do not dispose.</summary>
-    public Tensor? Keys { get; private set; }
+    public Tensor? Keys => buffer.Keys;
 
     /// <summary>Values (B, H, T, d_kv), or null before the first step. Owned by this cache: do not dispose.</summary>
-    public Tensor? Values { get; private set; }
+    public Tensor? Values => buffer.Values;
 
-    /// <summary>Takes ownership of <paramref name="keys"/> and <paramref name="values"/> (detaching them from their dispose scope) and frees the previous pair.</summary>
-    internal void Store(Tensor keys, Tensor values)
-    {
-        if (ReferenceEquals(keys, Keys)) return;
-        Keys?.Dispose();
-        Values?.Dispose();
-        Keys = keys.DetachFromDisposeScope();
-        Values = values.DetachFromDisposeScope();
-    }
+    /// <summary>Takes ownership of <paramref name="keys"/> and <paramref name="values"/> (cross-attention) and frees the previous pair.</summary>
+    internal void Store(Tensor keys, Tensor values) => buffer.Store(keys, values);
+
+    /// <summary>Appends this step's keys and values (self-attention) and returns all cached ones, owned by the cache.</summary>
+    internal (Tensor Keys, Tensor Values) Append(Tensor keys, Tensor values) => buffer.Append(keys, values);
 
     /// <summary>Disposes the cached keys and values.</summary>
-    public void Dispose()
-    {
-        Keys?.Dispose();
-        Values?.Dispose();
-        Keys = null;
-        Values = null;
-    }
+    public void Dispose() => buffer.Dispose();
 }
 
 /// <summary>
 /// Key/value cache of a T5 decoder for incremental decoding. Per decoder block it owns the self-attention
-/// keys/values (B, H, T_past, d_kv), which grow by the decoded tokens at every
+/// keys/values (B, H, T_past, d_kv), appended (not concatenated) with the decoded tokens at every
 /// <see cref="T5ForConditionalGeneration.Decode"/> call, and the cross-attention keys/values (B, H, S, d_kv),
 /// computed once from the encoder output at the first call and reused afterwards (so one cache serves one
 /// encoder output). Dispose it to free them; tensors read from it must not be disposed by callers.
 /// </summary>
 public sealed class T5KvCache : IDisposable
 {
-    /// <summary>Creates an empty cache for a decoder of <paramref name="numDecoderLayers"/> blocks.</summary>
-    public T5KvCache(int numDecoderLayers)
+    /// <summary>
+    /// Creates an empty cache for a decoder of <paramref name="numDecoderLayers"/> blocks, with room
+    /// for <paramref name="capacity"/> decoder positions before the self-attention buffers grow.
+    /// </summary>
+    public T5KvCache(int numDecoderLayers, long capacity = 0)
     {
-        SelfAttention = Enumerable.Range(0, numDecoderLayers).Select(_ => new T5AttentionCache()).ToArray();
+        SelfAttention = Enumerable.Range(0, numDecoderLayers).Select(_ => new T5AttentionCache(capacity)).ToArray();
         CrossAttention = Enumerable.Range(0, numDecoderLayers).Select(_ => new T5AttentionCache()).ToArray();
     }
 

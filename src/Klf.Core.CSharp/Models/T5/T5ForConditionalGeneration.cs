@@ -179,6 +179,15 @@ public sealed class T5ForConditionalGeneration : nn.Module, ILanguageModel
         return LmHead(hidden).MoveToOuterDisposeScope();
     }
 
+    /// <summary>Like <see cref="Decode"/>, but the LM head runs on the last position only: fresh logits (B, V).</summary>
+    private Tensor DecodeLast(Tensor decoderInputIds, Tensor encoderHidden, Tensor? encoderMask, T5KvCache? cache)
+    {
+        using var scope = torch.NewDisposeScope();
+        var embeds = shared.forward(decoderInputIds); // (B, T, D)
+        var hidden = decoder.forward(embeds, null, encoderHidden, encoderMask, cache); // (B, T, D)
+        return LmHead(hidden.select(1, -1)).MoveToOuterDisposeScope(); // (B, V)
+    }
+
     /// <summary>(B, T, D) decoder output → fresh (B, T, V) logits: tied = (h·d_model^-½)·sharedᵀ, untied = lm_head(h).</summary>
     public Tensor LmHead(Tensor decoderHidden)
     {
@@ -279,7 +288,7 @@ public sealed class T5ForConditionalGeneration : nn.Module, ILanguageModel
         var inputIds = torch.tensor(ids, [b, s], ScalarType.Int64, device); // (B, S)
         var attentionMask = torch.tensor(mask, [b, s], ScalarType.Int64, device); // (B, S)
         var encoderHidden = Encode(inputIds, attentionMask); // (B, S, D)
-        using var cache = options.UseCache ? new T5KvCache(config.NumDecoderLayers) : null;
+        using var cache = options.UseCache ? new T5KvCache(config.NumDecoderLayers, options.MaxNewTokens + 1) : null;
 
         for (int step = 0; step < options.MaxNewTokens && finished.Contains(false); step++)
         {
@@ -288,15 +297,15 @@ public sealed class T5ForConditionalGeneration : nn.Module, ILanguageModel
             if (cache is not null)
             {
                 var last = torch.tensor(history.Select(h => h[^1]).ToArray(), [b, 1], ScalarType.Int64, device); // (B, 1)
-                logits = Decode(last, encoderHidden, attentionMask, cache); // (B, 1, V)
+                logits = DecodeLast(last, encoderHidden, attentionMask, cache); // (B, V)
             }
             else
             {
                 int t = history[0].Count;
                 var prefix = torch.tensor(history.SelectMany(h => h).ToArray(), [b, t], ScalarType.Int64, device); // (B, t)
-                logits = Decode(prefix, encoderHidden, attentionMask); // (B, t, V)
+                logits = DecodeLast(prefix, encoderHidden, attentionMask, null); // (B, V)
             }
-            var next = logits.select(1, -1).argmax(-1).cpu().data<long>().ToArray(); // (B)
+            var next = logits.argmax(-1).cpu().data<long>().ToArray(); // (B)
             for (int r = 0; r < b; r++)
             {
                 history[r].Add(next[r]);
