@@ -5,7 +5,7 @@ open System.CommandLine
 [<EntryPoint>]
 let main argv =
     let root = RootCommand("klf: continual learning for language models (KIF) on .NET")
-    for c in [ Info.cmd; Init.cmd; Init.presets; Train.cmd; Generate.cmd; Eval.cmd; Fuse.cmd; Run.cmd; List.cmd; Import.cmd; ReportCommand.cmd; Bench.cmd; BenchFusion.cmd; Pretrain.cmd ] do root.Subcommands.Add c
+    for c in [ Info.cmd; Init.cmd; Init.presets; Train.cmd; Generate.cmd; Eval.cmd; Fuse.cmd; Run.cmd; List.cmd; Import.cmd; ReportCommand.cmd; Bench.cmd; Pretrain.cmd ] do root.Subcommands.Add c
     let parsed = root.Parse(argv)
     if parsed.Errors.Count > 0 then
         // A command line that does not parse is a usage error (exit 2), told apart from a command

@@ -37,8 +37,32 @@ let tests =
         test "--help lists the commands that exist" {
             let code, out = klf [ "--help" ]
             Expect.equal code 0 out
-            for c in [ "info"; "init"; "presets"; "train"; "generate"; "run"; "list"; "report"; "bench"; "bench-fusion" ] do
+            for c in [ "info"; "init"; "presets"; "train"; "generate"; "run"; "list"; "report"; "bench" ] do
                 Expect.stringContains out $"  {c} " $"lists {c}"
+        }
+
+        test "bench --quick writes bench.json with the sections asked for; an unknown section is named" {
+            let dir = Directory.CreateTempSubdirectory("klf-bench-").FullName
+            try
+                let code, out = klfWithin 600000 [ "bench"; "--quick"; "true"; "--sections"; "matmul,fusion,generation"; "--out"; dir ]
+                Expect.equal code 0 out
+                for heading in [ "matmul peak"; "fusion (bytes"; "greedy decoding" ] do Expect.stringContains out heading $"prints {heading}"
+                let json = Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "bench.json")))
+                Expect.equal (json["format"].GetValue<string>()) "klf-bench/1" "format"
+                Expect.isGreaterThan ((json["matmul_gflops"]["gflops"]).GetValue<float>()) 0.0 "a matmul rate"
+                let fusion = json["fusion"].AsArray() |> List.ofSeq
+                Expect.equal fusion.Length 14 "seven rules on whole-tensor and neuron units"
+                for f in fusion do Expect.isGreaterThan (f["ratio"].GetValue<float>()) 0.0 (f["rule"].GetValue<string>())
+                let generation = json["generation"].AsArray() |> List.ofSeq
+                Expect.equal generation.Length 4 "two batch sizes, two lengths"
+                for g in generation do Expect.isGreaterThan (g["speedup"].GetValue<float>()) 1.0 "the cache is faster"
+                Expect.isEmpty (json["train"].AsArray()) "train was not asked for"
+                Expect.isTrue (File.Exists(Path.Combine(dir, "bench.txt"))) "the tables too"
+                let code, out = klf [ "bench"; "--sections"; "fusion,nope" ]
+                Expect.equal code 1 out
+                Expect.stringContains out "nope" "names the unknown section"
+            finally
+                Directory.Delete(dir, true)
         }
 
         test "init, train on real agnews examples, generate with exact match; the checkpoint verifies" {

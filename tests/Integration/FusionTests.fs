@@ -98,7 +98,7 @@ let tests =
                         use fused = rule.Fuse(inputs, ctx)
                         yield slice.ToString(), bits fused ]
             let rules : IFusionRule list = [ KifStaticRule(); KifStaticRule(0.25, 0.0, 1.0, 0.75); KifAdaptiveRule(); AverageRule(); TaskArithmeticRule(); TaskArithmeticRule(0.6); MagMaxRule(0.8); TiesRule(); DareRule() ]
-            let partitioners : ISkillUnitPartitioner list = [ FullFineTuningPartitioner(); NeuronPartitioner(16); AttentionHeadPartitioner() ]
+            let partitioners : ISkillUnitPartitioner list = [ FullFineTuningPartitioner(); NeuronPartitioner(16); NeuronPartitioner(1); AttentionHeadPartitioner() ]
             for partitioner in partitioners do
                 for withBase in [ false; true ] do
                     for rule in rules do
@@ -153,7 +153,7 @@ let tests =
                 use prev2 = ParameterSnapshot.TakeTrainable m2
                 if zerosBefore then perturb m2 33L else negativeZero m2
                 let cur2 = parameters m2 |> Map.map (fun _ p -> p.clone())
-                let map2 = NeuronPartitioner(16).Partition m2
+                let map2 = NeuronPartitioner(1).Partition m2
                 let cats2 = Array.init map2.Count (fun i -> if i % 2 = 0 then UnitCategory.CurrentOnly else UnitCategory.PreviousOnly)
                 ModelFusion.Apply(m2, prev2, FusionPlan(map2, scores map2 3, scores map2 7, cats2), KifStaticRule(), 1L) |> ignore
                 let after2 = parameters m2

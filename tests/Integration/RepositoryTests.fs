@@ -11,7 +11,7 @@ let private repo = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, "..", "..
 
 /// Source, project and script files under the repository's code folders (build output excluded).
 let private sourceFiles () =
-    let kinds = set [ ".cs"; ".fs"; ".fsx"; ".fsproj"; ".csproj"; ".yaml"; ".sh"; ".js" ]
+    let kinds = set [ ".cs"; ".fs"; ".fsx"; ".fsproj"; ".csproj"; ".yaml"; ".sh"; ".js"; ".py" ]
     [ for top in [ "src"; "tests"; "scripts"; "examples" ] do
         for f in Directory.EnumerateFiles(Path.Combine(repo, top), "*", SearchOption.AllDirectories) do
             let rel = Path.GetRelativePath(repo, f).Replace('\\', '/')

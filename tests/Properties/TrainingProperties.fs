@@ -64,4 +64,15 @@ let tests =
                     cut.[.. h - 1] = prompt.[.. h - 1] && cut.[h ..] = prompt.[prompt.Length - (cut.Length - h) ..]
                     && (middle || h = 0))
             cut.Length = expectedLength && isHeadTail && (prompt.Length > room || obj.ReferenceEquals(cut, prompt))
+    
+        test "training FLOPs: 6 per layer weight per token, attention in full, the head on label positions only" {
+            let c = Klf.Models.Llama.LlamaConfig.Preset("llama-5m")
+            // llama-5m: hidden 256, MLP 688, 4 layers of q, k, v, o (256 × 256) and gate, up, down (256 × 688).
+            let weights = 4.0 * (4.0 * 256.0 * 256.0 + 3.0 * 256.0 * 688.0)
+            Expect.equal (Klf.Pipelines.TrainingFlops.layerMatrixWeights c) weights "layer matrices"
+            let batch, len, labels = 16.0, 128.0, 8.0
+            let expected = 6.0 * weights * batch * len + 12.0 * batch * len * len * 256.0 * 4.0 + 6.0 * 256.0 * 4096.0 * batch * labels
+            Expect.floatClose Accuracy.veryHigh (Klf.Pipelines.TrainingFlops.llamaStep c 16 128 8) expected "one step"
+        }
     ]
+

@@ -84,26 +84,70 @@ internal sealed class InPlaceFusion
             FusionKernels.InterpolateInPlace(current, previous, _lambda[0]);
             return;
         }
-        // λ = 1 rows stay untouched and λ = 0 rows are copied, so both ends stay bit-exact; the rows in
-        // between are interpolated by runs, one kernel per run with each row's λ as a weight tensor.
-        ForRuns(k => _lambda[k] == 0.0, (start, length) =>
+        // λ = 1 rows must stay untouched and λ = 0 rows become prev, bit for bit (negative zeros
+        // included), which one lerp over the tensor does not promise at its ends. Few runs: one kernel
+        // per run of interpolated rows and a copy per run of λ = 0 rows. Many runs (neuron and head
+        // units): one lerp over the whole tensor with each row's weight, with the λ = 1 rows saved
+        // before and written back after, and the λ = 0 rows copied from prev: a fixed number of
+        // kernels per tensor instead of several per run.
+        bool Interior(long k) => _lambda[k] != 0.0 && _lambda[k] != 1.0;
+        if (CountRuns(Interior) + CountRuns(k => _lambda[k] == 0.0) <= ManyRuns)
         {
-            using var c = current.narrow(_dim, start, length);
-            using var p = previous.narrow(_dim, start, length);
-            c.copy_(p);
-        });
-        ForRuns(k => _lambda[k] != 0.0 && _lambda[k] != 1.0, (start, length) =>
-        {
-            var weights = new double[length];
-            for (var i = 0; i < length; i++) weights[i] = 1.0 - _lambda[start + i];
-            var shape = Enumerable.Repeat(1L, (int)current.dim()).ToArray();
-            shape[_dim] = length;
-            using var w64 = tensor(weights, dtype: ScalarType.Float64);
-            using var w = w64.to(current.dtype, current.device).reshape(shape);
-            using var c = current.narrow(_dim, start, length);
-            using var p = previous.narrow(_dim, start, length);
-            c.lerp_(p, w);
-        });
+            ForRuns(k => _lambda[k] == 0.0, (start, length) =>
+            {
+                using var c = current.narrow(_dim, start, length);
+                using var p = previous.narrow(_dim, start, length);
+                c.copy_(p);
+            });
+            if (CountRuns(Interior) == 0) return;
+            using var allWeights = Weights(current);
+            ForRuns(Interior, (start, length) =>
+            {
+                using var w = allWeights.narrow(_dim, start, length);
+                using var c = current.narrow(_dim, start, length);
+                using var p = previous.narrow(_dim, start, length);
+                c.lerp_(p, w);
+            });
+            return;
+        }
+        using var scope = NewDisposeScope();
+        var keep = Indices(k => _lambda[k] == 1.0, current.device);
+        var copy = Indices(k => _lambda[k] == 0.0, current.device);
+        var saved = keep is null ? null : current.index_select(_dim, keep);
+        current.lerp_(previous, Weights(current));
+        if (keep is not null) current.index_copy_(_dim, keep, saved!);
+        if (copy is not null) current.index_copy_(_dim, copy, previous.index_select(_dim, copy));
+    }
+
+    /// <summary>Above this many runs a tensor is fused with one lerp and index copies instead of a kernel per run.</summary>
+    private const int ManyRuns = 64;
+
+    /// <summary>The lerp weight 1 − λ of every index along the sliced dimension, shaped to broadcast over <paramref name="like"/>.</summary>
+    private Tensor Weights(Tensor like)
+    {
+        var weights = new double[_size];
+        for (var k = 0; k < _size; k++) weights[k] = 1.0 - _lambda[k];
+        var shape = Enumerable.Repeat(1L, (int)like.dim()).ToArray();
+        shape[_dim] = _size;
+        using var w64 = tensor(weights, dtype: ScalarType.Float64);
+        using var w = w64.to(like.dtype, like.device);
+        return w.reshape(shape);
+    }
+
+    /// <summary>The indices satisfying <paramref name="selected"/> as an int64 tensor, or null when there are none.</summary>
+    private Tensor? Indices(Func<long, bool> selected, Device device)
+    {
+        var list = new List<long>();
+        for (long k = 0; k < _size; k++) if (selected(k)) list.Add(k);
+        return list.Count == 0 ? null : tensor(list.ToArray(), dtype: ScalarType.Int64, device: device);
+    }
+
+    /// <summary>The number of maximal runs of consecutive indices satisfying <paramref name="selected"/>.</summary>
+    private int CountRuns(Func<long, bool> selected)
+    {
+        var runs = 0;
+        ForRuns(selected, (_, _) => runs++);
+        return runs;
     }
 
     /// <summary>Calls <paramref name="run"/> with each maximal run of consecutive indices satisfying <paramref name="selected"/>.</summary>

@@ -86,7 +86,10 @@ public static class ModelFusion
             foreach (var (name, slices) in byParameter)
             {
                 var param = live[name];
-                foreach (var (_, slice) in slices) elements += slice.IsWhole ? param.numel() : param.numel() / param.shape[slice.Dim] * slice.Length;
+                // Shape and size once per tensor: every TorchSharp property read is a native call.
+                long numel = param.numel();
+                var shape = param.shape;
+                foreach (var (_, slice) in slices) elements += slice.IsWhole ? numel : numel / shape[slice.Dim] * slice.Length;
                 var tensorPlan = InPlaceFusion.TryPlan(rule, param, slices.Select(s => s.Slice).ToList(), slices.Select(s => reports[s.Unit].Lambda).ToList());
                 if (tensorPlan is not null)
                 {

@@ -1,91 +1,166 @@
-/// `klf bench`: measured figures (training throughput, generation speed) that print, never assert.
+/// `klf bench`: the performance figures of this machine in one run (matmul peak, training
+/// throughput and MFU, importance overhead, fusion against copy bandwidth, decoding with and without
+/// the KV cache, memory across tasks, PyTorch on the same step), printed as tables and written as
+/// bench.json. Measures and prints; never asserts. The measurements are Klf.Pipelines' `Bench*` modules.
 module Klf.Cli.Bench
 
 open System
 open System.Diagnostics
+open System.IO
+open System.Text.Json.Nodes
 open TorchSharp
 open Klf.Models
+open Klf.Adapters
+open Klf.SkillUnits
+open Klf.Fusion
 open Klf.Training
+open Klf.Pipelines
 open Klf.Cli.Cli
 
-let private preset = opt<string> "--preset" "Model preset to measure." (Some "llama-5m")
-let private vocab = opt<int> "--vocab-size" "Vocabulary size (default: the preset's)." None
-let private batch = opt<int> "--batch" "Sequences per step." (Some 16)
-let private seqLen = opt<int> "--seq-len" "Tokens per sequence (prompt + answer)." (Some 128)
-let private steps = opt<int> "--steps" "Measured optimizer steps." (Some 20)
-let private warmup = opt<int> "--warmup" "Unmeasured steps first." (Some 3)
+let private allSections = [ "matmul"; "train"; "importance"; "fusion"; "generation"; "memory"; "pytorch" ]
+let private sections =
+    opt<string> "--sections" $"""Comma-separated sections to run: {String.Join(", ", allSections)} (matmul runs whenever train or pytorch does)."""
+        (Some(String.Join(",", allSections)))
+let private out = opt<string> "--out" "Folder for bench.json and bench.txt (the tables)." None
 let private threads = opt<int> "--threads" "Torch intra-op threads (0: torch's default)." (Some 0)
-let private loraR = opt<int> "--lora-r" "Train a LoRA adapter of this rank instead of all weights (0 = full fine-tuning)." (Some 0)
-let private importance =
-    opt<bool> "--importance" "Also measure KIF importance tracking: alternate steps without and with an ImportanceTracker attached (every step counted) and print both step times and their ratio." (Some false)
+let private quick = opt<bool> "--quick" "A rough look, not for reporting: fewer repetitions, llama-5m only for training and fusion, 32 and 64 new tokens." (Some false)
 
-let private median (xs: float list) =
-    let a = List.sort xs |> Array.ofList
-    if a.Length % 2 = 1 then a.[a.Length / 2] else 0.5 * (a.[a.Length / 2 - 1] + a.[a.Length / 2])
+let private machine () : BenchMachine =
+    let cpu =
+        try
+            File.ReadLines "/proc/cpuinfo" |> Seq.tryFind (fun l -> l.StartsWith "model name")
+            |> Option.map (fun l -> l.Substring(l.IndexOf(':') + 1).Trim()) |> Option.defaultValue "unknown"
+        with _ -> "unknown"
+    { Cpu = cpu
+      Cores = Environment.ProcessorCount
+      Threads = torch.get_num_threads ()
+      Os = Runtime.InteropServices.RuntimeInformation.OSDescription
+      Runtime = Runtime.InteropServices.RuntimeInformation.FrameworkDescription
+      TorchSharp = typeof<torch>.Assembly.GetName().Version.ToString() }
+
+let private preset (name: string) =
+    Trainer.Seed 1L
+    LanguageModels.FromPreset(name)
+
+/// The embedded model's shape with random weights (its config, not its checkpoint).
+let private embeddedShape () =
+    let config = Path.Combine(Run.embeddedRoot (), "klf-tiny", "config.json")
+    Trainer.Seed 1L
+    LanguageModels.FromConfig(JsonNode.Parse(File.ReadAllText config).AsObject(), config)
+
+/// The memory section in a child klf process, so the other sections' heap does not count.
+let private memoryInChild (quickRun: bool) (threadCount: int) : MemoryBench list =
+    let dir = Directory.CreateTempSubdirectory("klf-bench-memory-").FullName
+    try
+        let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+        for a in [ Path.Combine(AppContext.BaseDirectory, "klf.dll"); "bench"; "--sections"; "memory"; "--out"; dir; "--threads"; string threadCount ] @ (if quickRun then [ "--quick"; "true" ] else []) do
+            psi.ArgumentList.Add a
+        use p = Process.Start psi
+        let stdout, stderr = p.StandardOutput.ReadToEndAsync(), p.StandardError.ReadToEndAsync()
+        p.WaitForExit()
+        if p.ExitCode <> 0 then failwithf "the memory section's child process failed (%d): %s%s" p.ExitCode stdout.Result stderr.Result
+        let json = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "bench.json")))
+        [ for m in json["memory"].AsArray() ->
+            { Strategy = m["strategy"].GetValue<string>()
+              Model = m["model"].GetValue<string>()
+              Tasks = [ for t in m["tasks"].AsArray() -> t.GetValue<string>() ]
+              PeakBytes = [ for b in m["peak_bytes"].AsArray() -> b.GetValue<int64>() ]
+              ResidentBytes = [ for b in m["resident_bytes"].AsArray() -> b.GetValue<int64>() ] } ]
+    finally
+        try Directory.Delete(dir, true) with _ -> ()
+
+/// KIF and IncLoRA over six Long Sequence tasks on the embedded model, peak memory per task.
+let private memoryHere (quickRun: bool) : MemoryBench list =
+    let embedded = Path.Combine(Run.embeddedRoot (), "klf-tiny")
+    let tok = Klf.Tokenizers.TokenizerLoader.FromFolder embedded
+    let root =
+        match Benchmark.locate Environment.CurrentDirectory |> Option.orElse (Benchmark.locate AppContext.BaseDirectory) with
+        | Some b -> Path.Combine(b, "long_sequence")
+        | None -> raise (DirectoryNotFoundException "the memory section needs benchmarks/long_sequence (run from the repository, or set KLF_BENCHMARKS)")
+    let sequence =
+        [ "dbpedia"; "amazon"; "yahoo"; "agnews"; "yelp"; "sst-2" ]
+        |> List.map (Task.load root)
+        |> TaskSequence.create "six"
+        |> TaskSequence.subsample 1 { Train = (if quickRun then 16 else 64); Test = (if quickRun then 4 else 16) }
+    let options = TrainerOptions(BatchSize = 8, MaxSteps = (if quickRun then 4 else 20), Seed = 1, MaxLength = 256, Optimizer = OptimizerOptions(LearningRate = 1e-3, WarmupSteps = 2))
+    let make () = Klf.Checkpoints.ModelFolder.Load(embedded)
+    [ for strategy in [ KifStrategy.kif; IncrementalLora.incLora 8 ] -> BenchMemory.run "klf-tiny" make tok options strategy sequence ]
 
 let cmd =
-    command "bench" "Measure training throughput (tokens/s through forward, backward and AdamW) of a model preset." [ preset; vocab; batch; seqLen; steps; warmup; threads; loraR; Klf.Cli.Common.loraAlphaOption; Klf.Cli.Common.loraDropoutOption; Klf.Cli.Common.loraTargetsOption; importance; Klf.Cli.Common.deviceOption ] (fun pr ->
+    command "bench" "Measure this machine: matmul peak, training throughput and MFU, importance overhead, fusion ÷ copy bandwidth, decoding with and without the KV cache, memory across tasks, PyTorch on the same step; prints tables, --out writes bench.json."
+        [ sections; out; threads; quick ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
         if pr.GetValue threads > 0 then torch.set_num_threads (pr.GetValue threads)
-        Trainer.Seed 1L
-        let v = pr.GetValue vocab
-        let model = LanguageModels.FromPreset(pr.GetValue preset, (if v > 0 then Nullable v else Nullable()), Klf.Cli.Common.device (pr.GetValue Klf.Cli.Common.deviceOption))
-        let vocabSize = (model.ConfigJson()["vocab_size"]).GetValue<int>()
-        let r = pr.GetValue loraR
-        if r > 0 then Klf.Adapters.Lora.Apply(model.Module, Klf.Cli.Common.loraConfig pr model.Family r) |> ignore
-        let withImportance = pr.GetValue importance
-        let measured = pr.GetValue steps * (if withImportance then 2 else 1)
-        let b, t = pr.GetValue batch, pr.GetValue seqLen
-        let rng = Random(7)
-        // Fixed-length synthetic sequences: prompt t-8 tokens, answer 7 + EOS, ids clear of specials.
-        let example () = LmExample(Array.init (t - 8) (fun _ -> rng.Next(3, vocabSize)), Array.init 7 (fun _ -> rng.Next(3, vocabSize)))
-        let layout = BatchLayout.For(model, t, t)
-        use runner = new StepRunner(model, OptimizerOptions(LearningRate = 3e-4, WarmupSteps = 0, TotalSteps = measured + pr.GetValue warmup))
-        let hooks = Klf.Training.StepHooks()
-        use tracker = new Klf.Importance.ImportanceTracker(Klf.Importance.ImportanceOptions(SkipFirstStep = false, SkipLastStep = false))
-        // The tracker's own cost, timed by hooks placed just before and after it in the same list.
-        let hookClock = Stopwatch()
-        let hookMs = Collections.Generic.List<float>()
-        if withImportance then
-            hooks.AfterOptimizerStep.Add(fun _ -> hookClock.Restart())
-            tracker.Attach(hooks, model.Module)
-            hooks.AfterOptimizerStep.Add(fun _ -> hookClock.Stop(); hookMs.Add hookClock.Elapsed.TotalMilliseconds)
-        let stepWith (h: Klf.Training.StepHooks) =
-            use batchT = Batching.Build(Array.init b (fun _ -> example ()), layout, Trainer.DeviceOf model)
-            let tokens = batchT.AttentionMask.sum().item<int64>()
-            let sw = Stopwatch.StartNew()
-            let m = runner.Step([| batchT |], h)
-            sw.Elapsed.TotalSeconds, tokens, m.Loss
-        let step () = stepWith null
-        for _ in 1 .. pr.GetValue warmup do (if withImportance then stepWith hooks else step ()) |> ignore
-        // With --importance the measured steps alternate plain / tracked in ABBA order, so load drift and
-        // any first-or-second-in-pair effect hit both alike.
-        let pairs =
-            [ for i in 1 .. pr.GetValue steps ->
-                if not withImportance then step (), None
-                elif i % 2 = 1 then let a = step () in a, Some (stepWith hooks)
-                else let b = stepWith hooks in step (), Some b ]
-        let results = pairs |> List.map fst
-        let secs = results |> List.sumBy (fun (s, _, _) -> s)
-        let toks = results |> List.sumBy (fun (_, n, _) -> n)
-        let n = model.Module.parameters() |> Seq.sumBy (fun p -> p.numel())
-        printfn "model      %s (%s), %d parameters, vocab %d" (pr.GetValue preset) model.ModelType n vocabSize
-        printfn "workload   batch %d x %d tokens, AdamW, fp32, %d threads, device %O" b t (torch.get_num_threads ()) (Trainer.DeviceOf model)
-        printfn "steps      %d measured after %d warm-up" results.Length (pr.GetValue warmup)
-        printfn "step time  %.1f ms (mean)" (1000.0 * secs / float results.Length)
-        printfn "throughput %.0f tokens/s" (float toks / secs)
-        let trainable = model.Module.parameters() |> Seq.filter (fun p -> p.requires_grad) |> Seq.sumBy (fun p -> p.numel())
-        printfn "training   %s, %d trainable parameters" (if r > 0 then $"LoRA r={r}" else "all weights") trainable
-        if withImportance then
-            let plain = results |> List.map (fun (s, _, _) -> 1000.0 * s)
-            let tracked = pairs |> List.choose snd |> List.map (fun (s, _, _) -> 1000.0 * s)
-            let mean xs = List.average xs
-            printfn "importance %d tracked parameters (%d elements), 2 float32 buffers each, every step counted" tracker.Names.Count
-                (model.Module.named_parameters() |> Seq.filter (fun struct (_, p) -> p.requires_grad) |> Seq.sumBy (fun struct (_, p) -> p.numel()))
-            printfn "step time  without tracker %.1f ms mean, %.1f ms median" (mean plain) (median plain)
-            printfn "step time  with tracker    %.1f ms mean, %.1f ms median" (mean tracked) (median tracked)
-            printfn "ratio      %.3f (mean), %.3f (median) with / without" (mean tracked / mean plain) (median tracked / median plain)
-            let own = hookMs |> Seq.skip (hookMs.Count - tracked.Length) |> List.ofSeq
-            printfn "tracker    %.2f ms mean, %.2f ms median per step inside the hook = %.2f%% of the plain median step" (mean own) (median own) (100.0 * median own / median plain)
-        model.Dispose()
+        let wanted = (pr.GetValue sections).Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray
+        for s in wanted do
+            if not (List.contains s allSections) then raise (ArgumentException $"""--sections: unknown section "{s}" (known: {String.Join(", ", allSections)})""")
+        let has s = List.contains s wanted
+        let q = pr.GetValue quick
+        let clock = Stopwatch.StartNew()
+        let progress (what: string) = eprintfn "bench: %s (%.0f s)" what clock.Elapsed.TotalSeconds
+        let peak =
+            if has "matmul" || has "train" || has "pytorch" then (progress "matmul peak"; Some(BenchTraining.matmulPeak ())) else None
+        let steps = if q then 3 else 10
+        let train =
+            if has "train" || has "pytorch" then
+                [ for name, make, batch, seqLen in [ "klf-tiny shape", embeddedShape, 8, 256; "llama-5m", (fun () -> preset "llama-5m"), 16, 128; "llama-25m", (fun () -> preset "llama-25m"), 16, 128 ] do
+                    if (has "train" && not q) || name = "llama-5m" then
+                        progress $"training step, {name}"
+                        use m = make ()
+                        yield BenchTraining.trainStep name m batch seqLen 3 steps peak.Value ]
+            else []
+        let importance =
+            if has "importance" then
+                [ for lora in [ false; true ] ->
+                    progress (if lora then "importance overhead, LoRA" else "importance overhead, full")
+                    use m = preset "llama-5m"
+                    if lora then Lora.Apply(m.Module, LoraConfig.ForRank 8) |> ignore
+                    BenchTraining.importanceOverhead (if lora then "llama-5m, LoRA r 8 (q, v)" else "llama-5m, full") m 16 128 (if q then 4 else 12) ]
+            else []
+        let fusion =
+            if has "fusion" then
+                let rules : IFusionRule list = [ KifStaticRule(); KifAdaptiveRule(); AverageRule(); TaskArithmeticRule(); MagMaxRule(); TiesRule(); DareRule() ]
+                let model = if q then "llama-5m" else "llama-25m"
+                [ for partitioner in [ FullFineTuningPartitioner() :> ISkillUnitPartitioner; NeuronPartitioner(16) ] do
+                    progress $"fusion, {model}, {partitioner.Name} units"
+                    use m = preset model
+                    yield! BenchFusion.run m partitioner rules (if q then 3 else 7) ]
+            else []
+        let generation =
+            if has "generation" then
+                progress "generation, llama-5m"
+                use m = preset "llama-5m"
+                [ for batch in [ 1; 8 ] do yield! BenchGeneration.run "llama-5m" m batch 32 (if q then [ 32; 64 ] else [ 64; 256 ]) (if q then 1 else 2) ]
+            else []
+        let memory =
+            if has "memory" then
+                progress "memory across tasks (KIF, IncLoRA; six tasks)"
+                if wanted = [ "memory" ] then memoryHere q else memoryInChild q (torch.get_num_threads ())
+            else []
+        let pytorch =
+            if has "pytorch" then
+                progress "PyTorch, llama-5m"
+                let script = Path.Combine(AppContext.BaseDirectory, "bench", "pytorch_step.py")
+                let klf = train |> List.find (fun t -> t.Model = "llama-5m")
+                Some(BenchPyTorch.compare script "llama-5m" (Klf.Models.Llama.LlamaConfig.Preset "llama-5m") 16 128 steps (torch.get_num_threads ()) klf.StepMs)
+            else None
+        let results =
+            { Machine = machine ()
+              Matmul = peak
+              Train = (if has "train" then train else [])
+              Importance = importance
+              Fusion = fusion
+              Generation = generation
+              Memory = memory
+              PyTorch = pytorch
+              Seconds = clock.Elapsed.TotalSeconds }
+        let table = BenchReport.table results
+        printf "%s" table
+        match pr.GetValue out with
+        | null | "" -> ()
+        | dir ->
+            Directory.CreateDirectory dir |> ignore
+            Klf.Formats.AtomicFile.WriteAllText(Path.Combine(dir, "bench.json"), BenchReport.json results)
+            Klf.Formats.AtomicFile.WriteAllText(Path.Combine(dir, "bench.txt"), table)
+            printfn "wrote %s and bench.txt" (Path.GetFullPath(Path.Combine(dir, "bench.json")))
         0)

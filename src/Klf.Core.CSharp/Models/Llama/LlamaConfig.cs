@@ -223,9 +223,9 @@ public sealed record LlamaConfig
     // ---------------------------------------------------------------- presets
 
     /// <summary>Names accepted by <see cref="Preset"/>.</summary>
-    public static IReadOnlyList<string> PresetNames { get; } = new[] { "llama-tiny", "llama-tiny-gqa", "llama-tiny-tied", "llama-tiny-bias", "llama-5m" };
+    public static IReadOnlyList<string> PresetNames { get; } = new[] { "llama-tiny", "llama-tiny-gqa", "llama-tiny-tied", "llama-tiny-bias", "llama-5m", "llama-25m" };
 
-    /// <summary>Every preset with its default vocabulary size (256 for the tiny ones, 4096 for llama-5m).</summary>
+    /// <summary>Every preset with its default vocabulary size (256 for the tiny ones, 4096 for llama-5m and llama-25m).</summary>
     public static IReadOnlyDictionary<string, LlamaConfig> Presets =>
         PresetNames.ToDictionary(n => n, n => Preset(n));
 
@@ -238,6 +238,7 @@ public sealed record LlamaConfig
     /// <item><c>llama-tiny-tied</c>: as tiny with tied embeddings.</item>
     /// <item><c>llama-tiny-bias</c>: as tiny with attention and MLP biases, llama3 rope scaling (factor 8, original 64).</item>
     /// <item><c>llama-5m</c>: hidden 256, 4 layers, 4 heads, MLP 688, vocab 4096 (~5.3M params).</item>
+    /// <item><c>llama-25m</c>: hidden 512, 8 layers, 8 heads (D 64), MLP 1376, vocab 4096 (25.3M weights in the layers, 29.5M in all).</item>
     /// </list>
     /// </summary>
     public static LlamaConfig Preset(string name, int? vocabSize = null)
@@ -268,6 +269,11 @@ public sealed record LlamaConfig
             {
                 VocabSize = vocabSize ?? 4096, HiddenSize = 256, IntermediateSize = 688, NumHiddenLayers = 4,
                 NumAttentionHeads = 4, NumKeyValueHeads = 4, HeadDim = 64, MaxPositionEmbeddings = 2048,
+            },
+            "llama-25m" => tiny with
+            {
+                VocabSize = vocabSize ?? 4096, HiddenSize = 512, IntermediateSize = 1376, NumHiddenLayers = 8,
+                NumAttentionHeads = 8, NumKeyValueHeads = 8, HeadDim = 64, MaxPositionEmbeddings = 2048,
             },
             _ => throw new ArgumentException($"unknown LLaMA preset '{name}'; known: {string.Join(", ", PresetNames)}", nameof(name)),
         };

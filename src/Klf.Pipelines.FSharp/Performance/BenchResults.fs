@@ -1,0 +1,107 @@
+namespace Klf.Pipelines
+
+/// The machine and versions a benchmark ran on.
+type BenchMachine =
+    { Cpu: string
+      Cores: int
+      Threads: int
+      Os: string
+      Runtime: string
+      TorchSharp: string }
+
+/// libtorch's fp32 matrix-multiply peak, measured first in the same process.
+type MatmulPeak =
+    { /// The square size that gave the best rate.
+      Size: int
+      Gflops: float }
+
+/// One training step (forward, backward, clipping, AdamW) of a model on synthetic sequences.
+type TrainBench =
+    { Model: string
+      Parameters: int64
+      Trainable: int64
+      Batch: int
+      SeqLen: int
+      /// Label positions per sequence (the loss and the head run there only).
+      Labels: int
+      StepMs: float
+      TokensPerSecond: float
+      /// FLOPs of one step as `TrainingFlops.llamaStep` counts them.
+      FlopsPerStep: float
+      Gflops: float
+      /// Gflops ÷ the matmul peak of the same run.
+      Mfu: float }
+
+/// Step time with the KIF importance tracker attached ÷ without, measured alternately.
+type ImportanceBench =
+    { Training: string
+      PlainMs: float
+      TrackedMs: float
+      Ratio: float
+      /// The tracker's own time per step, inside its hook.
+      HookMs: float }
+
+/// One fusion rule on one model and unit kind, against a plain copy of the same tensors.
+type FusionBench =
+    { Rule: string
+      Units: string
+      UnitCount: int
+      Slices: int
+      Bytes: int64
+      FuseMs: float
+      CopyMs: float
+      BytesPerSecond: float
+      CopyBytesPerSecond: float
+      /// Fusion bytes/s ÷ copy bytes/s.
+      Ratio: float }
+
+/// Greedy decoding with and without the KV cache.
+type GenerationBench =
+    { Model: string
+      Batch: int
+      Prompt: int
+      NewTokens: int
+      CacheMs: float
+      NoCacheMs: float
+      CacheTokensPerSecond: float
+      NoCacheTokensPerSecond: float
+      /// Time without the cache ÷ time with it.
+      Speedup: float }
+
+/// Peak and end-of-task resident memory of a continual run, task by task.
+type MemoryBench =
+    { Strategy: string
+      Model: string
+      Tasks: string list
+      /// The peak resident memory during each task (training and evaluation), in bytes.
+      PeakBytes: int64 list
+      /// The resident memory after each task, in bytes.
+      ResidentBytes: int64 list }
+
+/// The same training step in PyTorch, when a Python with torch is present.
+type PyTorchBench =
+    { Available: bool
+      /// Why it was skipped, or what ran.
+      Message: string
+      Python: string
+      TorchVersion: string
+      /// The BLAS library the Python process loaded.
+      Blas: string
+      Threads: int
+      Model: string
+      TorchStepMs: float
+      KlfStepMs: float
+      /// Klf's step time ÷ PyTorch's (below 1: Klf is faster).
+      Ratio: float }
+
+/// Everything one `klf bench` measured (sections not run are empty).
+type BenchResults =
+    { Machine: BenchMachine
+      Matmul: MatmulPeak option
+      Train: TrainBench list
+      Importance: ImportanceBench list
+      Fusion: FusionBench list
+      Generation: GenerationBench list
+      Memory: MemoryBench list
+      PyTorch: PyTorchBench option
+      Seconds: float }
