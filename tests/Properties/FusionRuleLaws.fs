@@ -117,6 +117,34 @@ let tests =
             let expected = Array.init mask.Length (fun i -> if mask.[i] then c.Previous.[i] + (c.Current.[i] - c.Previous.[i]) / 0.1 else c.Previous.[i])
             agrees "dare" expected (fuse rule c)
 
+        prop "DARE with p below ½ (dropped positions drawn) = prev + mask⊙(cur − prev)/(1 − p)" <| fun c ->
+            let rule = DareRule(0.3, 0.8)
+            let mask =
+                use m = rule.KeepMask(c.Shape, c.Seed, torch.CPU)
+                m.flatten().data<bool>().ToArray()
+            let expected = Array.init mask.Length (fun i -> if mask.[i] then c.Previous.[i] + (c.Current.[i] - c.Previous.[i]) * (0.8 / 0.7) else c.Previous.[i])
+            agrees "dare 0.3" expected (fuse rule c)
+
+        test "KthLargest (bracketed by a sample above 65,536 elements) equals kthvalue: sizes, k, ties, constant and skewed values" {
+            let rng = Random(17)
+            for n in [ 10; 65536; 65537; 100000; 300001 ] do
+                for kind in [ "normal"; "ties"; "constant"; "skewed"; "sorted" ] do
+                    use values =
+                        match kind with
+                        | "normal" -> torch.randn(int64 n).abs()
+                        | "ties" -> torch.randint(0L, 5L, [| int64 n |]).to_type(torch.ScalarType.Float32)
+                        | "constant" -> torch.ones(int64 n)
+                        | "skewed" -> (let e = torch.randn(int64 n).exp() in e * e * e * e)
+                        | _ -> torch.arange(int64 n).to_type(torch.ScalarType.Float32)
+                    for k in [ 1L; 2L; int64 (n / 5); int64 (n / 2); int64 n - 1L; int64 n ] |> List.filter (fun k -> k >= 1L) |> List.distinct do
+                        use fast = FusionKernels.KthLargest(values, k)
+                        let struct (slow, idx) = values.kthvalue(int64 n - k + 1L, 0L, false)
+                        use _s = slow
+                        use _i = idx
+                        Expect.equal (fast.item<float32>()) (slow.item<float32>()) $"{kind}, n {n}, k {k}"
+            ignore rng
+        }
+
         test "DARE: the same seed gives the same mask regardless of the global generator; keeps ≈ 1 − p" {
             let rule = DareRule(0.9)
             use a = rule.KeepMask([| 200L; 100L |], 42L, torch.CPU)
@@ -130,10 +158,14 @@ let tests =
             Expect.floatClose { absolute = 0.01; relative = 0.0 } kept 0.1 "keep rate"
             // Pinned masks (libtorch's CPU generator): a seed gives these in every process, so a fusion
             // rerun elsewhere drops the same elements.
-            Expect.equal (a.sum().item<int64>()) 2069L "seed 42, 200 × 100, p = 0.9: 2069 kept"
+            Expect.equal (a.sum().item<int64>()) 1998L "seed 42, 200 × 100, p = 0.9: 1998 kept"
             use small = DareRule(0.5).KeepMask([| 32L |], 42L, torch.CPU)
             let bits = String.Join("", small.data<bool>().ToArray() |> Array.map (fun b -> if b then "1" else "0"))
-            Expect.equal bits "00001011000011010110010000100000" "seed 42, 32 elements, p = 0.5"
+            Expect.equal bits "11110110000100011111001001101101" "seed 42, 32 elements, p = 0.5"
+            // p below ½ draws the dropped positions instead: the keep rate is still 1 − p.
+            use dense = DareRule(0.3).KeepMask([| 200L; 100L |], 42L, torch.CPU)
+            Expect.equal (dense.sum().item<int64>()) 13990L "seed 42, 200 × 100, p = 0.3: 13990 kept"
+            Expect.floatClose { absolute = 0.01; relative = 0.0 } (float 13990 / 20000.0) 0.7 "keep rate 0.7"
         }
 
         prop "MagMax = base + the larger-magnitude task vector (ties: current)" <| fun c ->

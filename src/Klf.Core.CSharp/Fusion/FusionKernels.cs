@@ -49,13 +49,54 @@ public static class FusionKernels
         if (fraction >= 1.0 || n == 0) return taskVector.clone();
         if (fraction <= 0.0) return zeros_like(taskVector);
         var keep = Math.Min(n, Math.Max(1L, (long)Math.Ceiling(fraction * n - 1e-9))); // 1e-9: 0.2·15 is 3, not 3.0000000000000004
-        using var mag = taskVector.abs();
-        using var flat = mag.flatten();
-        var (kth, idx) = flat.kthvalue(n - keep + 1, 0, false); // keep-th largest = (n−keep+1)-th smallest
-        using var _k = kth;
-        using var _i = idx;
-        using var mask = mag.ge(kth);
-        using var zero = zeros_like(taskVector);
-        return where(mask, taskVector, zero);
+        using var scope = NewDisposeScope();
+        var mag = taskVector.abs();
+        var kth = KthLargest(mag.reshape(-1), keep);
+        return where(mag.ge(kth), taskVector, zeros_like(taskVector)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The <paramref name="k"/>-th largest value of a 1-D tensor (1 ≤ k ≤ n) as a 0-dim tensor, exactly
+    /// what <c>kthvalue(n − k + 1)</c> gives, but for large n in a few passes instead of a selection
+    /// over all of it: a fixed-stride sample brackets the value, two comparisons count the elements
+    /// above the bracket and pick those inside it, and the selection runs on those only (the full
+    /// selection when the bracket misses). Fresh tensor, caller disposes.
+    /// </summary>
+    public static Tensor KthLargest(Tensor values, long k)
+    {
+        var n = values.numel();
+        if (k < 1 || k > n) throw new ArgumentOutOfRangeException(nameof(k), k, $"k must lie in [1, {n}]");
+        if (n <= SelectDirectly) return Select(values, n - k + 1);
+        using var scope = NewDisposeScope();
+        var stride = Math.Max(1L, n / SampleSize);
+        var sample = values.slice(0, 0, n, stride);
+        var (sorted, _) = sample.sort();                                  // ascending
+        long m = sorted.numel();
+        double rank = (double)(n - k) / n * (m - 1);                      // the sample rank of the answer
+        var margin = 4.0 * Math.Sqrt(m * ((double)k / n) * (1.0 - (double)k / n)) + 8.0;
+        var bounds = stack([sorted[(long)Math.Max(0, Math.Floor(rank - margin))], sorted[(long)Math.Min(m - 1, Math.Ceiling(rank + margin))]]);
+        var lo = bounds[0];
+        var hi = bounds[1];
+        var inside = values.ge(lo).logical_and_(values.le(hi));
+        var counts = stack([values.gt(hi).sum(), inside.sum()]).to(CPU).data<long>().ToArray();
+        long above = counts[0], within = counts[1];
+        if (above < k && k <= above + within)
+            // nonzero + index_select: masked_select is many times slower on CPU.
+            return Select(values.index_select(0, inside.nonzero().view(-1)), within - (k - above) + 1).MoveToOuterDisposeScope();
+        return Select(values, n - k + 1).MoveToOuterDisposeScope(); // the sample missed: select over everything
+    }
+
+    /// <summary>Below this many elements <see cref="KthLargest"/> selects directly.</summary>
+    private const long SelectDirectly = 1L << 16;
+
+    /// <summary>About this many elements sample the bracket of <see cref="KthLargest"/>.</summary>
+    private const long SampleSize = 1L << 14;
+
+    /// <summary>The <paramref name="rank"/>-th smallest value (1-based) of a 1-D tensor, as a fresh 0-dim tensor.</summary>
+    private static Tensor Select(Tensor values, long rank)
+    {
+        var (value, index) = values.kthvalue(rank, 0, false);
+        index.Dispose();
+        return value;
     }
 }

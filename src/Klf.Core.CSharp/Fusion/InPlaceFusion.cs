@@ -7,8 +7,9 @@ namespace Klf.Fusion;
 /// How <see cref="ModelFusion"/> fuses one parameter tensor in place, without temporaries: the
 /// tensor's slices (from one or more units) with the λ of each, checked to be a set of disjoint
 /// slices along one dimension. Built only for <see cref="IInterpolatingRule"/> and
-/// <see cref="IElementwiseRule"/>; anything else (or slices that overlap, or mix dimensions) takes
-/// the general path of temporaries.
+/// <see cref="IElementwiseRule"/> (whole tensor) and <see cref="ISliceFusionRule"/> (slice by slice,
+/// contiguous slices only); anything else (or slices that overlap, or mix dimensions) takes the
+/// general path of temporaries.
 /// </summary>
 internal sealed class InPlaceFusion
 {
@@ -17,29 +18,52 @@ internal sealed class InPlaceFusion
     private readonly long _size;               // the tensor's size along _dim
     private readonly double[] _lambda;         // per index along _dim (one entry when whole); 1 = untouched
     private readonly bool[] _covered;          // per index: inside some slice
+    private readonly IReadOnlyList<(UnitSlice Slice, UnitFusionContext Context)>? _slices; // slice rules only
 
-    private InPlaceFusion(IFusionRule rule, int dim, long size, double[] lambda, bool[] covered)
+    private InPlaceFusion(IFusionRule rule, int dim, long size, double[] lambda, bool[] covered,
+        IReadOnlyList<(UnitSlice, UnitFusionContext)>? slices = null)
     {
         _rule = rule;
         _dim = dim;
         _size = size;
         _lambda = lambda;
         _covered = covered;
+        _slices = slices;
     }
 
     /// <summary>The factor by which the rule's arithmetic may grow the inputs' largest magnitude.</summary>
-    public double Growth => _rule is IElementwiseRule e ? e.Growth : 2.0;
+    public double Growth => _rule switch
+    {
+        IElementwiseRule e => e.Growth,
+        ISliceFusionRule s => s.Growth,
+        _ => 2.0,
+    };
 
     /// <summary>
     /// The in-place plan of one parameter for <paramref name="rule"/>, or null when the slices do not
     /// allow one (the caller then uses temporaries). <paramref name="lambdas"/> holds each slice's λ
     /// (ignored by element-wise rules).
     /// </summary>
-    public static InPlaceFusion? TryPlan(IFusionRule rule, Tensor parameter, IReadOnlyList<UnitSlice> slices, IReadOnlyList<double> lambdas)
+    public static InPlaceFusion? TryPlan(IFusionRule rule, Tensor parameter, IReadOnlyList<UnitSlice> slices, IReadOnlyList<double> lambdas,
+        IReadOnlyList<UnitFusionContext> contexts)
     {
-        if (rule is not (IInterpolatingRule or IElementwiseRule) || slices.Count == 0) return null;
-        if (slices.Count == 1 && slices[0].IsWhole)
-            return new InPlaceFusion(rule, -1, 1, [lambdas[0]], [true]);
+        if (rule is not (IInterpolatingRule or IElementwiseRule or ISliceFusionRule) || slices.Count == 0) return null;
+        // Slice rules write into contiguous views: whole tensors, or rows (dimension 0) of a contiguous one.
+        if (rule is ISliceFusionRule && (!parameter.is_contiguous() || slices.Any(s => !s.IsWhole && s.Dim != 0))) return null;
+        var layout = Layout(parameter, slices, lambdas);
+        if (layout is null) return null;
+        var (dim, size, lambda, covered) = layout.Value;
+        return new InPlaceFusion(rule, dim, size, lambda, covered,
+            rule is ISliceFusionRule ? slices.Select((s, i) => (s, contexts[i])).ToList() : null);
+    }
+
+    /// <summary>
+    /// The sliced dimension, its size, each index's λ and whether a slice covers it; null when the
+    /// slices overlap, mix dimensions or mix a whole-tensor slice with others.
+    /// </summary>
+    private static (int Dim, long Size, double[] Lambda, bool[] Covered)? Layout(Tensor parameter, IReadOnlyList<UnitSlice> slices, IReadOnlyList<double> lambdas)
+    {
+        if (slices.Count == 1 && slices[0].IsWhole) return (-1, 1, [lambdas[0]], [true]);
         var dim = slices[0].Dim;
         if (dim < 0 || slices.Any(s => s.Dim != dim) || dim >= parameter.dim()) return null;
         var size = parameter.shape[dim];
@@ -57,7 +81,7 @@ internal sealed class InPlaceFusion
                 lambda[k] = lambdas[i];
             }
         }
-        return new InPlaceFusion(rule, dim, size, lambda, covered);
+        return (dim, size, lambda, covered);
     }
 
     /// <summary>
@@ -67,6 +91,17 @@ internal sealed class InPlaceFusion
     /// </summary>
     public void Apply(Tensor current, Tensor previous, Tensor basis)
     {
+        if (_rule is ISliceFusionRule sliceRule)
+        {
+            foreach (var (slice, context) in _slices!)
+            {
+                using var c = slice.View(current);
+                using var p = slice.View(previous);
+                using var b = ReferenceEquals(previous, basis) ? null : slice.View(basis);
+                sliceRule.FuseInPlace(c, p, b ?? p, context);
+            }
+            return;
+        }
         if (_rule is IElementwiseRule elementwise)
         {
             if (_dim < 0 || _covered.All(c => c)) elementwise.FuseInPlace(current, previous, basis);

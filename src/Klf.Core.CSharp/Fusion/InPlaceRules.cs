@@ -35,3 +35,26 @@ public interface IElementwiseRule : IFusionRule
     /// </summary>
     void FuseInPlace(Tensor current, Tensor previous, Tensor basis);
 }
+
+/// <summary>
+/// A rule that can write one slice's fused values straight into the slice (TIES, DARE): unlike an
+/// <see cref="IElementwiseRule"/> it may look at the whole slice and at the unit context (TIES trims
+/// per slice, DARE seeds its mask per unit). <see cref="ModelFusion.Apply"/> fuses it in place, slice
+/// by slice, where the slices are contiguous views that do not overlap.
+/// </summary>
+public interface ISliceFusionRule : IFusionRule
+{
+    /// <summary>
+    /// For finite inputs whose magnitudes are at most M, every intermediate and fused value of
+    /// <see cref="FuseInPlace"/> is at most <c>Growth·M</c> in magnitude.
+    /// </summary>
+    double Growth { get; }
+
+    /// <summary>
+    /// Writes the slice's fused values into <paramref name="current"/> (θ_k, a contiguous view,
+    /// overwritten); <paramref name="previous"/> and <paramref name="basis"/> are not modified and
+    /// may be the same object. <see cref="IFusionRule.Fuse"/> must give the same values on a copy.
+    /// </summary>
+    void FuseInPlace(Tensor current, Tensor previous, Tensor basis, UnitFusionContext context);
+}
+

@@ -15,7 +15,8 @@ namespace Klf.Fusion;
 /// (<see cref="IElementwiseRule"/>) are fused in place, one parameter tensor at a time with each
 /// slice's λ, proven finite beforehand from the inputs' largest magnitudes (one min/max pass over the
 /// current values; the snapshots' were measured when taken): no temporaries, no host sync per slice.
-/// Other rules (TIES, DARE, your own) fuse each slice into a temporary, checked for shape, dtype,
+/// Rules that fuse one slice at a time in place (<see cref="ISliceFusionRule"/>: TIES, DARE) are
+/// applied so on contiguous slices, checked the same way. Other rules (your own) fuse each slice into a temporary, checked for shape, dtype,
 /// device and finiteness (one host transfer for all), then written with <c>copy_</c>. Writes happen
 /// under <c>no_grad</c> into the same Parameter objects, so optimizers and other references remain
 /// valid. Peak extra memory: none for in-place rules; one copy of the fused slices otherwise.
@@ -90,7 +91,8 @@ public static class ModelFusion
                 long numel = param.numel();
                 var shape = param.shape;
                 foreach (var (_, slice) in slices) elements += slice.IsWhole ? numel : numel / shape[slice.Dim] * slice.Length;
-                var tensorPlan = InPlaceFusion.TryPlan(rule, param, slices.Select(s => s.Slice).ToList(), slices.Select(s => reports[s.Unit].Lambda).ToList());
+                var tensorPlan = InPlaceFusion.TryPlan(rule, param, slices.Select(s => s.Slice).ToList(), slices.Select(s => reports[s.Unit].Lambda).ToList(),
+                    slices.Select(s => contexts[s.Unit]).ToList());
                 if (tensorPlan is not null)
                 {
                     var (low, high) = aminmax(param);

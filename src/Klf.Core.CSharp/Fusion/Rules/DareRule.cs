@@ -9,13 +9,16 @@ namespace Klf.Fusion;
 /// survivors are rescaled by 1/(1 − p); θ̄ = prev + λ·δ̃. The base input is not used: θ̄_{k−1} already
 /// holds what earlier tasks contributed, and this keeps DARE a sparsification of "what the current
 /// task changed" (with base = prev the task-vector form of DARE is the same thing).
-/// The mask comes from a local <see cref="torch.Generator"/> seeded with the unit context's seed on
-/// the inputs' device: the same inputs and seed give the same output, independently of torch's
-/// global generator (masks on CPU and CUDA differ; each is reproducible).
+/// The mask is an independent Bernoulli draw per element, made from a local
+/// <see cref="torch.Generator"/> seeded with the unit context's seed on the inputs' device, as the
+/// positions of the rarer outcome: the gaps between them are geometric, so only (1 − p)·n (or p·n)
+/// random numbers are drawn and only those elements are gathered and written. The same inputs and
+/// seed give the same output, independently of torch's global generator (masks on CPU and CUDA
+/// differ; each is reproducible).
 /// </summary>
 /// <param name="dropRate">p in [0, 1) (default 0.9, the rate DARE's paper uses for most merges).</param>
 /// <param name="scale">λ (default 1).</param>
-public sealed class DareRule(double dropRate = 0.9, double scale = 1.0) : IFusionRule
+public sealed class DareRule(double dropRate = 0.9, double scale = 1.0) : ISliceFusionRule
 {
     /// <summary>p.</summary>
     public double DropRate { get; } = dropRate is >= 0.0 and < 1.0
@@ -36,18 +39,86 @@ public sealed class DareRule(double dropRate = 0.9, double scale = 1.0) : IFusio
     /// </summary>
     public Tensor KeepMask(long[] shape, long seed, Device device)
     {
-        using var gen = new Generator(unchecked((ulong)seed), device);
-        using var u = rand(shape, dtype: ScalarType.Float64, device: device, generator: gen);
-        return u.ge(DropRate);
+        using var scope = NewDisposeScope();
+        var n = shape.Aggregate(1L, (a, b) => a * b);
+        var (positions, kept) = Positions(n, seed, device);
+        var mask = (kept ? zeros(n, ScalarType.Bool, device) : ones(n, ScalarType.Bool, device)).index_fill_(0, positions, kept);
+        return mask.reshape(shape).MoveToOuterDisposeScope();
     }
 
-    /// <summary>prev + λ·mask⊙(cur − prev)/(1 − p): a fresh tensor of the inputs' shape, dtype and device; the caller disposes it.</summary>
+    /// <summary>1 + 2|λ|/(1 − p): δ is at most 2M, rescaled by λ/(1 − p).</summary>
+    public double Growth => 1.0 + 2.0 * Math.Abs(Scale) / (1.0 - DropRate);
+
+    /// <summary>prev + λ·mask⊙(cur − prev)/(1 − p): <see cref="FuseInPlace"/> on a copy of cur, a fresh tensor the caller disposes.</summary>
     public Tensor Fuse(FusionInputs inputs, UnitFusionContext context)
     {
+        var fused = inputs.Current.contiguous().clone();
+        try { FuseInPlace(fused, inputs.Previous, inputs.Base, context); }
+        catch { fused.Dispose(); throw; }
+        return fused;
+    }
+
+    /// <summary>
+    /// Writes prev + λ·mask⊙(cur − prev)/(1 − p) into <paramref name="current"/> (contiguous): with few
+    /// kept elements θ̄_{k−1} everywhere and prev + δ·s at the kept positions; with few dropped ones
+    /// prev + δ·s everywhere and θ̄_{k−1} at the dropped positions (s = λ/(1 − p)).
+    /// </summary>
+    public void FuseInPlace(Tensor current, Tensor previous, Tensor basis, UnitFusionContext context)
+    {
         using var scope = NewDisposeScope();
-        var mask = KeepMask(inputs.Previous.shape, context.Seed, inputs.Previous.device);
-        var delta = inputs.Current - inputs.Previous;
-        var kept = where(mask, delta, zeros_like(delta)) * (Scale / (1.0 - DropRate));
-        return (inputs.Previous + kept).MoveToOuterDisposeScope();
+        var cur = current.view(-1);
+        var prev = previous.reshape(-1);
+        var s = Scale / (1.0 - DropRate);
+        var (positions, kept) = Positions(cur.numel(), context.Seed, cur.device);
+        if (kept)
+        {
+            var p = prev.index_select(0, positions);
+            var updated = (cur.index_select(0, positions) - p) * s + p;
+            cur.copy_(prev);
+            cur.index_copy_(0, positions, updated);
+        }
+        else
+        {
+            cur.sub_(prev).mul_(s).add_(prev);
+            cur.index_copy_(0, positions, prev.index_select(0, positions));
+        }
+    }
+
+    /// <summary>
+    /// The sorted flat positions (int64) of the rarer outcome among <paramref name="n"/> independent
+    /// Bernoulli draws with keep probability 1 − p, and whether they are the kept ones. Geometric gaps
+    /// ⌊ln U / ln(1 − q)⌋ + 1 between successes of rate q, from a generator seeded with <paramref name="seed"/>.
+    /// </summary>
+    private (Tensor Positions, bool Kept) Positions(long n, long seed, Device device)
+    {
+        var keepRate = 1.0 - DropRate;
+        var kept = keepRate <= 0.5;
+        var q = kept ? keepRate : DropRate;
+        if (q <= 0.0 || n == 0) return (empty(0, ScalarType.Int64, device), kept);
+        using var gen = new Generator(unchecked((ulong)seed), device);
+        var chunks = new List<Tensor>();
+        long last = -1;
+        var logFail = Math.Log(1.0 - q);
+        while (true)
+        {
+            // Enough draws for all of n with overwhelming probability; more rounds only when short.
+            var mean = (n - 1 - last) * q;
+            var draws = (long)Math.Ceiling(mean + 6.0 * Math.Sqrt(mean * (1.0 - q)) + 16.0);
+            using var u = rand(draws, ScalarType.Float64, device, generator: gen);
+            using var tail = 1.0 - u;                                                   // in (0, 1]
+            using var gaps = (tail.log() / logFail).floor_().add_(1.0).to(ScalarType.Int64);
+            var positions = gaps.cumsum(0).add_(last);
+            var inRange = positions.lt(n).sum().item<long>();
+            if (inRange < draws)
+            {
+                chunks.Add(positions.narrow(0, 0, inRange));
+                break;
+            }
+            chunks.Add(positions);
+            last = positions[-1].item<long>();
+        }
+        var all = chunks.Count == 1 ? chunks[0] : cat(chunks, 0);
+        foreach (var c in chunks) if (!ReferenceEquals(c, all)) c.Dispose();
+        return (all, kept);
     }
 }

@@ -26,7 +26,7 @@ public abstract class TaskVectorRule(double scale) : IFusionRule
     protected virtual bool InterpolatesWithoutBase => false;
 
     /// <summary>base + λ·Merge(prev − base, cur − base): a fresh tensor of the inputs' shape, dtype and device; the caller disposes it.</summary>
-    public Tensor Fuse(FusionInputs inputs, UnitFusionContext context)
+    public virtual Tensor Fuse(FusionInputs inputs, UnitFusionContext context)
     {
         if (InterpolatesWithoutBase && ReferenceEquals(inputs.Base, inputs.Previous))
             return FusionKernels.Interpolate(inputs.Previous, inputs.Current, Scale);

@@ -17,7 +17,7 @@ namespace Klf.Fusion;
 /// </summary>
 /// <param name="keepFraction">k: the fraction of largest-magnitude entries each task vector keeps (default 0.2).</param>
 /// <param name="scale">λ, the scale of the merged task vector (default 1).</param>
-public sealed class TiesRule(double keepFraction = 0.2, double scale = 1.0) : TaskVectorRule(scale)
+public sealed class TiesRule(double keepFraction = 0.2, double scale = 1.0) : TaskVectorRule(scale), ISliceFusionRule
 {
     /// <summary>k.</summary>
     public double KeepFraction { get; } = keepFraction is >= 0.0 and <= 1.0
@@ -25,6 +25,50 @@ public sealed class TiesRule(double keepFraction = 0.2, double scale = 1.0) : Ta
 
     /// <inheritdoc/>
     public override string Name => "ties";
+
+    /// <summary>1 + 2|λ| (at least 4): task vectors are at most 2M, their sum before the election 4M.</summary>
+    public double Growth => Math.Max(4.0, 1.0 + 2.0 * Math.Abs(Scale));
+
+    /// <summary>
+    /// Without a separate base (base is prev) τ_prev is 0, the election and the mean leave the trimmed
+    /// τ_cur as it is, and θ̄ = prev + λ·trim(cur − prev): <see cref="FuseInPlace"/> on a copy of cur.
+    /// With a base, the general trim / elect / disjoint mean.
+    /// </summary>
+    public override Tensor Fuse(FusionInputs inputs, UnitFusionContext context)
+    {
+        if (!ReferenceEquals(inputs.Base, inputs.Previous)) return base.Fuse(inputs, context);
+        var fused = inputs.Current.contiguous().clone();
+        try { FuseInPlace(fused, inputs.Previous, inputs.Base, context); }
+        catch { fused.Dispose(); throw; }
+        return fused;
+    }
+
+    /// <summary>
+    /// Writes the fused values into <paramref name="current"/>: without a separate base in place,
+    /// cur ← prev + λ·trim(cur − prev) (the trim zeroes entries below the slice's k-th magnitude);
+    /// with a base through <see cref="Fuse"/>'s general form.
+    /// </summary>
+    public void FuseInPlace(Tensor current, Tensor previous, Tensor basis, UnitFusionContext context)
+    {
+        using var scope = NewDisposeScope();
+        if (!ReferenceEquals(basis, previous))
+        {
+            current.copy_(base.Fuse(new FusionInputs(basis, previous, current), context));
+            return;
+        }
+        current.sub_(previous);                                       // τ_cur
+        var n = current.numel();
+        if (KeepFraction <= 0.0) current.zero_();
+        else if (KeepFraction < 1.0 && n > 0)
+        {
+            var keep = Math.Min(n, Math.Max(1L, (long)Math.Ceiling(KeepFraction * n - 1e-9)));
+            var magnitude = current.abs();
+            var kth = FusionKernels.KthLargest(magnitude.reshape(-1), keep);
+            current.masked_fill_(magnitude.lt(kth), 0.0);
+        }
+        if (Scale != 1.0) current.mul_(Scale);
+        current.add_(previous);
+    }
 
     /// <summary>Trim, elect, disjoint mean (see the class summary).</summary>
     protected override Tensor Merge(Tensor previousVector, Tensor currentVector)
