@@ -36,12 +36,27 @@ public static class Checkpoint
     /// <see cref="HfFolderFiles.Write"/> makes (generation_config.json; tokenizer_config.json and
     /// special_tokens_map.json when the copied files lack them), so other tools load it. Returns the manifest written.
     /// </summary>
-    public static CheckpointManifest Save(ILanguageModel model, string folder, JsonObject? extra = null, IEnumerable<string>? alsoCopy = null, long? maxShardBytes = null, Klf.Tokenizers.ITextTokenizer? tokenizer = null)
+    public static CheckpointManifest Save(ILanguageModel model, string folder, JsonObject? extra = null, IEnumerable<string>? alsoCopy = null, long? maxShardBytes = null, Klf.Tokenizers.ITextTokenizer? tokenizer = null) =>
+        Write(model, folder, tmp => HfWeights.Save(model, tmp, maxShardBytes), () => extra, alsoCopy, tokenizer);
+
+    /// <summary>
+    /// <see cref="Save"/> for a model that is not in memory: <paramref name="model"/> gives names,
+    /// shapes, dtypes and config (it may live on the meta device) and <paramref name="tensorOf"/> each
+    /// checkpoint entry when its turn comes (see <see cref="HfWeights.SaveStreamed"/>); the manifest's
+    /// caller data comes from <paramref name="extra"/>, asked once every weight is written (so it can
+    /// report on them). Atomic like Save: an exception leaves no folder.
+    /// </summary>
+    public static CheckpointManifest SaveStreamed(ILanguageModel model, string folder, Func<string, TorchSharp.torch.Tensor> tensorOf, Func<JsonObject?> extra,
+        IEnumerable<string>? alsoCopy = null, long? maxShardBytes = null, Klf.Tokenizers.ITextTokenizer? tokenizer = null) =>
+        Write(model, folder, tmp => HfWeights.SaveStreamed(model, tmp, tensorOf, maxShardBytes), extra, alsoCopy, tokenizer);
+
+    private static CheckpointManifest Write(ILanguageModel model, string folder, Action<string> weights, Func<JsonObject?> extraData, IEnumerable<string>? alsoCopy, Klf.Tokenizers.ITextTokenizer? tokenizer)
     {
         CheckpointManifest? manifest = null;
         AtomicFile.WriteFolder(folder, tmp =>
         {
-            HfWeights.Save(model, tmp, maxShardBytes);
+            weights(tmp);
+            var extra = extraData();
             foreach (var f in alsoCopy ?? [])
                 File.Copy(f, Path.Combine(tmp, Path.GetFileName(f)), overwrite: true);
             if (tokenizer is not null) HfFolderFiles.Write(tmp, model, tokenizer);

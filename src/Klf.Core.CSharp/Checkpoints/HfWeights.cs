@@ -107,18 +107,7 @@ public static class HfWeights
     {
         var live = LiveStateDict(model);
         var files = WeightFiles(folder);
-        // Validate every header first so a bad checkpoint changes nothing.
-        var found = new Dictionary<string, SafeTensorInfo>();
-        foreach (var f in files)
-            foreach (var info in SafeTensors.ReadHeader(f).Tensors)
-                found[info.Name] = info;
-        var missing = live.Keys.Where(k => !found.ContainsKey(k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
-        var unexpected = found.Keys.Where(k => !live.ContainsKey(k) && !model.TiedAliases.ContainsKey(k) && !IsIgnored(model, k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
-        var shapes = found.Values.Where(i => live.TryGetValue(i.Name, out var t) && !t.shape.SequenceEqual(i.Shape))
-            .Select(i => $"{i.Name}: checkpoint [{string.Join(",", i.Shape)}] vs model [{string.Join(",", live[i.Name].shape)}]").ToList();
-        if (shapes.Count > 0 || (strict && (missing.Count > 0 || unexpected.Count > 0)))
-            throw new CheckpointMismatchException(folder, missing, unexpected, shapes);
-
+        Match(model, folder, strict); // every header first, so a bad checkpoint changes nothing
         var loaded = new List<string>();
         using var _ = torch.no_grad();
         foreach (var f in files)
@@ -141,29 +130,54 @@ public static class HfWeights
     }
 
     /// <summary>
-    /// Saves the model's parameters and persistent buffers to <paramref name="folder"/> in Hugging
-    /// Face layout: <c>model.safetensors</c>, or shards of at most <paramref name="maxShardBytes"/>
-    /// with an index, plus <c>config.json</c>. Every file is written atomically. Tied aliases are not
-    /// written (as <c>save_pretrained</c> does). Stale weight files of the other layout are removed.
+    /// Where each of <paramref name="model"/>'s checkpoint entries (<see cref="LiveStateDict"/>) lives
+    /// in the weight files of <paramref name="folder"/>, read from the headers only: the file and its
+    /// header entry. The checks of <see cref="LoadInto"/>: a shape mismatch, and with
+    /// <paramref name="strict"/> a missing or unexpected key, is a <see cref="CheckpointMismatchException"/>.
+    /// The model may live on the meta device (no storage): only names and shapes are read.
     /// </summary>
-    public static void Save(ILanguageModel model, string folder, long? maxShardBytes = null)
+    public static IReadOnlyDictionary<string, (string File, SafeTensorInfo Info)> Match(ILanguageModel model, string folder, bool strict = true)
+    {
+        var live = LiveStateDict(model);
+        var found = new Dictionary<string, (string File, SafeTensorInfo Info)>();
+        foreach (var f in WeightFiles(folder))
+            foreach (var info in SafeTensors.ReadHeader(f).Tensors)
+                found[info.Name] = (f, info);
+        var missing = live.Keys.Where(k => !found.ContainsKey(k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
+        var unexpected = found.Keys.Where(k => !live.ContainsKey(k) && !model.TiedAliases.ContainsKey(k) && !IsIgnored(model, k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
+        var shapes = found.Values.Where(e => live.TryGetValue(e.Info.Name, out var t) && !t.shape.SequenceEqual(e.Info.Shape))
+            .Select(e => $"{e.Info.Name}: checkpoint [{string.Join(",", e.Info.Shape)}] vs model [{string.Join(",", live[e.Info.Name].shape)}]").ToList();
+        if (shapes.Count > 0 || (strict && (missing.Count > 0 || unexpected.Count > 0)))
+            throw new CheckpointMismatchException(folder, missing, unexpected, shapes);
+        return found.Where(kv => live.ContainsKey(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
+    }
+
+    /// <summary>
+    /// Saves a model's checkpoint entries in the layout of <see cref="Save"/>, pulling each tensor
+    /// from <paramref name="tensorOf"/> when its turn comes (it is written and disposed at once), so
+    /// a model larger than memory can be written: <paramref name="model"/> only gives the names,
+    /// shapes, dtypes and config (it may live on the meta device).
+    /// </summary>
+    public static void SaveStreamed(ILanguageModel model, string folder, Func<string, Tensor> tensorOf, long? maxShardBytes = null)
     {
         Directory.CreateDirectory(folder);
-        var live = LiveStateDict(model).OrderBy(kv => kv.Key, StringComparer.Ordinal).ToList();
+        var entries = LiveStateDict(model).OrderBy(kv => kv.Key, StringComparer.Ordinal)
+            .Select(kv => (Name: kv.Key, Type: kv.Value.dtype, Shape: kv.Value.shape, Bytes: kv.Value.numel() * kv.Value.ElementSize)).ToList();
         var meta = new Dictionary<string, string> { ["format"] = "pt" };
-        var shards = new List<List<KeyValuePair<string, Tensor>>> { new() };
+        var shards = new List<List<(string Name, ScalarType Type, long[] Shape, long Bytes)>> { new() };
         long size = 0;
-        foreach (var kv in live)
+        foreach (var e in entries)
         {
-            var bytes = kv.Value.numel() * kv.Value.ElementSize;
-            if (maxShardBytes is { } max && size > 0 && size + bytes > max) { shards.Add([]); size = 0; }
-            shards[^1].Add(kv);
-            size += bytes;
+            if (maxShardBytes is { } max && size > 0 && size + e.Bytes > max) { shards.Add([]); size = 0; }
+            shards[^1].Add(e);
+            size += e.Bytes;
         }
         AtomicFile.WriteAllText(Path.Combine(folder, "config.json"), model.ConfigJson().ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+        void Write(string file, List<(string Name, ScalarType Type, long[] Shape, long Bytes)> shard) =>
+            SafeTensors.SaveStreamed(file, shard.Select(e => (e.Name, e.Type, e.Shape)).ToList(), i => tensorOf(shard[i].Name), meta);
         if (shards.Count == 1)
         {
-            SafeTensors.Save(Path.Combine(folder, SingleFile), shards[0], meta);
+            Write(Path.Combine(folder, SingleFile), shards[0]);
             File.Delete(Path.Combine(folder, IndexFile));
             return;
         }
@@ -172,11 +186,23 @@ public static class HfWeights
         for (var i = 0; i < shards.Count; i++)
         {
             var name = $"model-{i + 1:00000}-of-{shards.Count:00000}.safetensors";
-            SafeTensors.Save(Path.Combine(folder, name), shards[i], meta);
-            foreach (var (k, t) in shards[i]) { weightMap[k] = name; total += t.numel() * t.ElementSize; }
+            Write(Path.Combine(folder, name), shards[i]);
+            foreach (var e in shards[i]) { weightMap[e.Name] = name; total += e.Bytes; }
         }
         var index = new JsonObject { ["metadata"] = new JsonObject { ["total_size"] = total }, ["weight_map"] = weightMap };
         AtomicFile.WriteAllText(Path.Combine(folder, IndexFile), index.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
         File.Delete(Path.Combine(folder, SingleFile));
+    }
+
+    /// <summary>
+    /// Saves the model's parameters and persistent buffers to <paramref name="folder"/> in Hugging
+    /// Face layout: <c>model.safetensors</c>, or shards of at most <paramref name="maxShardBytes"/>
+    /// with an index, plus <c>config.json</c>. Every file is written atomically. Tied aliases are not
+    /// written (as <c>save_pretrained</c> does). Stale weight files of the other layout are removed.
+    /// </summary>
+    public static void Save(ILanguageModel model, string folder, long? maxShardBytes = null)
+    {
+        var live = LiveStateDict(model);
+        SaveStreamed(model, folder, name => live[name].alias(), maxShardBytes);
     }
 }

@@ -100,6 +100,96 @@ public static class SafeTensors
     }
 
     /// <summary>
+    /// Reads one tensor of a safetensors file (its entry from <see cref="ReadHeader(string)"/>) into a
+    /// fresh CPU tensor of its dtype and shape, reading only its bytes. Tensors up to 2 GiB. The caller
+    /// disposes the tensor.
+    /// </summary>
+    public static Tensor ReadTensor(string path, SafeTensorInfo info)
+    {
+        using var fs = OpenRead(path);
+        ReadHeader(fs, path, out var dataStart);
+        var (type, _) = FromName(info.DType, path);
+        var t = torch.empty(info.Shape, type, CPU);
+        try
+        {
+            var length = info.End - info.Begin;
+            if (length > int.MaxValue) throw new NotSupportedException($"{path}: tensor '{info.Name}' has {length} bytes; tensors above 2 GiB are not read one at a time");
+            if (length > 0)
+            {
+                fs.Seek(dataStart + info.Begin, SeekOrigin.Begin);
+                fs.ReadExactly(t.bytes);   // straight into the tensor's storage
+            }
+            return t;
+        }
+        catch
+        {
+            t.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Writes a safetensors file whose tensors are produced one at a time, so a file larger than
+    /// memory can be written: the header from <paramref name="entries"/> (name, dtype, shape, in that
+    /// order), then <paramref name="produce"/>(i) for each entry, whose bytes are written and which is
+    /// disposed at once. A produced tensor of another dtype or shape than its entry is an error. The
+    /// file is written atomically.
+    /// </summary>
+    public static void SaveStreamed(string path, IReadOnlyList<(string Name, ScalarType Type, long[] Shape)> entries, Func<int, Tensor> produce,
+        IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var header = new JsonObject();
+        if (metadata is { Count: > 0 })
+        {
+            var m = new JsonObject();
+            foreach (var (k, v) in metadata) m[k] = v;
+            header["__metadata__"] = m;
+        }
+        long offset = 0;
+        foreach (var (name, type, shape) in entries)
+        {
+            var size = DTypes.First(d => d.Type == type).Size * shape.Aggregate(1L, (a, b) => a * b);
+            header[name] = new JsonObject
+            {
+                ["dtype"] = DTypeName(type),
+                ["shape"] = new JsonArray(shape.Select(x => (JsonNode)x).ToArray()),
+                ["data_offsets"] = new JsonArray(offset, offset + size),
+            };
+            offset += size;
+        }
+        var json = Encoding.UTF8.GetBytes(header.ToJsonString());
+        var padded = (json.Length + 7) / 8 * 8; // data section 8-byte aligned, as Hugging Face writes it
+        AtomicFile.Write(path, fs =>
+        {
+            Span<byte> len = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)padded);
+            fs.Write(len);
+            fs.Write(json);
+            for (var i = json.Length; i < padded; i++) fs.WriteByte((byte)' ');
+            for (var i = 0; i < entries.Count; i++)
+            {
+                using var scope = torch.NewDisposeScope();
+                var t = produce(i);
+                var (name, type, shape) = entries[i];
+                if (t.dtype != type || !t.shape.SequenceEqual(shape))
+                    throw new InvalidOperationException($"{path}: tensor '{name}' came as {t.dtype} [{string.Join(",", t.shape)}], its entry says {type} [{string.Join(",", shape)}]");
+                var c = t.detach().cpu().contiguous();
+                fs.Write(c.bytes);
+            }
+        });
+    }
+
+    /// <summary>
+    /// Writes tensors to <paramref name="path"/> atomically (temporary file, then rename), sorted by
+    /// key, with optional <c>__metadata__</c>. Tensors may live on any device and are not disposed.
+    /// </summary>
+    public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var items = tensors.OrderBy(kv => kv.Key, StringComparer.Ordinal).ToList();
+        SaveStreamed(path, items.Select(kv => (kv.Key, kv.Value.dtype, kv.Value.shape)).ToList(), i => items[i].Value.alias(), metadata);
+    }
+
+    /// <summary>
     /// Reads every tensor of a safetensors file (or only those whose key passes <paramref name="filter"/>)
     /// into fresh CPU tensors of the stored dtype. The caller owns and disposes the returned tensors.
     /// </summary>
@@ -132,47 +222,4 @@ public static class SafeTensors
         return result;
     }
 
-    /// <summary>
-    /// Writes tensors to <paramref name="path"/> atomically (temporary file, then rename), sorted by
-    /// key, with optional <c>__metadata__</c>. Tensors may live on any device and are not disposed.
-    /// </summary>
-    public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
-    {
-        var items = tensors.OrderBy(kv => kv.Key, StringComparer.Ordinal).ToList();
-        var header = new JsonObject();
-        if (metadata is { Count: > 0 })
-        {
-            var m = new JsonObject();
-            foreach (var (k, v) in metadata) m[k] = v;
-            header["__metadata__"] = m;
-        }
-        long offset = 0;
-        foreach (var (key, t) in items)
-        {
-            var size = DTypes.First(d => d.Type == t.dtype).Size * t.numel();
-            header[key] = new JsonObject
-            {
-                ["dtype"] = DTypeName(t.dtype),
-                ["shape"] = new JsonArray(t.shape.Select(s => (JsonNode)s).ToArray()),
-                ["data_offsets"] = new JsonArray(offset, offset + size),
-            };
-            offset += size;
-        }
-        var json = Encoding.UTF8.GetBytes(header.ToJsonString());
-        var padded = (json.Length + 7) / 8 * 8; // data section 8-byte aligned, as Hugging Face writes it
-        AtomicFile.Write(path, fs =>
-        {
-            Span<byte> len = stackalloc byte[8];
-            BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)padded);
-            fs.Write(len);
-            fs.Write(json);
-            for (var i = json.Length; i < padded; i++) fs.WriteByte((byte)' ');
-            foreach (var (_, t) in items)
-            {
-                using var scope = torch.NewDisposeScope();
-                var c = t.detach().cpu().contiguous();
-                fs.Write(c.bytes);
-            }
-        });
-    }
 }

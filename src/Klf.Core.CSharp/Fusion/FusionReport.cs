@@ -22,6 +22,11 @@ public sealed record FusionReport(
         UnitCategory.Shared => Shared,
         _ => 0,
     };
+
+    /// <summary>A report of <paramref name="units"/>, with the counts per category taken from them.</summary>
+    public static FusionReport Of(string rule, IReadOnlyList<UnitFusionReport> units, long elements, TimeSpan elapsed) =>
+        new(rule, units, units.Count(u => u.Category == UnitCategory.Neither), units.Count(u => u.Category == UnitCategory.PreviousOnly),
+            units.Count(u => u.Category == UnitCategory.CurrentOnly), units.Count(u => u.Category == UnitCategory.Shared), elements, elapsed);
 }
 
 /// <summary>

@@ -106,35 +106,25 @@ public static class ModelFusion
                     var prev = slice.View(previous[slice.Parameter]);
                     var inputs = new FusionInputs(baseline is null ? prev : slice.View(basis[slice.Parameter]), prev, cur);
                     var fused = rule.Fuse(inputs, contexts[u]);
-                    CheckLayout(rule, map.Units[u], slice, cur, fused);
+                    TensorFusion.CheckLayout(rule, map.Units[u], slice, cur, fused);
                     general.Add((u, slice, fused.MoveToOuterDisposeScope(), fused.sum().MoveToOuterDisposeScope()));
                 }
             }
             // One host transfer decides every check.
-            var scalars = inPlace.SelectMany(p => new[] { p.Low, p.High }).Concat(general.Select(g => g.Sum)).Select(t => t.to_type(ScalarType.Float64)).ToList();
-            var values = scalars.Count == 0 ? [] : stack(scalars).to(CPU).data<double>().ToArray();
+            var values = TensorFusion.Transfer(inPlace.SelectMany(p => new[] { p.Low, p.High }).Concat(general.Select(g => g.Sum)).ToList());
             for (var k = 0; k < inPlace.Count; k++)
             {
                 var (name, fusion, _, _) = inPlace[k];
                 var m = Math.Max(Math.Max(Math.Abs(values[2 * k]), Math.Abs(values[2 * k + 1])), Math.Max(previous.MaxAbs(name), basis.MaxAbs(name)));
-                var limit = LargestFinite(live[name].dtype) / fusion.Growth;
-                if (!(m <= limit)) // NaN fails too
-                {
-                    var (u, slice) = byParameter[name][0];
-                    var what = double.IsFinite(m)
-                        ? $"values up to {m:G4} would overflow {live[name].dtype} in the rule's arithmetic"
-                        : "the current, previous or base values hold NaN or infinities";
-                    throw new UnsafeFusionException(rule.Name, map.Units[u].Id, slice.ToString(), what);
-                }
+                var (u, slice) = byParameter[name][0];
+                TensorFusion.CheckBounds(rule, new SliceToFuse(map.Units[u], slice, contexts[u], reports[u].Lambda), live[name].dtype, fusion.Growth, m);
             }
             for (var k = 0; k < general.Count; k++)
             {
                 // A finite sum proves every element finite; a non-finite one is confirmed element by element.
                 if (double.IsFinite(values[2 * inPlace.Count + k])) continue;
                 var (u, slice, fused, _) = general[k];
-                using var finite = fused.isfinite();
-                var bad = finite.numel() - finite.count_nonzero().item<long>();
-                if (bad > 0) throw new UnsafeFusionException(rule.Name, map.Units[u].Id, slice.ToString(), $"{bad} of {fused.numel()} fused values are NaN or infinite");
+                TensorFusion.CheckFinite(rule, map.Units[u], slice, fused);
             }
             // Phase 2, every check passed: write into the same Parameter objects.
             foreach (var (name, fusion, _, _) in inPlace)
@@ -150,15 +140,6 @@ public static class ModelFusion
             counts[(int)UnitCategory.CurrentOnly], counts[(int)UnitCategory.Shared], elements, sw.Elapsed);
     }
 
-    /// <summary>The largest finite value of a floating dtype.</summary>
-    private static double LargestFinite(ScalarType dtype) => dtype switch
-    {
-        ScalarType.Float64 => double.MaxValue,
-        ScalarType.Float16 => 65504.0,
-        ScalarType.BFloat16 => 3.3895313892515355e38,
-        _ => float.MaxValue,
-    };
-
     /// <summary>
     /// The seed of one unit: SHA-256 over the fusion seed (8 bytes, little-endian) and the unit id
     /// (UTF-8), first 8 bytes as a little-endian signed integer. Stable across processes and platforms.
@@ -172,17 +153,6 @@ public static class ModelFusion
         id.CopyTo(buf, 8);
         var h = SHA256.HashData(buf);
         return System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(h);
-    }
-
-    /// <summary>The fused slice has the slice's shape, dtype and device (finiteness is checked for all slices at once).</summary>
-    private static void CheckLayout(IFusionRule rule, SkillUnit unit, UnitSlice slice, Tensor reference, Tensor fused)
-    {
-        string? problem = null;
-        if (!fused.shape.SequenceEqual(reference.shape))
-            problem = $"result shape [{string.Join(",", fused.shape)}] differs from the slice's [{string.Join(",", reference.shape)}]";
-        else if (fused.dtype != reference.dtype) problem = $"result dtype {fused.dtype} differs from the slice's {reference.dtype}";
-        else if (fused.device_type != reference.device_type || fused.device_index != reference.device_index) problem = $"result device {fused.device} differs from the slice's {reference.device}";
-        if (problem is not null) throw new UnsafeFusionException(rule.Name, unit.Id, slice.ToString(), problem);
     }
 
     private static void CheckAligned<T>(SkillUnitMap map, T[] values, string name)

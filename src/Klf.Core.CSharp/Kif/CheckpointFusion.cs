@@ -16,6 +16,10 @@ namespace Klf.Kif;
 /// Offline KIF fusion of two saved models, the one before a task (θ̄_{k−1}) and the one after it (θ_k),
 /// with their importance profiles, into a new folder: the step <see cref="KifSession.EndTask"/> takes
 /// in memory (<see cref="KifStep.Fuse"/>), for models trained elsewhere or by <c>klf train --importance</c>.
+/// Neither model is loaded whole: a skeleton on the meta device gives the units, and the checkpoint is
+/// fused tensor by tensor (read from both folders' shards, fused, written, freed), so the peak memory
+/// is a few times the largest tensor and a checkpoint larger than memory fuses; the values are those
+/// of the in-memory step, bit for bit.
 /// Full models give a Klf checkpoint (manifest with the fusion record, tokenizer files,
 /// <see cref="ImportanceFile"/>); LoRA adapters give a PEFT adapter folder with
 /// <see cref="AdapterRecordFile"/> and <see cref="ImportanceFile"/>. <c>klf fuse</c> is this class
@@ -96,29 +100,54 @@ public static class CheckpointFusion
 
     private static CheckpointFusionResult FuseModels(CheckpointFusionRequest request, KifOptions options)
     {
-        // θ̄_{k−1}: load, copy the units' parameters, free the model; then θ_k, fused in place.
-        var previousModel = LoadChecked(request.Previous, request.Device);
-        JsonObject previousConfig;
-        SkillUnitMap previousMap;
-        ParameterSnapshot snapshot;
-        try
-        {
-            previousMap = options.Partitioner.Partition(previousModel);
-            RequireUnits(previousMap, request.Previous);
-            previousConfig = previousModel.ConfigJson();
-            snapshot = ParameterSnapshot.Take(previousModel, UnitParameters(previousMap));
-        }
-        finally { previousModel.Dispose(); }
-        using var _ = snapshot;
-        using var model = LoadChecked(request.Current, request.Device);
-        var differences = ConfigDifferences(previousConfig, model.ConfigJson());
+        // Tensor by tensor: the models are never loaded. A skeleton of the current model on the meta
+        // device (no storage) gives the unit map, the checkpoint entries and the config; each entry
+        // is read from both folders when its turn comes, fused in memory, written and freed.
+        var previousConfig = ReadConfig(request.Previous);
+        var currentConfig = ReadConfig(request.Current);
+        var differences = ConfigDifferences(previousConfig, currentConfig);
         if (differences.Count > 0)
             throw new InvalidDataException($"{request.Current}: not the architecture of {request.Previous}: the model configs differ in {string.Join(", ", differences)}");
-        var map = options.Partitioner.Partition(model);
-        if (map.Fingerprint != previousMap.Fingerprint)
-            throw new InvalidDataException($"{request.Current}: its skill units (map {map.Fingerprint}) differ from those of {request.Previous} (map {previousMap.Fingerprint})");
-        var (categories, report, accumulated) = FuseInPlace(request, options, map, snapshot, model);
-        var result = new CheckpointFusionResult(map, categories, report, accumulated, false, Path.GetFullPath(request.Output));
+        VerifyManifest(request.Previous);
+        VerifyManifest(request.Current);
+        using var skeleton = LanguageModels.FromConfig(currentConfig, Path.Combine(request.Current, "config.json"), TorchSharp.torch.META);
+        var map = options.Partitioner.Partition(skeleton);
+        RequireUnits(map, request.Previous);
+        var previousEntries = HfWeights.Match(skeleton, request.Previous);
+        var currentEntries = HfWeights.Match(skeleton, request.Current);
+        var (previousProfile, previousScores) = LoadProfile(request.PreviousImportance, map);
+        var (currentProfile, currentScores) = LoadProfile(request.CurrentImportance, map);
+        var (_, _, categories, accumulatedScores) = KifStep.Plan(map, previousScores, currentScores, options);
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var (reports, slicesOf) = Units(map, previousScores, currentScores, categories, options.Rule, request.Seed);
+        var state = HfWeights.LiveStateDict(skeleton);
+        var device = request.Device ?? TorchSharp.torch.CPU;
+        long elements = 0;
+        TorchSharp.torch.Tensor Read((string File, SafeTensorInfo Info) entry, string name)
+        {
+            using var raw = SafeTensors.ReadTensor(entry.File, entry.Info);
+            return raw.to(state[name].dtype, device);   // as loading the folder into the model would
+        }
+        TorchSharp.torch.Tensor Fused(string name)
+        {
+            var current = Read(currentEntries[name], name);
+            if (!slicesOf.TryGetValue(name, out var slices)) return current;
+            try
+            {
+                using var previous = Read(previousEntries[name], name);
+                elements += TensorFusion.Fuse(options.Rule, current, previous, null, slices);
+                return current;
+            }
+            catch
+            {
+                current.Dispose();
+                throw;
+            }
+        }
+
+        var history = History(map, previousProfile, currentProfile);
+        var accumulated = ImportanceProfile.FromMap(map, accumulatedScores, history);
         var tmp = Directory.CreateTempSubdirectory("klf-fuse-");
         try
         {
@@ -126,54 +155,110 @@ public static class CheckpointFusion
             accumulated.Save(profilePath);
             var tokenizerFiles = TokenizerLoader.FilesIn(request.Current);
             var tokenizer = tokenizerFiles.Count == 0 ? null : TokenizerLoader.FromFolder(request.Current);
-            Checkpoint.Save(model, request.Output, Record(request, options, result, []), [.. tokenizerFiles, profilePath], tokenizer: tokenizer);
+            CheckpointFusionResult? result = null;
+            Checkpoint.SaveStreamed(skeleton, request.Output, Fused, () =>
+            {
+                // Every weight is fused and written: the report and the record are complete.
+                var report = FusionReport.Of(options.Rule.Name, reports, elements, clock.Elapsed);
+                result = new CheckpointFusionResult(map, categories, report, accumulated, false, Path.GetFullPath(request.Output));
+                return Record(request, options, result, []);
+            }, [.. tokenizerFiles, profilePath], MaxShardBytes(request.Current), tokenizer);
+            return result!;
         }
         finally
         {
             try { tmp.Delete(true); } catch (IOException) { }
         }
-        return result;
     }
 
     private static CheckpointFusionResult FuseAdapters(CheckpointFusionRequest request, KifOptions options)
     {
-        // One base model: the previous adapter is loaded and copied, then the current one is loaded
-        // over it and fused in place; the fused adapter is saved in PEFT layout.
+        // The base model is never loaded: a skeleton on the meta device carries the adapter's modules,
+        // which give the unit map and check both adapter files' keys and shapes; the adapters' own
+        // tensors (small) are read, fused in memory and saved in PEFT layout.
         if (AdapterShape(request.Previous) != AdapterShape(request.Current))
             throw new InvalidDataException($"{request.Current}: adapter ({AdapterShape(request.Current)}) differs from {request.Previous} ({AdapterShape(request.Previous)})");
         var baseDir = request.BaseModel is { Length: > 0 } b ? b : RecordedBase(request.Current);
-        using var model = LoadChecked(baseDir, request.Device);
-        var lora = Lora.LoadAdapter(model.Module, request.Previous);
-        var map = options.Partitioner.Partition(model);
-        RequireUnits(map, request.Previous);
-        using var snapshot = ParameterSnapshot.Take(model, UnitParameters(map));
+        using var skeleton = LanguageModels.FromConfig(ReadConfig(baseDir), Path.Combine(baseDir, "config.json"), TorchSharp.torch.META);
+        var lora = Lora.LoadAdapter(skeleton.Module, request.Previous);
         lora.LoadAdapter(request.Current, "default");
-        var (categories, report, accumulated) = FuseInPlace(request, options, map, snapshot, model);
-        var result = new CheckpointFusionResult(map, categories, report, accumulated, true, Path.GetFullPath(request.Output));
-        var record = Record(request, options, result, [new("base", baseDir)]);
-        var taskType = PeftAdapterConfig.TaskTypeOf(model.Family);
-        AtomicFile.WriteFolder(request.Output, dir =>
-        {
-            lora.SaveAdapter(dir, "default", taskType, Path.GetFullPath(baseDir));
-            foreach (var f in TokenizerLoader.FilesIn(request.Current)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
-            accumulated.Save(Path.Combine(dir, ImportanceFile));
-            AtomicFile.WriteAllText(Path.Combine(dir, AdapterRecordFile), record.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-        });
-        return result;
-    }
-
-    /// <summary>KIF's step on the loaded model; the profiles are checked against the map before the model changes.</summary>
-    private static (UnitCategory[], FusionReport, ImportanceProfile) FuseInPlace(
-        CheckpointFusionRequest request, KifOptions options, SkillUnitMap map, ParameterSnapshot previousWeights, ILanguageModel model)
-    {
+        var map = options.Partitioner.Partition(skeleton);
+        RequireUnits(map, request.Previous);
         var (previousProfile, previousScores) = LoadProfile(request.PreviousImportance, map);
         var (currentProfile, currentScores) = LoadProfile(request.CurrentImportance, map);
-        var step = KifStep.Fuse(model, previousWeights, null, map, previousScores, currentScores, options, request.Seed);
-        var history = new[] { previousProfile, currentProfile }
+        var (_, _, categories, accumulatedScores) = KifStep.Plan(map, previousScores, currentScores, options);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var (reports, slicesOf) = Units(map, previousScores, currentScores, categories, options.Rule, request.Seed);
+
+        // Memory key of each adapter matrix → its key in the PEFT file.
+        var fileKey = lora.ModulesOf("default")
+            .SelectMany(m => new[] { "lora_A", "lora_B" }.Select(x => (Memory: Lora.MemoryKey(m.Path, x, "default"), File: Lora.FileKey(m.Path, x))))
+            .ToDictionary(k => k.Memory, k => k.File);
+        var state = skeleton.Module.named_parameters().ToDictionary(p => p.name, p => p.parameter.dtype);
+        var previous = SafeTensors.Load(Path.Combine(request.Previous, "adapter_model.safetensors"));
+        var current = SafeTensors.Load(Path.Combine(request.Current, "adapter_model.safetensors"));
+        try
+        {
+            var fused = current.ToDictionary(kv => kv.Key, kv => kv.Value);
+            long elements = 0;
+            foreach (var (name, slices) in slicesOf)
+            {
+                var key = fileKey.TryGetValue(name, out var k) ? k : throw new InvalidDataException($"{request.Current}: unit parameter {name} is not an adapter matrix");
+                var cur = current[key].to(state[name], request.Device ?? TorchSharp.torch.CPU);
+                using var prev = previous[key].to(state[name], request.Device ?? TorchSharp.torch.CPU);
+                elements += TensorFusion.Fuse(options.Rule, cur, prev, null, slices);
+                fused[key] = cur;
+            }
+            var report = FusionReport.Of(options.Rule.Name, reports, elements, clock.Elapsed);
+            var history = History(map, previousProfile, currentProfile);
+            var accumulated = ImportanceProfile.FromMap(map, accumulatedScores, history);
+            var result = new CheckpointFusionResult(map, categories, report, accumulated, true, Path.GetFullPath(request.Output));
+            var record = Record(request, options, result, [new("base", baseDir)]);
+            var adapterConfig = PeftAdapterConfig.ToJson(LoraModel.ReadConfig(request.Previous), PeftAdapterConfig.TaskTypeOf(skeleton.Family), Path.GetFullPath(baseDir));
+            AtomicFile.WriteFolder(request.Output, dir =>
+            {
+                SafeTensors.Save(Path.Combine(dir, "adapter_model.safetensors"), fused, new Dictionary<string, string> { ["format"] = "pt" });
+                AtomicFile.WriteAllText(Path.Combine(dir, "adapter_config.json"), adapterConfig.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+                foreach (var f in TokenizerLoader.FilesIn(request.Current)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+                accumulated.Save(Path.Combine(dir, ImportanceFile));
+                AtomicFile.WriteAllText(Path.Combine(dir, AdapterRecordFile), record.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            });
+            foreach (var (key, t) in fused) if (!ReferenceEquals(t, current[key])) t.Dispose();
+            return result;
+        }
+        finally
+        {
+            foreach (var t in previous.Values) t.Dispose();
+            foreach (var t in current.Values) t.Dispose();
+        }
+    }
+
+    /// <summary>Each unit's report entry and, per parameter, the slices to fuse with their contexts and λ.</summary>
+    private static (UnitFusionReport[] Reports, Dictionary<string, List<SliceToFuse>> SlicesOf) Units(
+        SkillUnitMap map, double[] previousScores, double[] currentScores, UnitCategory[] categories, IFusionRule rule, long seed)
+    {
+        var reports = new UnitFusionReport[map.Count];
+        var slicesOf = new Dictionary<string, List<SliceToFuse>>();
+        for (var i = 0; i < map.Count; i++)
+        {
+            var unit = map.Units[i];
+            var context = new UnitFusionContext(unit, previousScores[i], currentScores[i], categories[i], ModelFusion.UnitSeed(seed, unit.Id));
+            var lambda = rule.LambdaFor(context);
+            reports[i] = new UnitFusionReport(unit.Id, categories[i], lambda, previousScores[i], currentScores[i]);
+            foreach (var slice in unit.Slices)
+            {
+                if (!slicesOf.TryGetValue(slice.Parameter, out var list)) slicesOf[slice.Parameter] = list = new();
+                list.Add(new SliceToFuse(unit, slice, context, lambda));
+            }
+        }
+        return (reports, slicesOf);
+    }
+
+    /// <summary>Both profiles' task histories, aligned with the map.</summary>
+    private static TaskImportance[] History(SkillUnitMap map, ImportanceProfile previous, ImportanceProfile current) =>
+        new[] { previous, current }
             .SelectMany(p => Enumerable.Range(0, p.History.Count).Select(i => new TaskImportance(p.History[i].Task, p.HistoryAlignedTo(map, i))))
             .ToArray();
-        return (step.Categories, step.Report, ImportanceProfile.FromMap(map, step.Accumulated, history));
-    }
 
     /// <summary>A profile for <paramref name="map"/> with its scores aligned to it; every problem is an error naming the file.</summary>
     private static (ImportanceProfile, double[]) LoadProfile(string path, SkillUnitMap map)
@@ -225,6 +310,28 @@ public static class CheckpointFusion
         };
     }
 
+    /// <summary>A model folder's config.json; errors name the file.</summary>
+    private static JsonObject ReadConfig(string dir)
+    {
+        var path = Path.Combine(dir, "config.json");
+        if (!File.Exists(path)) throw new FileNotFoundException($"{dir}: no config.json in the model folder", path);
+        try { return JsonNode.Parse(File.ReadAllText(path))?.AsObject() ?? throw new InvalidDataException($"{path}: empty"); }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message})"); }
+    }
+
+    /// <summary>A Klf checkpoint's files are checked against its manifest's hashes; other folders pass.</summary>
+    private static void VerifyManifest(string dir)
+    {
+        if (File.Exists(Path.Combine(dir, Checkpoint.ManifestFile))) Checkpoint.ReadManifest(dir);
+    }
+
+    /// <summary>Shards of the output: as large as the current model's largest shard when it is sharded, else one file.</summary>
+    private static long? MaxShardBytes(string dir)
+    {
+        var files = HfWeights.WeightFiles(dir);
+        return files.Count > 1 ? files.Max(f => new FileInfo(f).Length) : null;
+    }
+
     /// <summary>Whether a folder holds a LoRA adapter (PEFT layout) rather than a model; errors name the folder.</summary>
     private static bool IsAdapter(string dir)
     {
@@ -232,13 +339,6 @@ public static class CheckpointFusion
         if (File.Exists(Path.Combine(dir, "config.json"))) return false;
         if (File.Exists(Path.Combine(dir, "adapter_config.json"))) return true;
         throw new FileNotFoundException($"{dir}: neither a model folder (config.json) nor a LoRA adapter folder (adapter_config.json)");
-    }
-
-    /// <summary>Loads a model folder, verifying the file hashes first when it is a Klf checkpoint (manifest.json).</summary>
-    private static ILanguageModel LoadChecked(string dir, TorchSharp.torch.Device? device)
-    {
-        if (File.Exists(Path.Combine(dir, Checkpoint.ManifestFile))) Checkpoint.ReadManifest(dir);
-        return ModelFolder.Load(dir, device);
     }
 
     /// <summary>The base model folder an adapter records (<c>base_model_name_or_path</c>), when that is a folder here.</summary>
@@ -249,9 +349,6 @@ public static class CheckpointFusion
             ? v.GetValue<string>()
             : throw new ArgumentException($"{adapterDir}: the adapter's base model is not a folder here: give the base model folder (klf fuse --base DIR)");
     }
-
-    private static string[] UnitParameters(SkillUnitMap map) =>
-        map.Units.SelectMany(u => u.Slices).Select(s => s.Parameter).Distinct().ToArray();
 
     private static void RequireUnits(SkillUnitMap map, string dir)
     {

@@ -38,12 +38,24 @@ public static class KifStep
     public static KifFusionOutcome Fuse(ILanguageModel model, ParameterSnapshot previous, ParameterSnapshot? baseline, SkillUnitMap map,
         double[] accumulatedPrevious, double[] current, KifOptions options, long seed)
     {
+        var (importantPrevious, importantCurrent, categories, accumulated) = Plan(map, accumulatedPrevious, current, options);
+        var report = ModelFusion.Apply(model, previous, new FusionPlan(map, accumulatedPrevious, current, categories), options.Rule, seed, baseline);
+        return new KifFusionOutcome(importantPrevious, importantCurrent, categories, report, accumulated);
+    }
+
+    /// <summary>
+    /// What the step decides before it fuses: the top fractions of Â_{k−1} and Ŝ_k, each unit's
+    /// category, and the accumulated Â_k (normalised as <see cref="KifOptions.Normalisation"/> says).
+    /// Plain arrays aligned with <paramref name="map"/>; no tensor is touched.
+    /// </summary>
+    public static (bool[] ImportantPrevious, bool[] ImportantCurrent, UnitCategory[] Categories, double[] Accumulated) Plan(
+        SkillUnitMap map, double[] accumulatedPrevious, double[] current, KifOptions options)
+    {
         ArgumentNullException.ThrowIfNull(options);
         var importantPrevious = ImportanceMath.TopFraction(accumulatedPrevious, options.TopFraction);
         var importantCurrent = ImportanceMath.TopFraction(current, options.TopFraction);
         var categories = Categories.Classify(importantPrevious, importantCurrent);
-        var report = ModelFusion.Apply(model, previous, new FusionPlan(map, accumulatedPrevious, current, categories), options.Rule, seed, baseline);
         var accumulated = ImportanceMath.Accumulate(map, accumulatedPrevious, current, options.Gamma, options.Normalisation);
-        return new KifFusionOutcome(importantPrevious, importantCurrent, categories, report, accumulated);
+        return (importantPrevious, importantCurrent, categories, accumulated);
     }
 }
