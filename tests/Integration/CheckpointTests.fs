@@ -39,6 +39,28 @@ let private dispose (m: ILanguageModel) = m.Dispose()
 [<Tests>]
 let tests =
     testSequenced <| testList "checkpoints" [
+        test "RandomCheckpoint writes a sharded checkpoint tensor by tensor that loads strictly, the same bytes for the same seed, norms 1" {
+            let dir = Directory.CreateTempSubdirectory("klf-random-ck-").FullName
+            try
+                let config = (Klf.Models.LanguageModels.FromPreset("llama-tiny", Nullable(), torch.META)).ConfigJson()
+                let write name seed = RandomCheckpoint.Write(config, "llama-tiny", Path.Combine(dir, name), seed, Nullable 100_000L)
+                let n = write "a" 5L
+                write "b" 5L |> ignore
+                write "c" 6L |> ignore
+                Expect.equal n 115008L "parameters written"
+                Expect.isTrue (File.Exists(Path.Combine(dir, "a", HfWeights.IndexFile))) "sharded"
+                let files name = Directory.GetFiles(Path.Combine(dir, name), "*.safetensors") |> Array.sort |> Array.map File.ReadAllBytes
+                Expect.equal (files "a") (files "b") "the same seed, the same bytes"
+                Expect.notEqual (files "a") (files "c") "another seed, other weights"
+                use m = ModelFolder.Load(Path.Combine(dir, "a"))
+                let ps = m.Module.named_parameters() |> Seq.map (fun struct (k, p) -> k, p) |> Map.ofSeq
+                Expect.isTrue (ps["model.norm.weight"].eq(torch.ones(64L)).all().item<bool>()) "norms are 1"
+                let std = ps["model.layers.0.mlp.up_proj.weight"].std().item<float32>()
+                Expect.floatClose { absolute = 0.003; relative = 0.0 } (float std) 0.02 "weights ~ N(0, 0.02)"
+            finally
+                Directory.Delete(dir, true)
+        }
+
         for preset in [ "llama-tiny"; "llama-tiny-tied"; "llama-tiny-gqa"; "t5-tiny"; "t5-tiny-gated" ] do
             test $"{preset}: save then load is bit-exact (fp32)" {
                 withTemp (fun dir ->
