@@ -55,7 +55,7 @@ let profiles =
         path ]
 let largest =
     Directory.GetFiles(Path.Combine(dir, "B"), "*.safetensors")
-    |> Array.collect (fun f -> Klf.Formats.SafeTensors.ReadHeader(f).Tensors |> Seq.map (fun t -> t.End - t.Begin) |> Array.ofSeq)
+    |> Array.collect (fun f -> let struct (tensors, _) = Klf.Formats.SafeTensors.ReadHeader(f) in tensors |> Seq.map (fun t -> t.End - t.Begin) |> Array.ofSeq)
     |> Array.max
 let inputBytes = Directory.GetFiles(Path.Combine(dir, "B"), "*.safetensors") |> Array.sumBy (fun f -> FileInfo(f).Length)
 
@@ -74,7 +74,8 @@ let seconds = run.Elapsed.TotalSeconds
 if p.ExitCode <> 0 then failwithf "klf fuse failed (%d):\n%s\n%s" p.ExitCode stdout.Result stderr.Result
 printfn "%s" stdout.Result
 let field (name: string) =
-    stderr.Result.Split('\n') |> Array.find (fun l -> l.Trim().StartsWith name) |> fun l -> l.Substring(l.LastIndexOf(':') + 1).Trim()
+    // `/usr/bin/time -v` lines read "Name (unit): value"; the elapsed value itself holds colons (m:ss).
+    stderr.Result.Split('\n') |> Array.find (fun l -> l.Trim().StartsWith name) |> fun l -> l.Substring(l.IndexOf("): ") + 3).Trim()
 let peakKb = int64 (field "Maximum resident set size")
 let gib (b: int64) = float b / float (1L <<< 30)
 printfn "inputs      2 × %.2f GiB in %d shards each; largest tensor %.0f MiB; machine memory %.1f GiB"

@@ -115,19 +115,27 @@ public sealed class LoraLinear
     public Parameter LoraB(string adapter) { State(adapter); SyncToBase(); return _b.Get(adapter).weight!; }
 
     /// <summary>
-    /// Moves the adapter matrices to the base weight's device and dtype if they differ (after
-    /// <c>model.to(…)</c>), keeping requires_grad. A no-op when already in place.
+    /// The dtype the adapters keep and compute in when it is not the base weight's (a base held in
+    /// bfloat16 under float32 adapters, <see cref="LowPrecisionBase"/>): the forward returns the base
+    /// output cast to it plus the adapters. Null (the default): the adapters follow the base's dtype.
+    /// </summary>
+    public ScalarType? ComputeDtype { get; internal set; }
+
+    /// <summary>
+    /// Moves the adapter matrices to the base weight's device and dtype (or <see cref="ComputeDtype"/>)
+    /// if they differ (after <c>model.to(…)</c>), keeping requires_grad. A no-op when already in place.
     /// </summary>
     public void SyncToBase()
     {
         var w = Base.weight!;
+        var dtype = ComputeDtype ?? w.dtype;
         foreach (var c in new[] { _a, _b })
             foreach (var (_, m) in c.named_children())
             {
                 var p = ((Linear)m).weight!;
-                if (p.dtype == w.dtype && p.device_type == w.device_type && p.device_index == w.device_index) continue;
+                if (p.dtype == dtype && p.device_type == w.device_type && p.device_index == w.device_index) continue;
                 var trainable = p.requires_grad;
-                m.to(w.dtype);
+                m.to(dtype);
                 m.to(w.device);
                 ((Linear)m).weight!.requires_grad_(trainable);
             }
@@ -213,19 +221,21 @@ public sealed class LoraLinear
         // Intermediates are disposed as soon as they are consumed (autograd keeps what it needs),
         // so inference outside a dispose scope does not pile up handles.
         SyncToBase();
-        var result = output;
+        var result = ComputeDtype is { } c && output.dtype != c ? output.to(c) : output;
+        var adapterInput = ComputeDtype is { } ci && input.dtype != ci ? input.to(ci) : input;
         foreach (var name in _order)
         {
             var s = _adapters[name];
             if (!s.Active || s.Merged) continue;
-            var x = s.Dropout > 0 && Base.training ? nn.functional.dropout(input, s.Dropout, true) : input;
+            var x = s.Dropout > 0 && Base.training ? nn.functional.dropout(adapterInput, s.Dropout, true) : adapterInput;
             using var h = _a.Get(name).forward(x);      // (…, r)
-            if (!ReferenceEquals(x, input)) x.Dispose();
+            if (!ReferenceEquals(x, adapterInput)) x.Dispose();
             using var u = _b.Get(name).forward(h);      // (…, out)
             var next = result.add(u, alpha: s.Scaling);
             if (!ReferenceEquals(result, output)) result.Dispose();
             result = next;
         }
+        if (!ReferenceEquals(adapterInput, input)) adapterInput.Dispose();
         if (!ReferenceEquals(result, output)) output.Dispose();
         return result;
     }

@@ -40,6 +40,19 @@ public static class LanguageModels
         };
     }
 
+    /// <summary>
+    /// Builds a module with every tensor on the meta device (shapes and dtypes, no storage) from the
+    /// start, so a skeleton of a model larger than memory never allocates it (building on the CPU and
+    /// moving would). Restores the default device afterwards.
+    /// </summary>
+    internal static T OnMeta<T>(Func<T> build)
+    {
+        var previous = torch.get_default_device();
+        torch.set_default_device(torch.META);
+        try { return build(); }
+        finally { torch.set_default_device(previous); }
+    }
+
     /// <summary>A randomly initialised model from a named preset (see <see cref="PresetNames"/>), with an optional vocabulary size.</summary>
     public static ILanguageModel FromPreset(string name, int? vocabSize = null, Device? device = null, ScalarType? dtype = null)
     {

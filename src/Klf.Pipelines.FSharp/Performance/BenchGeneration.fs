@@ -16,7 +16,7 @@ module BenchGeneration =
         [ for n in newTokens ->
             let timed (cache: bool) =
                 let options = GenerationOptions(MaxNewTokens = n, EosTokenIds = [||], UseCache = cache, BatchSize = batch)
-                model.GenerateGreedy(prompts, options) |> ignore // warm-up
+                model.GenerateGreedy(prompts, GenerationOptions(MaxNewTokens = 4, EosTokenIds = [||], UseCache = cache, BatchSize = batch)) |> ignore // warm-up
                 [ for _ in 1 .. repeats -> Measure.ms (fun () -> model.GenerateGreedy(prompts, options) |> ignore) ] |> List.min
             let cached, uncached = timed true, timed false
             let rate (ms: float) = float (batch * n) / (ms / 1000.0)

@@ -27,3 +27,33 @@ module BenchMemory =
           Tasks = result.Tasks
           PeakBytes = List.ofSeq peaks
           ResidentBytes = List.ofSeq resident }
+
+    /// LoRA (rank 8 on q and v) training of `model` for `steps` synthetic steps over a float32 base and
+    /// over a bfloat16 one: parameter bytes, peak resident memory (the heap trimmed and the peak reset
+    /// before each), median step time and the last loss.
+    let lowPrecisionBase (name: string) (makeModel: unit -> ILanguageModel) (batch: int) (seqLen: int) (steps: int) : LowPrecisionBench list =
+        [ for low in [ false; true ] ->
+            Measure.trimHeap ()
+            let canReset = Measure.resetPeak ()
+            use model = makeModel ()
+            let lora = Klf.Adapters.Lora.Apply(model.Module, Klf.Adapters.LoraConfig.ForRank 8)
+            if low then Klf.Adapters.LowPrecisionBase.Hold(lora, TorchSharp.torch.ScalarType.BFloat16) |> ignore
+            let bytes (trainable: bool) =
+                model.Module.parameters() |> Seq.filter (fun p -> p.requires_grad = trainable) |> Seq.sumBy (fun p -> p.numel() * p.ElementSize)
+            let rng = System.Random(7)
+            use runner = new StepRunner(model, OptimizerOptions(LearningRate = 1e-3, WarmupSteps = 0))
+            let times, losses =
+                [ for _ in 1 .. steps ->
+                    use b = BenchTraining.syntheticBatch model rng batch seqLen
+                    let sw = System.Diagnostics.Stopwatch.StartNew()
+                    let m = runner.Step([| b |])
+                    sw.Elapsed.TotalMilliseconds, m.Loss ]
+                |> List.unzip
+            { Model = name
+              Base = (if low then "bfloat16" else "float32")
+              FrozenBytes = bytes false
+              TrainableBytes = bytes true
+              PeakBytes = (if canReset then defaultArg (Measure.peakResidentBytes ()) 0L else 0L)
+              StepMs = Measure.median (List.tail times)
+              Loss = List.last losses } ]
+

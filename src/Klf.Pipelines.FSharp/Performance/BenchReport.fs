@@ -42,6 +42,10 @@ module BenchReport =
                                      "tasks", arr [ for t in mem.Tasks -> str t ]
                                      "peak_bytes", arr [ for b in mem.PeakBytes -> int64n b ]
                                      "resident_bytes", arr [ for b in mem.ResidentBytes -> int64n b ] ] ]
+              "low_precision_base", arr [ for l in r.LowPrecision ->
+                                           obj [ "model", str l.Model; "base", str l.Base; "frozen_bytes", int64n l.FrozenBytes
+                                                 "trainable_bytes", int64n l.TrainableBytes; "peak_bytes", int64n l.PeakBytes
+                                                 "step_ms", num l.StepMs; "loss", num l.Loss ] ]
               "pytorch", (match r.PyTorch with
                           | Some p ->
                               obj [ "available", JsonValue.Create p.Available; "message", str p.Message; "python", str p.Python
@@ -86,6 +90,10 @@ module BenchReport =
             line $"memory, {mem.Strategy} on {mem.Model} (MB; peak during each task, resident after it)"
             line (TextTable.render ("" :: [ for i in 1 .. mem.Tasks.Length -> $"task {i}" ])
                     [ "peak" :: [ for b in mem.PeakBytes -> mb b ]; "resident" :: [ for b in mem.ResidentBytes -> mb b ] ])
+        if not r.LowPrecision.IsEmpty then
+            line "LoRA r 8 over a frozen base in float32 or bfloat16 (MB; peak resident while building and training)"
+            line (TextTable.render [ "model"; "base"; "frozen MB"; "adapter MB"; "peak MB"; "step ms"; "loss" ]
+                    [ for l in r.LowPrecision -> [ l.Model; l.Base; mb l.FrozenBytes; f 1 (float l.TrainableBytes / 1048576.0); mb l.PeakBytes; f 1 l.StepMs; f 3 l.Loss ] ])
         match r.PyTorch with
         | Some p when p.Available ->
             line $"PyTorch {p.TorchVersion} ({p.Python}, {p.Threads} threads, BLAS {p.Blas}), {p.Model}: step {f 1 p.TorchStepMs} ms; Klf {f 1 p.KlfStepMs} ms; Klf ÷ PyTorch {f 2 p.Ratio}"

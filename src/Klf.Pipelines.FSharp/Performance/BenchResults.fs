@@ -78,6 +78,20 @@ type MemoryBench =
       /// The resident memory after each task, in bytes.
       ResidentBytes: int64 list }
 
+/// LoRA training over a frozen base in float32 or held in bfloat16 (`LowPrecisionBase`).
+type LowPrecisionBench =
+    { Model: string
+      /// "float32" or "bfloat16": the dtype of the frozen base's matrices.
+      Base: string
+      /// Bytes of the frozen parameters and of the trainable (adapter) ones.
+      FrozenBytes: int64
+      TrainableBytes: int64
+      /// Peak resident memory while building the model and training, in bytes.
+      PeakBytes: int64
+      StepMs: float
+      /// The loss after the last step.
+      Loss: float }
+
 /// The same training step in PyTorch, when a Python with torch is present.
 type PyTorchBench =
     { Available: bool
@@ -103,5 +117,6 @@ type BenchResults =
       Fusion: FusionBench list
       Generation: GenerationBench list
       Memory: MemoryBench list
+      LowPrecision: LowPrecisionBench list
       PyTorch: PyTorchBench option
       Seconds: float }

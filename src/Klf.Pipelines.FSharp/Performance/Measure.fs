@@ -3,6 +3,11 @@ namespace Klf.Pipelines
 open System
 open System.Diagnostics
 open System.IO
+open System.Runtime.InteropServices
+
+module private Libc =
+    [<DllImport("libc", EntryPoint = "malloc_trim")>]
+    extern int mallocTrim(unativeint pad)
 
 /// Timing and memory readings for benchmarks: wall-clock runs with warm-up, medians, and the
 /// process's resident memory from /proc (Linux; None elsewhere).
@@ -38,6 +43,14 @@ module Measure =
 
     /// The process's peak resident memory (VmHWM) since start or since `resetPeak`, in bytes.
     let peakResidentBytes () : int64 option = statusField "VmHWM"
+
+    /// Collects .NET garbage (finalising tensors no one holds) and returns the C heap's free memory to
+    /// the system (glibc `malloc_trim`), so a following reading shows what is still in use.
+    let trimHeap () : unit =
+        GC.Collect()
+        GC.WaitForPendingFinalizers()
+        GC.Collect()
+        try Libc.mallocTrim 0un |> ignore with _ -> ()
 
     /// Resets the peak resident memory to the current resident memory (Linux `clear_refs` 5);
     /// false when the system does not allow it.

@@ -49,7 +49,7 @@ let private embeddedShape () =
     LanguageModels.FromConfig(JsonNode.Parse(File.ReadAllText config).AsObject(), config)
 
 /// The memory section in a child klf process, so the other sections' heap does not count.
-let private memoryInChild (quickRun: bool) (threadCount: int) : MemoryBench list =
+let private memoryInChild (quickRun: bool) (threadCount: int) : MemoryBench list * LowPrecisionBench list =
     let dir = Directory.CreateTempSubdirectory("klf-bench-memory-").FullName
     try
         let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
@@ -65,12 +65,21 @@ let private memoryInChild (quickRun: bool) (threadCount: int) : MemoryBench list
               Model = m["model"].GetValue<string>()
               Tasks = [ for t in m["tasks"].AsArray() -> t.GetValue<string>() ]
               PeakBytes = [ for b in m["peak_bytes"].AsArray() -> b.GetValue<int64>() ]
-              ResidentBytes = [ for b in m["resident_bytes"].AsArray() -> b.GetValue<int64>() ] } ]
+              ResidentBytes = [ for b in m["resident_bytes"].AsArray() -> b.GetValue<int64>() ] } ],
+        [ for l in json["low_precision_base"].AsArray() ->
+            { Model = l["model"].GetValue<string>()
+              Base = l["base"].GetValue<string>()
+              FrozenBytes = l["frozen_bytes"].GetValue<int64>()
+              TrainableBytes = l["trainable_bytes"].GetValue<int64>()
+              PeakBytes = l["peak_bytes"].GetValue<int64>()
+              StepMs = l["step_ms"].GetValue<float>()
+              Loss = l["loss"].GetValue<float>() } ]
     finally
         try Directory.Delete(dir, true) with _ -> ()
 
-/// KIF and IncLoRA over six Long Sequence tasks on the embedded model, peak memory per task.
-let private memoryHere (quickRun: bool) : MemoryBench list =
+/// KIF and IncLoRA over six Long Sequence tasks on the embedded model, peak memory per task; LoRA
+/// over a float32 and a bfloat16 base on llama-25m.
+let private memoryHere (quickRun: bool) : MemoryBench list * LowPrecisionBench list =
     let embedded = Path.Combine(Run.embeddedRoot (), "klf-tiny")
     let tok = Klf.Tokenizers.TokenizerLoader.FromFolder embedded
     let root =
@@ -84,7 +93,9 @@ let private memoryHere (quickRun: bool) : MemoryBench list =
         |> TaskSequence.subsample 1 { Train = (if quickRun then 16 else 64); Test = (if quickRun then 4 else 16) }
     let options = TrainerOptions(BatchSize = 8, MaxSteps = (if quickRun then 4 else 20), Seed = 1, MaxLength = 256, Optimizer = OptimizerOptions(LearningRate = 1e-3, WarmupSteps = 2))
     let make () = Klf.Checkpoints.ModelFolder.Load(embedded)
-    [ for strategy in [ KifStrategy.kif; IncrementalLora.incLora 8 ] -> BenchMemory.run "klf-tiny" make tok options strategy sequence ]
+    let runs = [ for strategy in [ KifStrategy.kif; IncrementalLora.incLora 8 ] -> BenchMemory.run "klf-tiny" make tok options strategy sequence ]
+    let model = if quickRun then "llama-5m" else "llama-25m"
+    runs, BenchMemory.lowPrecisionBase model (fun () -> preset model) 8 128 (if quickRun then 3 else 6)
 
 let cmd =
     command "bench" "Measure this machine: matmul peak, training throughput and MFU, importance overhead, fusion ÷ copy bandwidth, decoding with and without the KV cache, memory across tasks, PyTorch on the same step; prints tables, --out writes bench.json."
@@ -132,11 +143,11 @@ let cmd =
                 use m = preset "llama-5m"
                 [ for batch in [ 1; 8 ] do yield! BenchGeneration.run "llama-5m" m batch 32 (if q then [ 32; 64 ] else [ 64; 256 ]) (if q then 1 else 2) ]
             else []
-        let memory =
+        let memory, lowPrecision =
             if has "memory" then
-                progress "memory across tasks (KIF, IncLoRA; six tasks)"
+                progress "memory across tasks (KIF, IncLoRA; six tasks) and LoRA over a bfloat16 base"
                 if wanted = [ "memory" ] then memoryHere q else memoryInChild q (torch.get_num_threads ())
-            else []
+            else [], []
         let pytorch =
             if has "pytorch" then
                 progress "PyTorch, llama-5m"
@@ -152,6 +163,7 @@ let cmd =
               Fusion = fusion
               Generation = generation
               Memory = memory
+              LowPrecision = lowPrecision
               PyTorch = pytorch
               Seconds = clock.Elapsed.TotalSeconds }
         let table = BenchReport.table results

@@ -35,6 +35,8 @@ let private loraR = opt<int> "--lora-r" "Train a LoRA adapter of this rank inste
 let private out = req<string> "--out" "Output folder: a checkpoint (or the LoRA adapter) plus the tokenizer files."
 let private bestEvery =
     opt<int> "--best-validation" "Keep the weights of the lowest held-out loss, measured every N steps and after the last (0: the last weights). Importance (--importance) is still collected over every step." (Some 0)
+let private baseDtypeOption =
+    opt<string> "--base-dtype" "With --lora-r: the frozen base's matrices in fp32, or bf16 (half their memory; the adapters, activations and loss stay float32)." (Some "fp32")
 let private saveDtype = opt<string> "--save-dtype" "Weights' storage type of a full checkpoint: fp32 or bf16 (training is always float32)." (Some "fp32")
 let private importance =
     opt<string> "--importance" "Also track KIF importance while training and write this task's normalised unit scores (an importance profile, JSON) to this file, for klf fuse." None
@@ -53,7 +55,7 @@ let importanceOptions (lora: bool) (units: string) : KifOptions =
                          TopFraction = reference.TopFraction, Gamma = reference.Gamma, Rule = reference.Rule)
 
 let cmd =
-    command "train" "Fine-tune a model on one task of a benchmark and save a checkpoint." [ model; preset; tokenizer; benchmark; task; nTrain; nHeld; steps; epochs; batch; accum; lr; warmup; maxLen; seed; loraR; Klf.Cli.Common.loraAlphaOption; Klf.Cli.Common.loraDropoutOption; Klf.Cli.Common.loraTargetsOption; deviceOption; out; saveDtype; importance; units; bestEvery ] (fun pr ->
+    command "train" "Fine-tune a model on one task of a benchmark and save a checkpoint." [ model; preset; tokenizer; benchmark; task; nTrain; nHeld; steps; epochs; batch; accum; lr; warmup; maxLen; seed; loraR; Klf.Cli.Common.loraAlphaOption; Klf.Cli.Common.loraDropoutOption; Klf.Cli.Common.loraTargetsOption; deviceOption; out; saveDtype; baseDtypeOption; importance; units; bestEvery ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
         let bf16 = savesBf16 (pr.GetValue saveDtype)
         let importanceFile = pr.GetValue importance
@@ -69,7 +71,14 @@ let cmd =
         let heldOut, rest = all[.. held - 1], all[held ..]
         let train = if pr.GetValue nTrain > 0 then rest[.. min rest.Length (pr.GetValue nTrain) - 1] else rest
         let r = pr.GetValue loraR
-        if r > 0 then Klf.Adapters.Lora.Apply(m.Module, Klf.Cli.Common.loraConfig pr m.Family r) |> ignore
+        let baseDtype = (pr.GetValue baseDtypeOption).Trim().ToLowerInvariant()
+        if baseDtype <> "fp32" && baseDtype <> "bf16" then raise (ArgumentException $"--base-dtype must be fp32 or bf16, not \"{baseDtype}\"")
+        if baseDtype = "bf16" && r <= 0 then raise (ArgumentException "--base-dtype bf16 holds a frozen base under LoRA adapters: give --lora-r too")
+        if r > 0 then
+            let lora = Klf.Adapters.Lora.Apply(m.Module, Klf.Cli.Common.loraConfig pr m.Family r)
+            if baseDtype = "bf16" then
+                let saved = Klf.Adapters.LowPrecisionBase.Hold(lora, torch.ScalarType.BFloat16)
+                printfn "frozen base held in bfloat16 (%.1f MB saved); adapters train in float32" (float saved / 1048576.0)
         let options =
             TrainerOptions(BatchSize = pr.GetValue batch, AccumulationSteps = pr.GetValue accum, Epochs = pr.GetValue epochs,
                            MaxSteps = pr.GetValue steps, Seed = pr.GetValue seed, MaxLength = pr.GetValue maxLen,

@@ -167,7 +167,7 @@ public sealed class LlamaModel : nn.Module
     public Tensor Forward(Tensor inputIds, Tensor attentionMask, Tensor positionIds, LlamaKvCache? cache)
     {
         using var scope = torch.NewDisposeScope();
-        var x = embed_tokens.forward(inputIds);                                           // (B, T, C)
+        var x = embed_tokens.call(inputIds);                                             // (B, T, C)
         // RoPE angles once per forward, shared by every layer. Only dynamic NTK scaling depends on
         // the sequence: it reads the largest position id (one device-to-host sync).
         var maxPos = config.RopeScaling?.RopeType == "dynamic" ? positionIds.max().item<long>() : 0;
@@ -235,7 +235,7 @@ public sealed partial class LlamaForCausalLM : nn.Module, ILanguageModel
     /// <summary>Builds a model, then moves it to <paramref name="device"/> and casts it to <paramref name="dtype"/> (e.g. BFloat16).</summary>
     public static LlamaForCausalLM Create(LlamaConfig config, Device? device = null, ScalarType? dtype = null)
     {
-        var m = new LlamaForCausalLM(config);
+        var m = device?.type == DeviceType.META ? LanguageModels.OnMeta(() => new LlamaForCausalLM(config)) : new LlamaForCausalLM(config);
         if (device is not null) m.to(device);
         if (dtype is not null) m.to(dtype.Value);
         return m;
@@ -317,7 +317,9 @@ public sealed partial class LlamaForCausalLM : nn.Module, ILanguageModel
     {
         if (lm_head is not null) return lm_head.call(h);
         using var scope = torch.NewDisposeScope();
-        return F.linear(h, model.embed_tokens.weight!).MoveToOuterDisposeScope();   // the weight handle is scoped
+        var w = model.embed_tokens.weight!;                                             // the weight handle is scoped
+        // A tied embedding held in a low precision (LowPrecisionBase): the head runs in its dtype, the logits come back in h's.
+        return (w.dtype == h.dtype ? F.linear(h, w) : F.linear(h.to(w.dtype), w).to(h.dtype)).MoveToOuterDisposeScope();
     }
 
     /// <summary>Position ids (B, T) = cumsum(mask) - 1 clamped at 0, for a (B, T) int64 mask. Fresh tensor.</summary>

@@ -56,7 +56,7 @@ public sealed class T5ForConditionalGeneration : nn.Module, ILanguageModel
     /// </summary>
     public static T5ForConditionalGeneration Create(T5Config config, Device? device = null, ScalarType? dtype = null)
     {
-        var model = new T5ForConditionalGeneration(config);
+        var model = device?.type == DeviceType.META ? LanguageModels.OnMeta(() => new T5ForConditionalGeneration(config)) : new T5ForConditionalGeneration(config);
         model.InitWeights();
         if (device is not null && device.type != DeviceType.CPU) model.to(device);
         if (dtype is { } dt && dt != ScalarType.Float32) model.to(dt);
@@ -159,7 +159,7 @@ public sealed class T5ForConditionalGeneration : nn.Module, ILanguageModel
     public Tensor Encode(Tensor inputIds, Tensor? attentionMask)
     {
         using var scope = torch.NewDisposeScope();
-        var embeds = shared.forward(inputIds); // (B, S, D)
+        var embeds = shared.call(inputIds); // (B, S, D)
         return encoder.forward(embeds, attentionMask, null, null, null).MoveToOuterDisposeScope();
     }
 
@@ -174,7 +174,7 @@ public sealed class T5ForConditionalGeneration : nn.Module, ILanguageModel
     public Tensor Decode(Tensor decoderInputIds, Tensor encoderHidden, Tensor? encoderMask, T5KvCache? cache = null)
     {
         using var scope = torch.NewDisposeScope();
-        var embeds = shared.forward(decoderInputIds); // (B, T, D)
+        var embeds = shared.call(decoderInputIds); // (B, T, D)
         var hidden = decoder.forward(embeds, null, encoderHidden, encoderMask, cache); // (B, T, D)
         return LmHead(hidden).MoveToOuterDisposeScope();
     }
@@ -183,7 +183,7 @@ public sealed class T5ForConditionalGeneration : nn.Module, ILanguageModel
     private Tensor DecodeLast(Tensor decoderInputIds, Tensor encoderHidden, Tensor? encoderMask, T5KvCache? cache)
     {
         using var scope = torch.NewDisposeScope();
-        var embeds = shared.forward(decoderInputIds); // (B, T, D)
+        var embeds = shared.call(decoderInputIds); // (B, T, D)
         var hidden = decoder.forward(embeds, null, encoderHidden, encoderMask, cache); // (B, T, D)
         return LmHead(hidden.select(1, -1)).MoveToOuterDisposeScope(); // (B, V)
     }
@@ -194,7 +194,9 @@ public sealed class T5ForConditionalGeneration : nn.Module, ILanguageModel
         if (lm_head is not null) return lm_head.call(decoderHidden);
         using var scope = torch.NewDisposeScope();
         var scaled = decoderHidden * Math.Pow(config.DModel, -0.5); // T5 v1.0 rescale before the tied head
-        return nn.functional.linear(scaled, shared.weight!).MoveToOuterDisposeScope();
+        var w = shared.weight!;
+        // A tied embedding held in a low precision (LowPrecisionBase): the head runs in its dtype, the logits come back in h's.
+        return (w.dtype == scaled.dtype ? nn.functional.linear(scaled, w) : nn.functional.linear(scaled.to(w.dtype), w).to(scaled.dtype)).MoveToOuterDisposeScope();
     }
 
     /// <summary>
