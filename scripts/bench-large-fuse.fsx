@@ -3,7 +3,11 @@
 // importance profiles for their whole-tensor units, then runs `klf fuse` on them under
 // /usr/bin/time and reports its peak resident memory against the largest tensor, and its throughput.
 //
-//   scripts/pack.sh && dotnet fsi scripts/bench-large-fuse.fsx [--dir DIR] [--keep]
+//   scripts/pack.sh && dotnet fsi scripts/bench-large-fuse.fsx [--dir DIR] [--keep] [--drop-caches]
+//
+// The same run first times the machine's floor for the same bytes: reading both inputs and writing
+// one output's worth to disk (flushed), and reports the fusion's time ÷ that floor. --drop-caches
+// (root only) empties the page cache before the floor and before the fusion, so both start cold.
 //
 // DIR (default: a temporary folder) needs about 27 GB free: the two inputs and the fused output.
 // The klf program is the repository's build (./klf builds it). Not part of the test suite.
@@ -59,15 +63,40 @@ let largest =
     |> Array.max
 let inputBytes = Directory.GetFiles(Path.Combine(dir, "B"), "*.safetensors") |> Array.sumBy (fun f -> FileInfo(f).Length)
 
+let dropCaches () =
+    if List.contains "--drop-caches" args then
+        use sync = Process.Start("sync") in sync.WaitForExit()
+        File.WriteAllText("/proc/sys/vm/drop_caches", "3")
+
+// The floor: every input byte read and one output's bytes written and flushed, in 8 MiB blocks.
+let floorSeconds =
+    dropCaches ()
+    let clock = Stopwatch.StartNew()
+    let block = Array.zeroCreate<byte> (8 <<< 20)
+    let target = Path.Combine(dir, "floor.bin")
+    do
+        use w = new FileStream(target, FileMode.Create, FileAccess.Write, FileShare.None, 1)
+        for name in [ "A"; "B" ] do
+            for f in Directory.GetFiles(Path.Combine(dir, name), "*.safetensors") |> Array.sort do
+                use r = new FileStream(f, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan)
+                let mutable n = r.Read(block, 0, block.Length)
+                while n > 0 do
+                    if name = "B" then w.Write(block, 0, n)
+                    n <- r.Read(block, 0, block.Length)
+        w.Flush(true)
+    File.Delete target
+    clock.Elapsed.TotalSeconds
+
 let out = Path.Combine(dir, "F")
 if Directory.Exists out then Directory.Delete(out, true)
+dropCaches ()
 let klf = Path.Combine(repo, "src", "Klf.Scripts", "bin", "Release", "net10.0", "klf.dll")
 if not (File.Exists klf) then failwithf "%s not found: build klf first (./klf --help builds it)" klf
 let psi = ProcessStartInfo("/usr/bin/time", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
 for a in [ "-v"; "dotnet"; klf; "fuse"; "--previous"; Path.Combine(dir, "A"); "--current"; Path.Combine(dir, "B")
            "--previous-importance"; profiles[0]; "--current-importance"; profiles[1]; "--out"; out ] do psi.ArgumentList.Add a
 let run = Stopwatch.StartNew()
-use p = Process.Start psi
+let p = Process.Start psi
 let stdout, stderr = p.StandardOutput.ReadToEndAsync(), p.StandardError.ReadToEndAsync()
 p.WaitForExit()
 let seconds = run.Elapsed.TotalSeconds
@@ -85,4 +114,6 @@ printfn "klf fuse    %.0f s wall (%s elapsed by time); peak resident %.2f GiB = 
     seconds (field "Elapsed (wall clock) time") (float peakKb / 1048576.0) (float (peakKb * 1024L) / float largest)
 printfn "throughput  %.2f GB/s of fused parameters (%.2f GB/s read and written: two inputs, one output)"
     (float inputBytes / seconds / 1e9) (3.0 * float inputBytes / seconds / 1e9)
+printfn "floor       %.1f s to read both inputs and write one output's bytes (flushed); klf fuse ÷ floor = %.2f"
+    floorSeconds (seconds / floorSeconds)
 if not keep then Directory.Delete(dir, true)

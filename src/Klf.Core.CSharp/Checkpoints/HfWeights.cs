@@ -152,6 +152,10 @@ public static class HfWeights
         return found.Where(kv => live.ContainsKey(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
     }
 
+    /// <summary>The names of <paramref name="model"/>'s checkpoint entries in the order <see cref="SaveStreamed"/> asks for them (ordinal).</summary>
+    public static IReadOnlyList<string> EntryOrder(ILanguageModel model) =>
+        LiveStateDict(model).Keys.Order(StringComparer.Ordinal).ToList();
+
     /// <summary>
     /// Saves a model's checkpoint entries in the layout of <see cref="Save"/>, pulling each tensor
     /// from <paramref name="tensorOf"/> when its turn comes (it is written and disposed at once), so
@@ -161,8 +165,9 @@ public static class HfWeights
     public static void SaveStreamed(ILanguageModel model, string folder, Func<string, Tensor> tensorOf, long? maxShardBytes = null)
     {
         Directory.CreateDirectory(folder);
-        var entries = LiveStateDict(model).OrderBy(kv => kv.Key, StringComparer.Ordinal)
-            .Select(kv => (Name: kv.Key, Type: kv.Value.dtype, Shape: kv.Value.shape, Bytes: kv.Value.numel() * kv.Value.ElementSize)).ToList();
+        var live = LiveStateDict(model);
+        var entries = EntryOrder(model)
+            .Select(name => (Name: name, Type: live[name].dtype, Shape: live[name].shape, Bytes: live[name].numel() * live[name].ElementSize)).ToList();
         var meta = new Dictionary<string, string> { ["format"] = "pt" };
         var shards = new List<List<(string Name, ScalarType Type, long[] Shape, long Bytes)>> { new() };
         long size = 0;

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using Microsoft.Win32.SafeHandles;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -33,7 +34,7 @@ public static class SafeTensors
     public static string DTypeName(ScalarType t) =>
         DTypes.FirstOrDefault(d => d.Type == t).Name ?? throw new NotSupportedException($"dtype {t} has no safetensors name");
 
-    private static (ScalarType Type, int Size) FromName(string name, string file) =>
+    internal static (ScalarType Type, int Size) FromName(string name, string file) =>
         DTypes.FirstOrDefault(d => d.Name == name) is var d && d.Name != null
             ? (d.Type, d.Size)
             : throw new InvalidDataException($"{file}: unsupported safetensors dtype '{name}'");
@@ -42,25 +43,26 @@ public static class SafeTensors
     /// <exception cref="InvalidDataException">The file is not a valid safetensors file; the message names it.</exception>
     public static (IReadOnlyList<SafeTensorInfo> Tensors, IReadOnlyDictionary<string, string> Metadata) ReadHeader(string path)
     {
-        using var fs = OpenRead(path);
-        return ReadHeader(fs, path, out _);
+        using var reader = new SafeTensorsReader(path);
+        return (reader.Tensors, reader.Metadata);
     }
 
-    private static FileStream OpenRead(string path)
+    /// <summary>Parses and checks the header of the open file <paramref name="file"/>; <paramref name="dataStart"/> is where the data section begins.</summary>
+    internal static (IReadOnlyList<SafeTensorInfo>, IReadOnlyDictionary<string, string>) ParseHeader(SafeFileHandle file, string path, out long dataStart)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: safetensors file not found", path);
-        return new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
-    }
-
-    private static (IReadOnlyList<SafeTensorInfo>, IReadOnlyDictionary<string, string>) ReadHeader(FileStream fs, string path, out long dataStart)
-    {
+        var length = RandomAccess.GetLength(file);
         Span<byte> lenBytes = stackalloc byte[8];
-        if (fs.Length < 8 || fs.Read(lenBytes) != 8) throw new InvalidDataException($"{path}: too short to be a safetensors file");
+        if (length < 8 || RandomAccess.Read(file, lenBytes, 0) != 8) throw new InvalidDataException($"{path}: too short to be a safetensors file");
         var n = BinaryPrimitives.ReadUInt64LittleEndian(lenBytes);
-        if (n == 0 || n > 100_000_000 || (long)n > fs.Length - 8)
-            throw new InvalidDataException($"{path}: invalid safetensors header length {n} (file is {fs.Length} bytes)");
+        if (n == 0 || n > 100_000_000 || (long)n > length - 8)
+            throw new InvalidDataException($"{path}: invalid safetensors header length {n} (file is {length} bytes)");
         var header = new byte[n];
-        fs.ReadExactly(header);
+        for (var done = 0; done < header.Length;)
+        {
+            var read = RandomAccess.Read(file, header.AsSpan(done), 8 + done);
+            if (read == 0) throw new InvalidDataException($"{path}: ends inside its safetensors header");
+            done += read;
+        }
         dataStart = 8 + (long)n;
         JsonObject root;
         try { root = JsonNode.Parse(header)?.AsObject() ?? throw new InvalidDataException("empty header"); }
@@ -68,7 +70,7 @@ public static class SafeTensors
         {
             throw new InvalidDataException($"{path}: safetensors header is not valid JSON ({e.Message})");
         }
-        var dataLen = fs.Length - dataStart;
+        var dataLen = length - dataStart;
         var list = new List<SafeTensorInfo>();
         var meta = new Dictionary<string, string>();
         foreach (var (key, node) in root)
@@ -97,35 +99,6 @@ public static class SafeTensors
             }
         }
         return (list, meta);
-    }
-
-    /// <summary>
-    /// Reads one tensor of a safetensors file (its entry from <see cref="ReadHeader(string)"/>) into a
-    /// fresh CPU tensor of its dtype and shape, reading only its bytes. Tensors up to 2 GiB. The caller
-    /// disposes the tensor.
-    /// </summary>
-    public static Tensor ReadTensor(string path, SafeTensorInfo info)
-    {
-        using var fs = OpenRead(path);
-        ReadHeader(fs, path, out var dataStart);
-        var (type, _) = FromName(info.DType, path);
-        var t = torch.empty(info.Shape, type, CPU);
-        try
-        {
-            var length = info.End - info.Begin;
-            if (length > int.MaxValue) throw new NotSupportedException($"{path}: tensor '{info.Name}' has {length} bytes; tensors above 2 GiB are not read one at a time");
-            if (length > 0)
-            {
-                fs.Seek(dataStart + info.Begin, SeekOrigin.Begin);
-                fs.ReadExactly(t.bytes);   // straight into the tensor's storage
-            }
-            return t;
-        }
-        catch
-        {
-            t.Dispose();
-            throw;
-        }
     }
 
     /// <summary>
@@ -169,14 +142,27 @@ public static class SafeTensors
             for (var i = 0; i < entries.Count; i++)
             {
                 using var scope = torch.NewDisposeScope();
-                var t = produce(i);
+                using var t = produce(i);   // produced on another thread, it is in no scope of this one
                 var (name, type, shape) = entries[i];
                 if (t.dtype != type || !t.shape.SequenceEqual(shape))
                     throw new InvalidOperationException($"{path}: tensor '{name}' came as {t.dtype} [{string.Join(",", t.shape)}], its entry says {type} [{string.Join(",", shape)}]");
-                var c = t.detach().cpu().contiguous();
-                fs.Write(c.bytes);
+                WriteBytes(fs, t.detach().cpu().contiguous());
             }
         });
+    }
+
+    /// <summary>A contiguous CPU tensor's bytes, in chunks (any size: one span holds at most 2 GiB).</summary>
+    private static void WriteBytes(Stream fs, Tensor contiguous)
+    {
+        var n = contiguous.numel();
+        if (n == 0) return;
+        using var flat = contiguous.view(-1);
+        var perChunk = Math.Max(1L, (64L << 20) / contiguous.ElementSize);
+        for (long start = 0; start < n; start += perChunk)
+        {
+            using var part = flat.narrow(0, start, Math.Min(perChunk, n - start));
+            fs.Write(part.bytes);
+        }
     }
 
     /// <summary>
@@ -195,24 +181,12 @@ public static class SafeTensors
     /// </summary>
     public static Dictionary<string, Tensor> Load(string path, Func<string, bool>? filter = null)
     {
-        using var fs = OpenRead(path);
-        var (infos, _) = ReadHeader(fs, path, out var dataStart);
+        using var reader = new SafeTensorsReader(path);
         var result = new Dictionary<string, Tensor>();
         try
         {
-            foreach (var info in infos.OrderBy(i => i.Begin))
-            {
-                if (filter != null && !filter(info.Name)) continue;
-                var (type, _) = FromName(info.DType, path);
-                var t = torch.empty(info.Shape, type, CPU);
-                result[info.Name] = t;
-                var len = info.End - info.Begin;
-                if (len == 0) continue;
-                fs.Seek(dataStart + info.Begin, SeekOrigin.Begin);
-                var buf = new byte[len];
-                fs.ReadExactly(buf);
-                t.bytes = buf;
-            }
+            foreach (var info in reader.Tensors.OrderBy(i => i.Begin))
+                if (filter == null || filter(info.Name)) result[info.Name] = reader.Read(info);
         }
         catch
         {

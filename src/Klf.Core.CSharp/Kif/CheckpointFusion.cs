@@ -124,19 +124,45 @@ public static class CheckpointFusion
         var state = HfWeights.LiveStateDict(skeleton);
         var device = request.Device ?? TorchSharp.torch.CPU;
         long elements = 0;
-        TorchSharp.torch.Tensor Read((string File, SafeTensorInfo Info) entry, string name)
+        // One open reader per shard: the kernel then sees each file as one sequential stream. Entries
+        // are read into reused buffers, one per dtype, role (θ_k, θ̄_{k−1}) and prefetch slot, as large
+        // as the largest entry of that dtype: fresh allocations would cost a page fault per page each.
+        var readers = new Dictionary<string, SafeTensorsReader>();
+        var buffers = new Dictionary<(string DType, int Role, int Slot), TorchSharp.torch.Tensor>();
+        var largest = currentEntries.Values.Concat(previousEntries.Values).GroupBy(e => e.Info.DType)
+            .ToDictionary(g => g.Key, g => g.Max(e => e.Info.Shape.Aggregate(1L, (a, b) => a * b)));
+        TorchSharp.torch.Tensor Read((string File, SafeTensorInfo Info) entry, string name, int role, int slot)
         {
-            using var raw = SafeTensors.ReadTensor(entry.File, entry.Info);
+            SafeTensorsReader file;
+            TorchSharp.torch.Tensor buffer;
+            lock (readers)
+            {
+                if (!readers.TryGetValue(entry.File, out file!)) readers[entry.File] = file = new SafeTensorsReader(entry.File);
+                if (!buffers.TryGetValue((entry.Info.DType, role, slot), out buffer!))
+                    buffers[(entry.Info.DType, role, slot)] = buffer =
+                        TorchSharp.torch.empty(largest[entry.Info.DType], SafeTensors.FromName(entry.Info.DType, entry.File).Type)
+                            .DetachFromDisposeScope();   // the first read may run inside the writer's per-entry scope
+            }
+            using var raw = file.Read(entry.Info, buffer);
             return raw.to(state[name].dtype, device);   // as loading the folder into the model would
         }
+        // θ_k's tensor, and θ̄_{k−1}'s when the entry is fused; the next entry's are read meanwhile.
+        using var reader = new TensorPrefetcher(HfWeights.EntryOrder(skeleton), (name, slot) =>
+        {
+            var current = Read(currentEntries[name], name, 0, slot);
+            if (!slicesOf.ContainsKey(name)) return [current];
+            try { return [current, Read(previousEntries[name], name, 1, slot)]; }
+            catch { current.Dispose(); throw; }
+        });
         TorchSharp.torch.Tensor Fused(string name)
         {
-            var current = Read(currentEntries[name], name);
-            if (!slicesOf.TryGetValue(name, out var slices)) return current;
+            var pair = reader.Take(name);
+            var current = pair[0];
+            if (pair.Length == 1) return current;
+            using var previous = pair[1];
             try
             {
-                using var previous = Read(previousEntries[name], name);
-                elements += TensorFusion.Fuse(options.Rule, current, previous, null, slices);
+                elements += TensorFusion.Fuse(options.Rule, current, previous, null, slicesOf[name]);
                 return current;
             }
             catch
@@ -167,6 +193,9 @@ public static class CheckpointFusion
         }
         finally
         {
+            reader.Dispose();
+            foreach (var r in readers.Values) r.Dispose();
+            foreach (var b in buffers.Values) b.Dispose();
             try { tmp.Delete(true); } catch (IOException) { }
         }
     }
