@@ -71,6 +71,42 @@ let tests =
                     dispose a; dispose b)
             }
 
+        test "SafeTensorsReader reads each tensor as Load does, into fresh tensors or reused buffers, across chunks; bad buffers and files are named" {
+            withTemp (fun dir ->
+                let path = Path.Combine(dir, "t.safetensors")
+                torch.manual_seed 7L |> ignore
+                // 3M floats span two 8 MiB read chunks; a bf16 and an int64 entry and an empty one besides.
+                let tensors =
+                    dict [ "big", torch.randn([| 3L; 1_000_000L |]); "half", torch.randn([| 5L; 7L |]).``to``(torch.ScalarType.BFloat16)
+                           "ids", torch.arange(11L); "empty", torch.empty([| 0L; 4L |]) ]
+                SafeTensors.Save(path, tensors)
+                let bytesOf (t: torch.Tensor) = t.contiguous().bytes.ToArray()
+                use reader = new SafeTensorsReader(path)
+                Expect.equal (reader.Tensors |> Seq.map (fun t -> t.Name) |> Set.ofSeq) (Set [ "big"; "half"; "ids"; "empty" ]) "entries"
+                for KeyValue(name, t) in tensors do
+                    use read = reader.Read name
+                    Expect.equal read.dtype t.dtype $"{name} dtype"
+                    Expect.equal read.shape t.shape $"{name} shape"
+                    Expect.isTrue (bytesOf read = bytesOf t) $"{name} bytes"
+                // Into one buffer, twice: each read is a view of its start with the entry's values.
+                use buffer = torch.zeros(3_000_000L)
+                for _ in 1 .. 2 do
+                    use big = reader.Read(reader["big"], buffer)
+                    Expect.isTrue (bytesOf big = bytesOf tensors["big"]) "big through the buffer"
+                Expect.isTrue (bytesOf buffer = bytesOf (tensors["big"].reshape(-1L))) "the buffer holds the values"
+                Expect.throwsT<ArgumentException> (fun () -> reader.Read(reader["big"], torch.zeros(10L)) |> ignore) "a buffer too small"
+                let e = try reader.Read(reader["half"], torch.zeros(100L)) |> ignore; "" with :? ArgumentException as e -> e.Message
+                Expect.stringContains e "half" "a buffer of another dtype names the entry"
+                let e = try reader.Read "nope" |> ignore; "" with :? System.Collections.Generic.KeyNotFoundException as e -> e.Message
+                Expect.stringContains e path "an unknown name names the file"
+                // A truncated file fails when opened, naming the file.
+                let cut = Path.Combine(dir, "cut.safetensors")
+                File.WriteAllBytes(cut, File.ReadAllBytes(path) |> Array.take 4096)
+                let e = try (new SafeTensorsReader(cut)).Dispose(); "" with :? InvalidDataException as e -> e.Message
+                Expect.stringContains e cut "the truncated file is named"
+                for t in tensors.Values do t.Dispose())
+        }
+
         test "bf16 save then load is bit-exact and keeps the dtype on disk" {
             withTemp (fun dir ->
                 let a = create "llama-tiny" 2L

@@ -51,7 +51,9 @@ let tests =
                 Expect.equal (json["format"].GetValue<string>()) "klf-bench/1" "format"
                 Expect.isGreaterThan ((json["matmul_gflops"]["gflops"]).GetValue<float>()) 0.0 "a matmul rate"
                 let fusion = json["fusion"].AsArray() |> List.ofSeq
-                Expect.equal fusion.Length 14 "seven rules on whole-tensor and neuron units"
+                Expect.equal fusion.Length 20 "seven rules, and three against a separate base, on whole-tensor and neuron units"
+                let withBase = fusion |> List.filter (fun f -> f["base"].GetValue<string>() = "pre-trained") |> List.map (fun f -> f["rule"].GetValue<string>())
+                Expect.equal (List.sort withBase) (List.sort [ "magmax"; "magmax"; "task-arithmetic"; "task-arithmetic"; "ties"; "ties" ]) "the task-vector rules with a base"
                 for f in fusion do Expect.isGreaterThan (f["ratio"].GetValue<float>()) 0.0 (f["rule"].GetValue<string>())
                 let generation = json["generation"].AsArray() |> List.ofSeq
                 Expect.equal generation.Length 4 "two batch sizes, two lengths"

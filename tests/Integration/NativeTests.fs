@@ -65,6 +65,19 @@ let freshOutputCopy (prefix: string) =
 [<Tests>]
 let tests =
     testList "native" [
+        test "the native allocator plan: huge pages and heap retention unless the user set them or opted out; this process got its plan" {
+            Expect.equal (NativeAllocator.Plan([ "PATH"; "HOME" ], null)) struct (true, true) "nothing set: both"
+            Expect.equal (NativeAllocator.Plan([ "PATH"; NativeAllocator.HugePagesVariable ], null)) struct (false, true) "the user's THP choice wins"
+            Expect.equal (NativeAllocator.Plan([ "MALLOC_ARENA_MAX" ], null)) struct (true, false) "any glibc tuning of the user's wins"
+            Expect.equal (NativeAllocator.Plan([ "PATH" ], "default")) struct (false, false) "opted out"
+            if OperatingSystem.IsLinux() then
+                let names = Environment.GetEnvironmentVariables().Keys |> Seq.cast<string> |> List.ofSeq
+                let struct (hugePages, heap) = NativeAllocator.Plan(names, Environment.GetEnvironmentVariable NativeAllocator.OptOutVariable)
+                Expect.equal NativeAllocator.HugePages hugePages "huge pages as planned"
+                Expect.equal NativeAllocator.HeapRetained heap "heap retention as planned (glibc)"
+                if hugePages then
+                    Expect.equal (Environment.GetEnvironmentVariable NativeAllocator.HugePagesVariable |> Option.ofObj) None ".NET's copy is untouched: only libc's environment changed"
+        }
         test "the ELF patch marks only GLIBCXX_3.4.32 weak and is idempotent" {
             let bytes = File.ReadAllBytes(pristineLibTorchSharp ())
             let before = ElfVersionPatch.RequiredVersions bytes

@@ -26,7 +26,15 @@ public enum ModelFamily
 public sealed record LmBatch(Tensor InputIds, Tensor AttentionMask, Tensor Labels) : IDisposable
 {
     /// <summary>Number of label positions that carry loss (labels != -100).</summary>
-    public long LabelTokenCount => Labels.ne(-100).sum().item<long>();
+    public long LabelTokenCount
+    {
+        get
+        {
+            using var carries = Labels.ne(-100);
+            using var count = carries.count_nonzero();
+            return count.item<long>();
+        }
+    }
 
     /// <summary>Moves all tensors to <paramref name="device"/>, returning a new batch (this one is not disposed).</summary>
     public LmBatch To(Device device) => new(InputIds.to(device), AttentionMask.to(device), Labels.to(device));

@@ -55,7 +55,7 @@ public static class TorchNative
             if (_loadedFrom != null) return;
             if (!OperatingSystem.IsLinux()) { _loadedFrom = ""; return; }
             _failure = null;
-            HugePages.Request();   // before libtorch's first allocation reads it
+            NativeAllocator.Configure();   // before libtorch's first allocation
             var dirs = CandidateDirectories();
             var sharpDir = dirs.FirstOrDefault(d => File.Exists(Path.Combine(d, "libLibTorchSharp.so")))
                 ?? throw new InvalidOperationException(

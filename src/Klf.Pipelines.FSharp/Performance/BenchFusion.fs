@@ -12,19 +12,25 @@ open Klf.Fusion
 /// tensors measured in the same process.
 [<RequireQualifiedAccess>]
 module BenchFusion =
-    /// Measures every rule of `rules` on `model`'s units from `partitioner`: θ̄_{k−1} is the model, θ_k
-    /// the model plus 1 % noise; scores are seeded random, categories from their top 20 %; no
-    /// separate base. Median of `repeats` fusions, each from the same θ_k (restored untimed).
-    let run (model: ILanguageModel) (partitioner: ISkillUnitPartitioner) (rules: IFusionRule list) (repeats: int) : FusionBench list =
+    /// Measures every rule of `rules` on `model`'s units from `partitioner`: θ̄_{k−1} is the model plus
+    /// 1 % noise, θ_k that plus another 1 %; scores are seeded random, categories from their top 20 %.
+    /// With `withBase` the model as given is the separate base θ_0 of task vectors (KIF's
+    /// `keep-baseline`); without it task vectors are taken against θ̄_{k−1} (the default, under which
+    /// task arithmetic and MagMax give θ_k). Median of `repeats` fusions, each from the same θ_k
+    /// (restored untimed). The model is left holding θ_k.
+    let run (model: ILanguageModel) (partitioner: ISkillUnitPartitioner) (rules: IFusionRule list) (withBase: bool) (repeats: int) : FusionBench list =
         let map = partitioner.Partition model
-        use previous = ParameterSnapshot.TakeTrainable model
-        do
+        use baseline = ParameterSnapshot.TakeTrainable model
+        let perturb (seed: uint64) =
             use _ng = torch.no_grad()
-            use g = new torch.Generator(3UL)
+            use g = new torch.Generator(seed)
             for p in model.Module.parameters() do
                 if p.requires_grad then
                     use noise = torch.randn(p.shape, generator = g) * 0.01
                     p.add_(noise) |> ignore
+        perturb 2UL
+        use previous = ParameterSnapshot.TakeTrainable model
+        perturb 3UL
         use current = ParameterSnapshot.TakeTrainable model
         let rng = Random(5)
         let prevScores = ImportanceMath.MinMax(Array.init map.Count (fun _ -> rng.NextDouble()))
@@ -44,13 +50,14 @@ module BenchFusion =
         [ for rule in rules ->
             let fuse () =
                 current.RestoreTo model
-                ModelFusion.Apply(model, previous, plan, rule, 1L).Elapsed.TotalMilliseconds
+                ModelFusion.Apply(model, previous, plan, rule, 1L, (if withBase then baseline else null)).Elapsed.TotalMilliseconds
             fuse () |> ignore
             fuse () |> ignore
             let ms = Measure.median [ for _ in 1 .. repeats -> fuse () ]
             let perSecond (t: float) = float bytes / (t / 1000.0)
             { Rule = rule.Name
               Units = map.Partitioner
+              Base = (if withBase then "pre-trained" else "previous")
               UnitCount = map.Count
               Slices = slices
               Bytes = bytes

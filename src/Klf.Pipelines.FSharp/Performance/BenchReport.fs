@@ -30,7 +30,7 @@ module BenchReport =
                                             obj [ "training", str i.Training; "plain_ms", num i.PlainMs; "tracked_ms", num i.TrackedMs
                                                   "ratio", num i.Ratio; "hook_ms", num i.HookMs ] ]
               "fusion", arr [ for f in r.Fusion ->
-                               obj [ "rule", str f.Rule; "units", str f.Units; "unit_count", intn f.UnitCount; "slices", intn f.Slices
+                               obj [ "rule", str f.Rule; "units", str f.Units; "base", str f.Base; "unit_count", intn f.UnitCount; "slices", intn f.Slices
                                      "bytes", int64n f.Bytes; "fuse_ms", num f.FuseMs; "copy_ms", num f.CopyMs
                                      "bytes_per_s", num f.BytesPerSecond; "copy_bytes_per_s", num f.CopyBytesPerSecond; "ratio", num f.Ratio ] ]
               "generation", arr [ for g in r.Generation ->
@@ -80,8 +80,8 @@ module BenchReport =
                     [ for i in r.Importance -> [ i.Training; f 1 i.PlainMs; f 1 i.TrackedMs; f 3 i.Ratio; f 2 i.HookMs ] ])
         if not r.Fusion.IsEmpty then
             line "fusion (bytes of fused parameters per second ÷ copy_ of the same tensors)"
-            line (TextTable.render [ "rule"; "units"; "slices"; "MB"; "fuse ms"; "copy ms"; "GB/s"; "copy GB/s"; "ratio" ]
-                    [ for x in r.Fusion -> [ x.Rule; x.Units; string x.Slices; mb x.Bytes; f 2 x.FuseMs; f 2 x.CopyMs; f 2 (x.BytesPerSecond / 1e9); f 2 (x.CopyBytesPerSecond / 1e9); f 3 x.Ratio ] ])
+            line (TextTable.render [ "rule"; "units"; "base"; "slices"; "MB"; "fuse ms"; "copy ms"; "GB/s"; "copy GB/s"; "ratio" ]
+                    [ for x in r.Fusion -> [ x.Rule; x.Units; x.Base; string x.Slices; mb x.Bytes; f 2 x.FuseMs; f 2 x.CopyMs; f 2 (x.BytesPerSecond / 1e9); f 2 (x.CopyBytesPerSecond / 1e9); f 3 x.Ratio ] ])
         if not r.Generation.IsEmpty then
             line "greedy decoding (new tokens per second; speedup = time without the cache ÷ with it)"
             line (TextTable.render [ "model"; "batch"; "prompt"; "new"; "cache tok/s"; "no-cache tok/s"; "speedup" ]

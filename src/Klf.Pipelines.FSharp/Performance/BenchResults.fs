@@ -45,6 +45,8 @@ type ImportanceBench =
 type FusionBench =
     { Rule: string
       Units: string
+      /// The base of task vectors: "previous" (θ̄_{k−1}, KIF's default) or "pre-trained" (a separate θ_0, `keep-baseline`).
+      Base: string
       UnitCount: int
       Slices: int
       Bytes: int64

@@ -131,11 +131,15 @@ let cmd =
         let fusion =
             if has "fusion" then
                 let rules : IFusionRule list = [ KifStaticRule(); KifAdaptiveRule(); AverageRule(); TaskArithmeticRule(); MagMaxRule(); TiesRule(); DareRule() ]
+                // The task-vector rules again against a separate base (keep-baseline): without one,
+                // task arithmetic and MagMax reduce to θ_k; DARE never reads the base.
+                let withBase : IFusionRule list = [ TaskArithmeticRule(); MagMaxRule(); TiesRule() ]
                 let model = if q then "llama-5m" else "llama-25m"
                 [ for partitioner in [ FullFineTuningPartitioner() :> ISkillUnitPartitioner; NeuronPartitioner(16) ] do
                     progress $"fusion, {model}, {partitioner.Name} units"
                     use m = preset model
-                    yield! BenchFusion.run m partitioner rules (if q then 3 else 7) ]
+                    yield! BenchFusion.run m partitioner rules false (if q then 3 else 7)
+                    yield! BenchFusion.run m partitioner withBase true (if q then 3 else 7) ]
             else []
         let generation =
             if has "generation" then

@@ -108,7 +108,7 @@ public sealed class DareRule(double dropRate = 0.9, double scale = 1.0) : ISlice
             using var tail = 1.0 - u;                                                   // in (0, 1]
             using var gaps = (tail.log() / logFail).floor_().add_(1.0).to(ScalarType.Int64);
             var positions = gaps.cumsum(0).add_(last);
-            var inRange = positions.lt(n).sum().item<long>();
+            var inRange = positions.lt(n).count_nonzero().item<long>();   // not sum: slow on a bool tensor
             if (inRange < draws)
             {
                 chunks.Add(positions.narrow(0, 0, inRange));

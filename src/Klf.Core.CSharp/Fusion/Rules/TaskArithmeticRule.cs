@@ -21,4 +21,32 @@ public sealed class TaskArithmeticRule(double scale = 1.0) : TaskVectorRule(scal
 
     /// <summary>τ_prev + τ_cur.</summary>
     protected override Tensor Merge(Tensor previousVector, Tensor currentVector) => previousVector + currentVector;
+
+    /// <summary>
+    /// With a separate base, <see cref="FuseInPlace"/> on a copy of cur (the same bits); without one,
+    /// the interpolation of <see cref="TaskVectorRule.Fuse"/>.
+    /// </summary>
+    public override Tensor Fuse(FusionInputs inputs, UnitFusionContext context)
+    {
+        if (ReferenceEquals(inputs.Base, inputs.Previous)) return base.Fuse(inputs, context);
+        var fused = inputs.Current.contiguous().clone();
+        FuseInPlace(fused, inputs.Previous, inputs.Base);
+        return fused;
+    }
+
+    /// <summary>
+    /// base + λ·(((cur − base) + prev) − base), computed in place in that order (no temporaries);
+    /// without a separate base, prev + λ·(cur − prev).
+    /// </summary>
+    public override void FuseInPlace(Tensor current, Tensor previous, Tensor basis)
+    {
+        if (ReferenceEquals(basis, previous))
+        {
+            base.FuseInPlace(current, previous, basis);
+            return;
+        }
+        current.sub_(basis).add_(previous).sub_(basis);
+        if (Scale != 1.0) current.mul_(Scale);
+        current.add_(basis);
+    }
 }

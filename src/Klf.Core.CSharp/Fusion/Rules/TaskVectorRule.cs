@@ -40,7 +40,7 @@ public abstract class TaskVectorRule(double scale) : IFusionRule
     /// kernel and without temporaries when the rule interpolates without a base and
     /// <paramref name="basis"/> is <paramref name="previous"/>, else through <see cref="Fuse"/>.
     /// </summary>
-    public void FuseInPlace(Tensor current, Tensor previous, Tensor basis)
+    public virtual void FuseInPlace(Tensor current, Tensor previous, Tensor basis)
     {
         if (InterpolatesWithoutBase && ReferenceEquals(basis, previous))
         {

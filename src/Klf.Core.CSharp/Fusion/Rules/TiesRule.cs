@@ -64,7 +64,10 @@ public sealed class TiesRule(double keepFraction = 0.2, double scale = 1.0) : Ta
             var keep = Math.Min(n, Math.Max(1L, (long)Math.Ceiling(KeepFraction * n - 1e-9)));
             var magnitude = current.abs();
             var kth = FusionKernels.KthLargest(magnitude.reshape(-1), keep);
-            current.masked_fill_(magnitude.lt(kth), 0.0);
+            // The keep mask in the values' dtype, in place in |τ|: sign(|τ| − kth) + 1 is 0 below the
+            // threshold and 1 or 2 from it on (the difference's sign is exact). Boolean masks ran
+            // several times slower on CPU. Trimmed entries become ±0.
+            current.mul_(magnitude.sub_(kth).sign_().add_(1.0).clamp_max_(1.0));
         }
         if (Scale != 1.0) current.mul_(Scale);
         current.add_(previous);
