@@ -87,11 +87,11 @@ module BenchReport =
             line (TextTable.render [ "model"; "batch"; "prompt"; "new"; "cache tok/s"; "no-cache tok/s"; "speedup" ]
                     [ for g in r.Generation -> [ g.Model; string g.Batch; string g.Prompt; string g.NewTokens; f 0 g.CacheTokensPerSecond; f 0 g.NoCacheTokensPerSecond; f 1 g.Speedup ] ])
         for mem in r.Memory do
-            line $"memory, {mem.Strategy} on {mem.Model} (MB; peak during each task, resident after it)"
+            line $"memory, {mem.Strategy} on {mem.Model} (MB; peak during each task, resident after it, heap trimmed)"
             line (TextTable.render ("" :: [ for i in 1 .. mem.Tasks.Length -> $"task {i}" ])
                     [ "peak" :: [ for b in mem.PeakBytes -> mb b ]; "resident" :: [ for b in mem.ResidentBytes -> mb b ] ])
         if not r.LowPrecision.IsEmpty then
-            line "LoRA r 8 over a frozen base in float32 or bfloat16 (MB; peak resident while building and training)"
+            line "LoRA r 8 over a frozen base in float32 or bfloat16 (MB; peak resident while training)"
             line (TextTable.render [ "model"; "base"; "frozen MB"; "adapter MB"; "peak MB"; "step ms"; "loss" ]
                     [ for l in r.LowPrecision -> [ l.Model; l.Base; mb l.FrozenBytes; f 1 (float l.TrainableBytes / 1048576.0); mb l.PeakBytes; f 1 l.StepMs; f 3 l.Loss ] ])
         match r.PyTorch with
