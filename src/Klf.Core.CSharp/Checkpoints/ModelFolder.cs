@@ -16,11 +16,15 @@ public static class ModelFolder
     /// Loads a Hugging Face model folder: <c>config.json</c> plus <c>model.safetensors</c> (or shards
     /// with <c>model.safetensors.index.json</c>), with strict key checking (see
     /// <see cref="HfWeights.LoadInto"/>). <paramref name="dtype"/> defaults to float32; bf16 weights are
-    /// converted. Errors name the folder and the problem.
+    /// converted. A folder with a Klf <c>manifest.json</c> is verified first (every listed file present
+    /// with its recorded SHA-256; see <see cref="Checkpoint.ReadManifest"/>) unless
+    /// <paramref name="verify"/> is false, so a relabelled or flipped byte is refused rather than
+    /// loaded. Errors name the folder and the problem.
     /// </summary>
-    public static ILanguageModel Load(string folder, Device? device = null, ScalarType? dtype = null)
+    public static ILanguageModel Load(string folder, Device? device = null, ScalarType? dtype = null, bool verify = true)
     {
         if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"{folder}: model folder not found");
+        if (verify && File.Exists(Path.Combine(folder, Checkpoint.ManifestFile))) Checkpoint.ReadManifest(folder);
         var configPath = Path.Combine(folder, "config.json");
         if (!File.Exists(configPath)) throw new FileNotFoundException($"{folder}: no config.json in the model folder", configPath);
         JsonObject config;

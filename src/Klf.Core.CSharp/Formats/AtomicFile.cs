@@ -78,6 +78,48 @@ public static class AtomicFile
         }
     }
 
+    /// <summary>
+    /// Clears what writers killed mid-write left in <paramref name="folder"/> (not recursive): the
+    /// temporary files and folders of processes that no longer run are deleted, and a folder that
+    /// <see cref="WriteFolder"/> had moved aside when its process died, before the new one took its
+    /// place, is moved back. Temporaries of live processes are left alone. Returns how many entries
+    /// were removed or restored.
+    /// </summary>
+    public static int RemoveStale(string folder)
+    {
+        if (!Directory.Exists(folder)) return 0;
+        var count = 0;
+        foreach (var entry in Directory.EnumerateFileSystemEntries(folder, ".*.tmp*"))
+        {
+            var name = Path.GetFileName(entry);
+            var old = name.EndsWith(".tmp.old", StringComparison.Ordinal);
+            if (!old && !name.EndsWith(".tmp", StringComparison.Ordinal)) continue;
+            var core = name[1..^(old ? ".tmp.old".Length : ".tmp".Length)];
+            // core = <target>.<pid>.<guid>
+            var parts = core.Split('.');
+            if (parts.Length < 3 || !int.TryParse(parts[^2], out var pid) || parts[^1].Length != 32) continue;
+            if (pid == Environment.ProcessId || Alive(pid)) continue;
+            var target = Path.Combine(folder, string.Join('.', parts[..^2]));
+            try
+            {
+                if (old && Directory.Exists(entry) && !Directory.Exists(target) && !File.Exists(target)) Directory.Move(entry, target);
+                else if (Directory.Exists(entry)) Directory.Delete(entry, recursive: true);
+                else File.Delete(entry);
+                count++;
+            }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+        }
+        return count;
+    }
+
+    private static bool Alive(int pid)
+    {
+        try { using var p = System.Diagnostics.Process.GetProcessById(pid); return !p.HasExited; }
+        catch (ArgumentException) { return false; }
+        catch (InvalidOperationException) { return false; }
+    }
+
     private static void TryDelete(string path)
     {
         try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }

@@ -48,6 +48,8 @@ public static class SafeTensors
     }
 
     /// <summary>Parses and checks the header of the open file <paramref name="file"/>; <paramref name="dataStart"/> is where the data section begins.</summary>
+    private static string FirstLine(string message) => message.Split('\n')[0].Trim();
+
     internal static (IReadOnlyList<SafeTensorInfo>, IReadOnlyDictionary<string, string>) ParseHeader(SafeFileHandle file, string path, out long dataStart)
     {
         var length = RandomAccess.GetLength(file);
@@ -65,10 +67,18 @@ public static class SafeTensors
         }
         dataStart = 8 + (long)n;
         JsonObject root;
-        try { root = JsonNode.Parse(header)?.AsObject() ?? throw new InvalidDataException("empty header"); }
-        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        try
         {
-            throw new InvalidDataException($"{path}: safetensors header is not valid JSON ({e.Message})");
+            // Duplicate keys are refused by the parser options below: two entries of one name would
+            // leave which one loads to the reader's whim.
+            root = JsonNode.Parse(header, documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false })?.AsObject()
+                   ?? throw new InvalidDataException($"{path}: the safetensors header is empty");
+            // Materialise every property now, so a duplicate key fails here, with the file's name.
+            _ = root.Count;
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or ArgumentException)
+        {
+            throw new InvalidDataException($"{path}: safetensors header is not valid JSON ({FirstLine(e.Message)})");
         }
         var dataLen = length - dataStart;
         var list = new List<SafeTensorInfo>();
@@ -77,8 +87,11 @@ public static class SafeTensors
         {
             if (key == "__metadata__")
             {
-                if (node is JsonObject m)
-                    foreach (var (mk, mv) in m) meta[mk] = mv?.GetValue<string>() ?? "";
+                if (node is not JsonObject m) throw new InvalidDataException($"{path}: __metadata__ must be an object of strings");
+                foreach (var (mk, mv) in m)
+                    meta[mk] = mv is JsonValue v && v.TryGetValue<string>(out var text)
+                        ? text
+                        : throw new InvalidDataException($"{path}: __metadata__ entry '{mk}' is not a string");
                 continue;
             }
             try
@@ -88,16 +101,34 @@ public static class SafeTensors
                 var shape = o["shape"]!.AsArray().Select(x => x!.GetValue<long>()).ToArray();
                 var offs = o["data_offsets"]!.AsArray().Select(x => x!.GetValue<long>()).ToArray();
                 var (_, size) = FromName(dtype, path);
-                var expected = shape.Aggregate(1L, (a, b) => a * b) * size;
+                if (shape.Any(d => d < 0))
+                    throw new InvalidDataException($"{path}: tensor '{key}' has a negative dimension in its shape [{string.Join(",", shape)}]");
+                long expected;
+                try { expected = checked(shape.Aggregate(1L, (a, b) => a * b) * size); }
+                catch (OverflowException) { throw new InvalidDataException($"{path}: tensor '{key}' has a shape [{string.Join(",", shape)}] whose size overflows"); }
                 if (offs.Length != 2 || offs[0] < 0 || offs[1] < offs[0] || offs[1] > dataLen || offs[1] - offs[0] != expected)
                     throw new InvalidDataException($"{path}: tensor '{key}' has data offsets [{string.Join(",", offs)}] that do not fit its shape [{string.Join(",", shape)}] {dtype} or the file ({dataLen} data bytes)");
                 list.Add(new SafeTensorInfo(key, dtype, shape, offs[0], offs[1]));
             }
-            catch (Exception e) when (e is NullReferenceException or InvalidOperationException or FormatException)
+            catch (Exception e) when (e is NullReferenceException or InvalidOperationException or FormatException or OverflowException)
             {
                 throw new InvalidDataException($"{path}: malformed header entry for tensor '{key}'");
             }
         }
+        // As Hugging Face's reader: the tensors tile the data section exactly, in offset order,
+        // without gaps, overlaps or trailing bytes (a byte that belongs to two tensors, or to none,
+        // means the file was written wrongly or altered).
+        long end = 0;
+        foreach (var t in list.OrderBy(t => t.Begin).ThenBy(t => t.End))
+        {
+            if (t.Begin < end)
+                throw new InvalidDataException($"{path}: tensor '{t.Name}' (bytes {t.Begin}–{t.End}) overlaps another tensor's data");
+            if (t.Begin > end)
+                throw new InvalidDataException($"{path}: bytes {end}–{t.Begin} of the data section belong to no tensor (before '{t.Name}')");
+            end = t.End;
+        }
+        if (end != dataLen)
+            throw new InvalidDataException($"{path}: {dataLen - end} bytes after the last tensor's data (the data section is {dataLen} bytes, the tensors end at {end})");
         return (list, meta);
     }
 

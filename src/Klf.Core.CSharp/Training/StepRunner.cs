@@ -20,6 +20,8 @@ namespace Klf.Training;
 /// <param name="DecayOn">Which parameters weight decay applies to. <see cref="WeightDecayScope.All"/> (the default) is a
 /// choice of this project, which no KIF reference fixes; <see cref="WeightDecayScope.Matrices"/> is the common
 /// alternative (Hugging Face's trainer, nanoGPT) that exempts norm weights and biases.</param>
+/// <param name="NonFinite">What a step whose loss or gradient norm is not finite does: stop the training with a
+/// <see cref="NonFiniteStepException"/> (the default), or skip the update (<see cref="NonFiniteStep.Skip"/>).</param>
 public sealed record OptimizerOptions(
     double LearningRate = 3e-4,
     double Beta1 = 0.9,
@@ -31,7 +33,8 @@ public sealed record OptimizerOptions(
     int TotalSteps = 0,
     LearningRateSchedule Schedule = LearningRateSchedule.Linear,
     double MinLearningRateRatio = 0.0,
-    WeightDecayScope DecayOn = WeightDecayScope.All)
+    WeightDecayScope DecayOn = WeightDecayScope.All,
+    NonFiniteStep NonFinite = NonFiniteStep.Stop)
 {
     /// <summary>Learning rate of optimizer step <paramref name="step"/> (0-based).</summary>
     public double LearningRateAt(int step) =>
@@ -39,6 +42,27 @@ public sealed record OptimizerOptions(
         : Schedule == LearningRateSchedule.Cosine
             ? LearningRate * Schedules.WarmupCosine(step, WarmupSteps, TotalSteps, MinLearningRateRatio)
             : LearningRate * Schedules.LinearWarmupDecay(step, WarmupSteps, TotalSteps);
+}
+
+/// <summary>What a training step does when its loss or gradient norm is NaN or infinite.</summary>
+public enum NonFiniteStep
+{
+    /// <summary>Throw <see cref="NonFiniteStepException"/> before the optimizer or any after-clip hook sees the step (the default).</summary>
+    Stop,
+    /// <summary>Drop the step's gradients and leave the parameters and optimizer state as they were; the
+    /// schedule still advances and <see cref="StepMetrics.Skipped"/> is true.</summary>
+    Skip,
+}
+
+/// <summary>
+/// A training step produced a NaN or infinite loss or gradient norm (<see cref="NonFiniteStep.Stop"/>).
+/// Thrown before the optimizer step, so the parameters and optimizer state are those of the last good step.
+/// </summary>
+public sealed class NonFiniteStepException(int step, string what)
+    : InvalidOperationException($"training step {step + 1}: {what}; the parameters were not updated")
+{
+    /// <summary>The 0-based index of the step.</summary>
+    public int Step { get; } = step;
 }
 
 /// <summary>Which trainable parameters AdamW's weight decay applies to.</summary>
@@ -108,7 +132,11 @@ public sealed class StepHooks
 /// Real (non-padding) tokens the model processed in the step: the attention-mask total, plus the
 /// decoder's label positions for encoder-decoder models. The basis of throughput figures.
 /// </param>
-public sealed record StepMetrics(int Step, double Loss, double ExtraLoss, double LearningRate, double GradNorm, long Tokens, TimeSpan Elapsed, long ProcessedTokens = 0);
+public sealed record StepMetrics(int Step, double Loss, double ExtraLoss, double LearningRate, double GradNorm, long Tokens, TimeSpan Elapsed, long ProcessedTokens = 0)
+{
+    /// <summary>True when the step's loss or gradient norm was not finite and <see cref="NonFiniteStep.Skip"/> dropped its update.</summary>
+    public bool Skipped { get; init; }
+}
 
 /// <summary>
 /// Runs optimizer steps on a model: AdamW over the parameters that require grad at construction,
@@ -201,6 +229,17 @@ public sealed class StepRunner : IDisposable
         var norm = torch.nn.utils.clip_grad_norm_(_trainable.Select(p => p.Parameter),
             Options.MaxGradNorm > 0 ? Options.MaxGradNorm : double.PositiveInfinity);
         ctx = ctx with { GradNorm = norm };
+        // Checked before any after-clip hook (importance) or the optimizer reads the gradients, so a
+        // non-finite step changes nothing that outlives it.
+        if (!double.IsFinite(loss) || !double.IsFinite(extra) || !double.IsFinite(norm))
+        {
+            var what = !double.IsFinite(loss) ? $"the loss is {loss}" : !double.IsFinite(extra) ? $"the extra loss is {extra}" : $"the gradient norm is {norm}";
+            if (Options.NonFinite == NonFiniteStep.Stop) throw new NonFiniteStepException(_step, what);
+            _optimizer.zero_grad();
+            var skipped = new StepMetrics(ctx.Step, loss, extra, lr, norm, total, clock.Elapsed, processed) { Skipped = true };
+            if (advanceSchedule) _step++;
+            return skipped;
+        }
         if (hooks != null) foreach (var h in hooks.AfterClip) h(ctx);
         foreach (var g in _optimizer.ParamGroups) g.LearningRate = lr;
         _optimizer.step();

@@ -88,7 +88,10 @@ module Continual =
                     | None -> null
                 let mutable step = 0
                 let onStep = Action<StepMetrics>(fun _ -> step <- step + 1; control.OnStep j step planned)
-                let result = Trainer.Run(model, train, taskOptions, FitExtras(hooks, onStep, validationSet, interleave))
+                let result =
+                    try Trainer.Run(model, train, taskOptions, FitExtras(hooks, onStep, validationSet, interleave))
+                    with :? NonFiniteStepException as e ->
+                        raise (InvalidOperationException($"{strategy.Name}, task {j + 1} ({task.Name}): {e.Message}; the states of the tasks before it are kept", e))
                 control.OnFit j task.Name result
                 run.AfterFit { Task = task; Train = train; Options = taskOptions }
                 run.EndTask task

@@ -301,15 +301,30 @@ module Experiment =
         m["training"] <- training.DeepClone()
         AtomicFile.WriteAllText(path, json m)
 
+    /// Refuses `spec` when `stored` (read from `path`) differs in a setting that defines results.
+    let private refuseOther (path: string) (stored: ExperimentSpec) (spec: ExperimentSpec) =
+        if (runIdentity stored).ToJsonString() <> (runIdentity spec).ToJsonString() then
+            let diff = String.Join("; ", ExperimentSpec.differences stored spec |> List.filter (fun d -> not (d.StartsWith "strategies" || d.StartsWith "seeds" || d.StartsWith "orders" || d.StartsWith "fwt")))
+            raise (InvalidOperationException $"{path}: this run folder was started with other settings ({diff}); use the same settings to resume, or another output folder")
+
+    /// Refuses `spec` when the folder's experiment.json was written with other result-defining
+    /// settings (strategies, seeds, orders and FWT may grow: they add runs).
+    let private checkExperiment (path: string) (spec: ExperimentSpec) =
+        let stored =
+            try JsonNode.Parse(File.ReadAllText path)
+            with :? Text.Json.JsonException as e -> raise (InvalidDataException($"{path} is not valid JSON: {e.Message}"))
+        match stored with
+        | :? JsonObject as o when not (isNull o["config"]) ->
+            let storedSpec = ExperimentSpec.ofJson path o["config"]
+            refuseOther path storedSpec spec
+        | _ -> raise (InvalidDataException($"{path}: not a klf experiment record (no \"config\")"))
+
     let private checkManifest (path: string) (spec: ExperimentSpec) (run: RunSpec) =
         let stored =
             try JsonNode.Parse(File.ReadAllText path)
             with :? Text.Json.JsonException as e -> raise (InvalidDataException($"{path} is not valid JSON: {e.Message}"))
         let storedSpec = ExperimentSpec.ofJson path stored["config"]
-        let a, b = (runIdentity storedSpec).ToJsonString(), (runIdentity spec).ToJsonString()
-        if a <> b then
-            let diff = String.Join("; ", ExperimentSpec.differences storedSpec spec |> List.filter (fun d -> not (d.StartsWith "strategies" || d.StartsWith "seeds" || d.StartsWith "orders" || d.StartsWith "fwt")))
-            raise (InvalidOperationException $"{path}: this run folder was started with other settings ({diff}); use the same settings to resume, or another output folder")
+        refuseOther path storedSpec spec
         match run.Kind, stored["strategy-settings"] with
         | StrategyRun label, storedStrategy ->
             let now = StrategySpec.toJson (strategySpec spec label)
@@ -330,15 +345,20 @@ module Experiment =
         let all = runs sequences spec
         let chosen = defaultArg only all
         checkStrategies spec
-        Directory.CreateDirectory outDir |> ignore
         let expFile = Path.Combine(outDir, ExperimentFile)
+        // A resume with other settings is refused before anything in the folder changes, so the
+        // folder's record of itself (experiment.json, the manifests) stays that of its runs.
+        for r in all do
+            let manifestPath = Path.Combine(outDir, r.Id, ManifestFile)
+            if File.Exists manifestPath then checkManifest manifestPath spec r
+        if File.Exists expFile then checkExperiment expFile spec
+
         let exp = JsonObject()
         exp["format"] <- JsonValue.Create "klf-experiment/1"
         exp["config"] <- ExperimentSpec.toJson spec
         exp["runs"] <- JsonArray([| for r in all -> JsonValue.Create(r.Id.Replace('\\', '/')) :> JsonNode |])
         exp["packages"] <- packages ()
         exp["revision"] <- JsonValue.Create(revision ())
-        AtomicFile.WriteAllText(expFile, json exp)
         let tok = TokenizerLoader.FromFolder(tokenizerDir spec)
         let device = torch.device control.Device
         let loaded = Collections.Generic.Dictionary<string, TaskData list>()
@@ -350,11 +370,21 @@ module Experiment =
             TaskSequence.create name loaded[name]
             |> TaskSequence.subsample seed { Train = spec.TrainExamples + spec.ValidationExamples; Test = spec.TestExamples }
             |> TaskSequence.withValidation seed spec.ValidationExamples
+        // Every task of every run has examples to train on and to test on, before the first run
+        // trains: a task that cannot be evaluated must not cost the runs before it.
+        for r in chosen do
+            for t in (sequenceOf r.Sequence r.Seed).Tasks do
+                if t.Train.Length = 0 then
+                    let held = if spec.ValidationExamples > 0 then $" once {t.Validation.Length} are held out for validation (validation-examples {spec.ValidationExamples})" else ""
+                    raise (InvalidDataException $"task {t.Name} (sequence {r.Sequence}, seed {r.Seed}) has no training examples in {root}{held}")
+                if t.Test.Length = 0 then raise (InvalidDataException $"task {t.Name} (sequence {r.Sequence}, seed {r.Seed}) has no test examples in {root}")
+        Directory.CreateDirectory outDir |> ignore
+        AtomicFile.RemoveStale outDir |> ignore
+        AtomicFile.WriteAllText(expFile, json exp)
         [ for r in chosen ->
             let runDir = Path.Combine(outDir, r.Id)
             let resultPath = Path.Combine(runDir, ResultFile)
             let manifestPath = Path.Combine(runDir, ManifestFile)
-            if File.Exists manifestPath then checkManifest manifestPath spec r
             if File.Exists resultPath then
                 let result = readResult resultPath
                 control.OnRunDone r result true
@@ -366,6 +396,9 @@ module Experiment =
                 use _lock =
                     try new FileStream(Path.Combine(runDir, ".lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None)
                     with :? IOException -> raise (InvalidOperationException $"{runDir} is in use by another process (a second klf run on the same folder?)")
+                // What a killed writer left (its temporaries, a state folder moved aside) is cleared
+                // under the lock, before anything reads the folder.
+                for d in [ runDir; RunState.root runDir ] do AtomicFile.RemoveStale d |> ignore
                 let sequence = sequenceOf r.Sequence r.Seed
                 let names = TaskSequence.names sequence
                 if not (File.Exists manifestPath) then

@@ -165,6 +165,18 @@ module ExperimentSpec =
         o["fwt"] <- JsonValue.Create spec.SingleTask
         o
 
+    /// What is wrong with a value of a numeric setting (`None`: it is allowed). The one place the
+    /// settings' ranges are stated: `ofJson` checks a config file's values with it and `klf run`
+    /// its flags, so both give the same message.
+    let problem (key: string) (value: float) : string option =
+        let atLeast lo = if value >= lo then None else Some $"must be at least {lo}, got {value}"
+        match key with
+        | "train-examples" | "test-examples" | "steps" | "batch" | "max-length" | "eval-every" -> atLeast 1.0
+        | "validation-examples" | "warmup" -> atLeast 0.0
+        | "lr" -> if Double.IsFinite value && value > 0.0 then None else Some $"must be a finite number above 0, got {value}"
+        | "weight-decay" -> if Double.IsFinite value && value >= 0.0 then None else Some $"must be a finite number of at least 0, got {value}"
+        | _ -> None
+
     /// The keys `ofJson` understands.
     let keys =
         [ "name"; "model"; "preset"; "tokenizer"; "benchmark"; "orders-file"; "order"; "orders"; "tasks"; "strategies"; "seed"; "seeds"
@@ -197,8 +209,13 @@ module ExperimentSpec =
                 | :? JsonArray as a -> [ for x in a -> text k x ]
                 | n -> (text k n).Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray)
         let parse k (f: string -> bool * 'a) (s: string) = match f s with | true, v -> v | _ -> bad $"{k}: \"{s}\" is not a valid value"
-        let int k = str k |> Option.map (parse k (fun s -> Int32.TryParse(s, Globalization.NumberStyles.Integer, Globalization.CultureInfo.InvariantCulture)))
-        let float k = str k |> Option.map (parse k (fun s -> Double.TryParse(s, Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture)))
+        let inRange k (v: float) = match problem k v with Some p -> bad $"{k} {p}" | None -> ()
+        let int k =
+            str k |> Option.map (parse k (fun s -> Int32.TryParse(s, Globalization.NumberStyles.Integer, Globalization.CultureInfo.InvariantCulture)))
+            |> Option.map (fun v -> inRange k (float v); v)
+        let float k =
+            str k |> Option.map (parse k (fun s -> Double.TryParse(s, Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture)))
+            |> Option.map (fun v -> inRange k v; v)
         let bool k = str k |> Option.map (parse k Boolean.TryParse)
         let d = defaults
         let model =
@@ -218,8 +235,6 @@ module ExperimentSpec =
             | Some _, Some _ -> bad "give either order or orders"
             | Some x, None | None, Some x -> x
             | None, None -> d.Orders
-        let nonNegative k = int k |> Option.map (fun v -> if v < 0 then bad $"{k} must be at least 0, got {v}" else v)
-        let positive k = int k |> Option.map (fun v -> if v < 1 then bad $"{k} must be at least 1, got {v}" else v)
         { Name = str "name" |> Option.defaultValue d.Name
           Model = model
           Tokenizer = str "tokenizer"
@@ -235,14 +250,14 @@ module ExperimentSpec =
             |> fun specs -> Strategy.checkLabels source specs; specs
           Seeds = seeds
           TrainExamples = int "train-examples" |> Option.defaultValue d.TrainExamples
-          ValidationExamples = nonNegative "validation-examples" |> Option.defaultValue d.ValidationExamples
-          EvalEvery = positive "eval-every" |> Option.defaultValue d.EvalEvery
+          ValidationExamples = int "validation-examples" |> Option.defaultValue d.ValidationExamples
+          EvalEvery = int "eval-every" |> Option.defaultValue d.EvalEvery
           TestExamples = int "test-examples" |> Option.defaultValue d.TestExamples
           Steps = int "steps" |> Option.defaultValue d.Steps
           BatchSize = int "batch" |> Option.defaultValue d.BatchSize
           LearningRate = float "lr" |> Option.defaultValue d.LearningRate
           WarmupSteps = int "warmup" |> Option.defaultValue d.WarmupSteps
-          WeightDecay = float "weight-decay" |> Option.map (fun v -> if not (v >= 0.0 && Double.IsFinite v) then bad $"weight-decay must be a finite number >= 0, got {v}" else v) |> Option.defaultValue d.WeightDecay
+          WeightDecay = float "weight-decay" |> Option.defaultValue d.WeightDecay
           DecayOn = str "decay-on" |> Option.map (fun t -> try parseDecay t with :? ArgumentException as e -> bad $"decay-on: {e.Message}") |> Option.defaultValue d.DecayOn
           MaxLength = int "max-length" |> Option.defaultValue d.MaxLength
           Truncation =

@@ -76,14 +76,26 @@ module TaskFile =
             | None -> required file where e "input"
         { Id = id; Input = input; Output = required file where e "output" }
 
+    /// The text of a task file's bytes, decoded as strict UTF-8 (a leading byte-order mark dropped):
+    /// an invalid byte is an error naming the file, the line and the byte offset, never a silent
+    /// U+FFFD in an example.
+    let decode (file: string) (data: byte[]) : string =
+        let strict = Text.UTF8Encoding(false, true)
+        let start = if data.Length >= 3 && data[0] = 0xEFuy && data[1] = 0xBBuy && data[2] = 0xBFuy then 3 else 0
+        try strict.GetString(data, start, data.Length - start)
+        with :? Text.DecoderFallbackException as e ->
+            let firstBad = start + max 0 e.Index
+            let line = 1 + (data |> Seq.take firstBad |> Seq.filter (fun b -> b = 10uy) |> Seq.length)
+            raise (InvalidDataException($"{file}: line {line}: byte {firstBad} is not valid UTF-8"))
+
     /// Loads every example of a task file (`.json` array or `.jsonl`), in file order.
     let load (file: string) : Example[] =
         if not (File.Exists file) then
             raise (FileNotFoundException($"{file}: task file not found", file))
         let task = taskName file
-        let data = readBytes file
+        let text = decode file (readBytes file)
         if file.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase) || file.EndsWith(".jsonl.gz", StringComparison.OrdinalIgnoreCase) then
-            Text.Encoding.UTF8.GetString(data).Split('\n')
+            text.Split('\n')
             |> Array.map (fun l -> l.TrimEnd('\r'))
             |> Array.mapi (fun i line -> i + 1, line)
             |> Array.filter (fun (_, line) -> not (String.IsNullOrWhiteSpace line))
@@ -95,7 +107,7 @@ module TaskFile =
                 example file where $"{task}_{index}" doc.RootElement)
         else
             use doc =
-                try JsonDocument.Parse(ReadOnlyMemory<byte>(data))
+                try JsonDocument.Parse(text)
                 with :? JsonException as e -> raise (InvalidDataException($"{file}: not valid JSON ({e.Message})"))
             if doc.RootElement.ValueKind <> JsonValueKind.Array then
                 raise (InvalidDataException($"{file}: expected a JSON array of {{id, input, output}} or {{instruction, input, output}} objects, found {doc.RootElement.ValueKind}"))

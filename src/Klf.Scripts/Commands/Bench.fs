@@ -21,8 +21,8 @@ let private allSections = [ "matmul"; "train"; "importance"; "fusion"; "generati
 let private sections =
     opt<string> "--sections" $"""Comma-separated sections to run: {String.Join(", ", allSections)} (matmul runs whenever train or pytorch does)."""
         (Some(String.Join(",", allSections)))
-let private out = opt<string> "--out" "Folder for bench.json and bench.txt (the tables)." None
-let private threads = opt<int> "--threads" "Torch intra-op threads (0: torch's default)." (Some 0)
+let private out = opt<string> "--out" "Folder for bench.json and bench.txt (the tables)." None |> check folderToWrite
+let private threads = opt<int> "--threads" "Torch intra-op threads (0: torch's default)." (Some 0) |> check (atLeast 0)
 let private quick = opt<bool> "--quick" "A rough look, not for reporting: fewer repetitions, llama-5m only for training and fusion, 32 and 64 new tokens." (Some false)
 
 let private machine () : BenchMachine =

@@ -23,9 +23,10 @@ let tokenizerOption = Cli.opt<string> "--tokenizer" "Tokenizer folder (default: 
 let benchmarkOption = Cli.opt<string> "--benchmark" "Benchmark root with {train,dev,test}/<task>.json (default: the shared Long Sequence benchmark)." None
 
 /// The LoRA options of the commands that take --lora-r (--lora-r itself stays with each command: its help differs).
-let loraAlphaOption = Cli.opt<float> "--lora-alpha" "LoRA alpha; the update is scaled by alpha / r (default: 2r, the project's convention)." None
+let loraAlphaOption = Cli.opt<float> "--lora-alpha" "LoRA alpha; the update is scaled by alpha / r (default: 2r, the project's convention)." None |> Cli.check Cli.finitePositive
 /// --lora-dropout: dropout on the adapter's input while training.
 let loraDropoutOption = Cli.opt<float> "--lora-dropout" "Dropout on the LoRA adapter's input while training." (Some (Klf.Adapters.LoraConfig.ForRank 1).Dropout)
+                        |> Cli.check (fun v -> if v >= 0.0 && v < 1.0 then None else Some $"must lie in [0, 1), got {v}")
 /// --lora-targets: the adapted modules.
 let loraTargetsOption = Cli.opt<string> "--lora-targets" "Comma-separated module names for LoRA (default: q_proj,v_proj for LLaMA; q,v for T5)." None
 
@@ -39,9 +40,7 @@ let loraConfig (pr: System.CommandLine.ParseResult) (family: ModelFamily) (r: in
     if targets.Length = 0 then raise (ArgumentException "--lora-targets names no module")
     let c = Klf.Adapters.LoraConfig.ForRank(r, targets)
     let alpha = match pr.GetResult loraAlphaOption with null -> c.Alpha | _ -> pr.GetValue loraAlphaOption
-    if not (Double.IsFinite alpha) || alpha <= 0.0 then raise (ArgumentException $"--lora-alpha must be a positive number, got {alpha}")
     let dropout = pr.GetValue loraDropoutOption
-    if not (Double.IsFinite dropout) || dropout < 0.0 || dropout >= 1.0 then raise (ArgumentException $"--lora-dropout must lie in [0, 1), got {dropout}")
     Klf.Adapters.LoraConfig(R = r, Alpha = alpha, Dropout = dropout, TargetModules = c.TargetModules)
 
 /// The --device option of the commands that compute.

@@ -23,16 +23,16 @@ let private previousImportance =
     req<string> "--previous-importance" "Importance profile of the earlier tasks (Â_{k−1}): from klf train --importance, or OUT/importance.json of an earlier klf fuse."
 let private currentImportance =
     req<string> "--current-importance" "Importance profile of the current task (Ŝ_k): from klf train --importance."
-let private out = req<string> "--out" "Output folder: the fused checkpoint (manifest with the fusion's settings and counts), tokenizer files and importance.json."
+let private out = req<string> "--out" "Output folder: the fused checkpoint (manifest with the fusion's settings and counts), tokenizer files and importance.json." |> check folderToWrite
 let private ruleList () = String.Join(", ", Fusion.ruleNames ())
 let private rule =
     opt<string> "--rule" $"Fusion rule: static, adaptive or any registered rule ({ruleList ()}); default static, adaptive for lora-rank1 units." None
 let private partitionerList = String.Join(", ", SkillUnitPartitioners.Names)
 let private units = opt<string> "--units" $"Skill-unit partitioner ({partitionerList}); default: the one recorded in the profiles." None
-let private top = opt<float> "--top" "Fraction of units counted important for each distribution (strictly above its (1 − F) percentile)." (Some 0.2)
-let private tau = opt<float> "--tau" "τ of the adaptive rule (the same as --param tau=X)." (Some 0.25)
+let private top = opt<float> "--top" "Fraction of units counted important for each distribution (strictly above its (1 − F) percentile)." (Some 0.2) |> check (within 0.0 1.0)
+let private tau = opt<float> "--tau" "τ of the adaptive rule (the same as --param tau=X)." (Some 0.25) |> check (within 0.0 1.0)
 let private ruleParams = opt<string> "--param" "Parameters of the rule, comma-separated key=value (e.g. shared=0.5,neither=1 for the static rule); klf list shows each rule's parameters." None
-let private gamma = opt<float> "--gamma" "γ of the accumulation Â_k = normalise(γ·Â_{k−1} + (1−γ)·Ŝ_k)." (Some 0.7)
+let private gamma = opt<float> "--gamma" "γ of the accumulation Â_k = normalise(γ·Â_{k−1} + (1−γ)·Ŝ_k)." (Some 0.7) |> check (within 0.0 1.0)
 let private normalisation = opt<string> "--normalisation" "Groups of the accumulation's min-max: global, layer or module-type (as the profiles were normalised)." (Some "global")
 let private seed = opt<int> "--seed" "Seed of stochastic rules (DARE); unit seeds derive from it and the unit id." (Some 0)
 let private baseModel =

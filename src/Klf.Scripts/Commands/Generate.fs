@@ -14,9 +14,9 @@ let private prompt = opt<string[]> "--prompt" "Prompt text (repeatable)." None
 let private benchmark = benchmarkOption
 let private task = opt<string> "--task" "Answer examples of this task instead of --prompt." None
 let private split = opt<string> "--split" "Split of --task." (Some "test")
-let private n = opt<int> "--n" "Number of examples of --task (seeded sample)." (Some 20)
-let private maxNew = opt<int> "--max-new-tokens" "Cap on generated tokens." (Some 16)
-let private batch = opt<int> "--batch" "Prompts decoded together." (Some 16)
+let private n = opt<int> "--n" "Number of examples of --task (seeded sample)." (Some 20) |> check (atLeast 1)
+let private maxNew = opt<int> "--max-new-tokens" "Cap on generated tokens." (Some 16) |> check (atLeast 1)
+let private batch = opt<int> "--batch" "Prompts decoded together." (Some 16) |> check (atLeast 1)
 let private noCache = opt<bool> "--no-cache" "Recompute the whole prefix every step (slow; for checking the cache)." (Some false)
 
 let cmd =

@@ -11,7 +11,7 @@ let private src =
     let a = Argument<string>("SRC")
     a.Description <- "O-LoRA's CL_Benchmark folder: <Category>/<Dataset>/{train,dev,test}.json and labels.json."
     a
-let private out = req<string> "--out" "The benchmark folder to write (must not exist): {train,dev,test}/<dataset>.json and benchmark.json."
+let private out = req<string> "--out" "The benchmark folder to write (must not exist): {train,dev,test}/<dataset>.json and benchmark.json." |> check folderToWrite
 let private instructionsOpt = opt<string> "--instructions" "O-LoRA's configs/instruction_config.json (default: SRC/../configs/instruction_config.json)." None
 let private taskName = opt<bool> "--add-task-name" "Prefix each prompt with Task:<Category> (O-LoRA's add_task_name)." (Some false)
 let private datasetName = opt<bool> "--add-dataset-name" "Prefix each prompt with Dataset:<dataset> (O-LoRA's add_dataset_name)." (Some false)

@@ -9,13 +9,13 @@ open Klf.Cli.Cli
 
 let private preset = opt<string> "--preset" "Model preset (see `klf presets`)." None
 let private config = opt<string> "--config" "A config.json to build instead of a preset." None
-let private out = req<string> "--out" "Folder to write config.json and model.safetensors into."
-let private vocab = opt<int> "--vocab-size" "Vocabulary size (default: the preset's)." None
+let private out = req<string> "--out" "Folder to write config.json and model.safetensors into." |> check folderToWrite
+let private vocab = opt<int> "--vocab-size" "Vocabulary size (default: the preset's)." None |> check (atLeast 1)
 let private seed = opt<int64> "--seed" "Seed of the random initialisation." (Some 1L)
 let private bf16 = opt<bool> "--bf16" "Store the weights as bfloat16." (Some false)
 let private streamed =
     opt<bool> "--streamed" "Write tensor by tensor without building the model in memory (models larger than memory): weights from N(0, initializer_range) seeded per tensor, norms 1, biases 0 (RandomCheckpoint), not the family's own initialisation." (Some false)
-let private maxShard = opt<int64> "--max-shard-bytes" "Shard the weights into files of at most this many bytes (0: one file)." (Some 0L)
+let private maxShard = opt<int64> "--max-shard-bytes" "Shard the weights into files of at most this many bytes (0: one file)." (Some 0L) |> check (atLeast64 0L)
 
 let cmd =
     command "init" "Write a randomly initialised model of a preset or config as a Hugging Face model folder." [ preset; config; out; vocab; seed; bf16; streamed; maxShard ] (fun pr ->

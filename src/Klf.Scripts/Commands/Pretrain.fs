@@ -22,29 +22,29 @@ let private corpus = req<string> "--corpus" "Plain-text UTF-8 corpus, one docume
 let private tokenizer = req<string> "--tokenizer" "Tokenizer folder (scripts/train-tokenizer.sh makes one); its files are copied beside the weights."
 let private preset = opt<string> "--preset" "Start from a LLaMA preset's shape (vocabulary = the tokenizer's)." None
 let private configJson = opt<string> "--config-json" "Start from a LLaMA config.json's shape." None
-let private hidden = opt<int> "--hidden" "hidden_size (overrides the preset's or config's)." None
-let private layers = opt<int> "--layers" "num_hidden_layers." None
-let private heads = opt<int> "--heads" "num_attention_heads (head_dim = hidden / heads)." None
-let private kvHeads = opt<int> "--kv-heads" "num_key_value_heads (default: --heads; fewer = grouped-query attention)." None
-let private intermediate = opt<int> "--intermediate" "intermediate_size of the SwiGLU MLP (default without preset or config: 8/3 × hidden, rounded to a multiple of 16)." None
-let private maxPositions = opt<int> "--max-positions" "max_position_embeddings (default without preset or config: 512; at least seq-len + 1)." None
+let private hidden = opt<int> "--hidden" "hidden_size (overrides the preset's or config's)." None |> check (atLeast 1)
+let private layers = opt<int> "--layers" "num_hidden_layers." None |> check (atLeast 1)
+let private heads = opt<int> "--heads" "num_attention_heads (head_dim = hidden / heads)." None |> check (atLeast 1)
+let private kvHeads = opt<int> "--kv-heads" "num_key_value_heads (default: --heads; fewer = grouped-query attention)." None |> check (atLeast 1)
+let private intermediate = opt<int> "--intermediate" "intermediate_size of the SwiGLU MLP (default without preset or config: 8/3 × hidden, rounded to a multiple of 16)." None |> check (atLeast 1)
+let private maxPositions = opt<int> "--max-positions" "max_position_embeddings (default without preset or config: 512; at least seq-len + 1)." None |> check (atLeast 1)
 let private tied = opt<Nullable<bool>> "--tie-embeddings" "Tie the LM head to the token embeddings (default without preset or config: true)." None
-let private steps = req<int> "--steps" "Optimizer steps."
-let private batch = opt<int> "--batch" "Windows per step." (Some 16)
-let private seqLen = opt<int> "--seq-len" "Predicted tokens per window (windows hold seq-len + 1 tokens)." (Some 128)
-let private lr = opt<float> "--lr" "Peak learning rate (AdamW)." (Some 3e-3)
-let private warmup = opt<int> "--warmup" "Linear warm-up steps before the cosine decay." (Some 100)
-let private minLr = opt<float> "--min-lr-ratio" "The cosine decay's floor, as a fraction of --lr." (Some 0.1)
-let private weightDecay = opt<float> "--weight-decay" "AdamW decoupled weight decay." (Some 0.01)
-let private beta2 = opt<float> "--beta2" "AdamW β2." (Some 0.95)
+let private steps = req<int> "--steps" "Optimizer steps." |> check (atLeast 1)
+let private batch = opt<int> "--batch" "Windows per step." (Some 16) |> check (atLeast 1)
+let private seqLen = opt<int> "--seq-len" "Predicted tokens per window (windows hold seq-len + 1 tokens)." (Some 128) |> check (atLeast 1)
+let private lr = opt<float> "--lr" "Peak learning rate (AdamW)." (Some 3e-3) |> check (finitePositive)
+let private warmup = opt<int> "--warmup" "Linear warm-up steps before the cosine decay." (Some 100) |> check (atLeast 0)
+let private minLr = opt<float> "--min-lr-ratio" "The cosine decay's floor, as a fraction of --lr." (Some 0.1) |> check (within 0.0 1.0)
+let private weightDecay = opt<float> "--weight-decay" "AdamW decoupled weight decay." (Some 0.01) |> check (finiteNonNegative)
+let private beta2 = opt<float> "--beta2" "AdamW β2." (Some 0.95) |> check (within 0.0 0.999999)
 let private seed = opt<int> "--seed" "Seeds the initialisation and the window sampler." (Some 1)
-let private heldOut = opt<float> "--heldout-fraction" "Fraction of the corpus's lines (the last ones) held out for evaluation." (Some 0.01)
-let private evalEvery = opt<int> "--eval-every" "Held-out evaluation (and a loss.csv row) every this many steps." (Some 100)
-let private evalWindows = opt<int> "--eval-windows" "At most this many held-out windows per evaluation, evenly spaced (0 = all)." (Some 256)
-let private logEvery = opt<int> "--log-every" "A progress line every this many steps." (Some 10)
+let private heldOut = opt<float> "--heldout-fraction" "Fraction of the corpus's lines (the last ones) held out for evaluation." (Some 0.01) |> check (between 0.0 1.0)
+let private evalEvery = opt<int> "--eval-every" "Held-out evaluation (and a loss.csv row) every this many steps." (Some 100) |> check (atLeast 1)
+let private evalWindows = opt<int> "--eval-windows" "At most this many held-out windows per evaluation, evenly spaced (0 = all)." (Some 256) |> check (atLeast 1)
+let private logEvery = opt<int> "--log-every" "A progress line every this many steps." (Some 10) |> check (atLeast 1)
 let private saveDtype = opt<string> "--save-dtype" "Weights' storage type: fp32 or bf16 (training is always float32)." (Some "fp32")
-let private threads = opt<int> "--threads" "Torch intra-op threads (0: torch's default)." (Some 0)
-let private out = req<string> "--out" "Output folder (written atomically): config.json, model.safetensors, manifest.json, tokenizer files, loss.csv, loss.png, MODEL_CARD.md."
+let private threads = opt<int> "--threads" "Torch intra-op threads (0: torch's default)." (Some 0) |> check (atLeast 0)
+let private out = req<string> "--out" "Output folder (written atomically): config.json, model.safetensors, manifest.json, tokenizer files, loss.csv, loss.png, MODEL_CARD.md." |> check folderToWrite
 
 let private sha256 (path: string) =
     use s = File.OpenRead path

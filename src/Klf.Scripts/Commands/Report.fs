@@ -14,7 +14,7 @@ let private dirs =
     a.Arity <- ArgumentArity.OneOrMore
     a
 
-let private out = opt<string> "--out" "Where the merged metrics.json, report.md and plots go (default: the first DIR)." None
+let private out = opt<string> "--out" "Where the merged metrics.json, report.md and plots go (default: the first DIR)." None |> check folderToWrite
 
 let cmd =
     let c = command "report" "Merge run folders (shards, seeds) into metrics.json (means and standard deviations over seeds), report.md and PNG plots; a folder holding only a metrics.json gets its report regenerated." [ out ] (fun pr ->

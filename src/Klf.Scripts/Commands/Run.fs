@@ -32,24 +32,24 @@ let private tasksOpt = opt<string> "--tasks" "Comma-separated tasks instead of -
 let private strategyList () = String.Join(", ", Strategy.names ())
 let private strategies =
     opt<string> "--strategies" ($"Comma-separated strategies ({strategyList ()}), each with optional settings: kif(top=0.3,lambda.shared=0.5); a list is a sweep, one run per value: kif(top=[0.1,0.2,0.3]). klf list shows every strategy's settings." + defaults (fun x -> String.Join(",", ExperimentSpec.labels x))) None
-let private nTrain = opt<int> "--train-examples" ("Training examples per task (seeded sample)." + defaults (fun x -> string x.TrainExamples)) None
-let private nTest = opt<int> "--test-examples" ("Test examples per task (seeded sample)." + defaults (fun x -> string x.TestExamples)) None
-let private nValidation = opt<int> "--validation-examples" ("Further training examples per task held out for the validation loss (0: none); with some, every strategy keeps its best-validation weights unless its best-validation setting says otherwise." + defaults (fun x -> string x.ValidationExamples)) None
-let private evalEvery = opt<int> "--eval-every" ("Optimizer steps between validation measurements (the last step is always measured)." + defaults (fun x -> string x.EvalEvery)) None
-let private weightDecay = opt<float> "--weight-decay" ("AdamW's decoupled weight decay." + defaults (fun x -> inv x.WeightDecay)) None
+let private nTrain = opt<int> "--train-examples" ("Training examples per task (seeded sample)." + defaults (fun x -> string x.TrainExamples)) None |> check (fun v -> ExperimentSpec.problem "train-examples" (float v))
+let private nTest = opt<int> "--test-examples" ("Test examples per task (seeded sample)." + defaults (fun x -> string x.TestExamples)) None |> check (fun v -> ExperimentSpec.problem "test-examples" (float v))
+let private nValidation = opt<int> "--validation-examples" ("Further training examples per task held out for the validation loss (0: none); with some, every strategy keeps its best-validation weights unless its best-validation setting says otherwise." + defaults (fun x -> string x.ValidationExamples)) None |> check (fun v -> ExperimentSpec.problem "validation-examples" (float v))
+let private evalEvery = opt<int> "--eval-every" ("Optimizer steps between validation measurements (the last step is always measured)." + defaults (fun x -> string x.EvalEvery)) None |> check (fun v -> ExperimentSpec.problem "eval-every" (float v))
+let private weightDecay = opt<float> "--weight-decay" ("AdamW's decoupled weight decay." + defaults (fun x -> inv x.WeightDecay)) None |> check (fun v -> ExperimentSpec.problem "weight-decay" (float v))
 let private decayOn = opt<string> "--decay-on" ("Parameters weight decay applies to: all (the project's default) or matrices (no decay on norm weights and biases)." + defaults (fun x -> ExperimentSpec.decayName x.DecayOn)) None
-let private steps = opt<int> "--steps" ("Optimizer steps per task." + defaults (fun x -> string x.Steps)) None
-let private batch = opt<int> "--batch" ("Examples per batch." + defaults (fun x -> string x.BatchSize)) None
-let private lr = opt<float> "--lr" ("Peak learning rate." + defaults (fun x -> inv x.LearningRate)) None
-let private warmup = opt<int> "--warmup" ("Warm-up steps per task." + defaults (fun x -> string x.WarmupSteps)) None
-let private maxLen = opt<int> "--max-length" ("Maximum sequence / source length." + defaults (fun x -> string x.MaxLength)) None
+let private steps = opt<int> "--steps" ("Optimizer steps per task." + defaults (fun x -> string x.Steps)) None |> check (fun v -> ExperimentSpec.problem "steps" (float v))
+let private batch = opt<int> "--batch" ("Examples per batch." + defaults (fun x -> string x.BatchSize)) None |> check (fun v -> ExperimentSpec.problem "batch" (float v))
+let private lr = opt<float> "--lr" ("Peak learning rate." + defaults (fun x -> inv x.LearningRate)) None |> check (fun v -> ExperimentSpec.problem "lr" (float v))
+let private warmup = opt<int> "--warmup" ("Warm-up steps per task." + defaults (fun x -> string x.WarmupSteps)) None |> check (fun v -> ExperimentSpec.problem "warmup" (float v))
+let private maxLen = opt<int> "--max-length" ("Maximum sequence / source length." + defaults (fun x -> string x.MaxLength)) None |> check (fun v -> ExperimentSpec.problem "max-length" (float v))
 let private truncation = opt<string> "--truncation" ("Which tokens of a prompt longer than --max-length are dropped: middle (keeps the instruction and the end) or start." + defaults (fun x -> PromptCut.Name x.Truncation)) None
 let private seeds = opt<string> "--seeds" ("Comma-separated seeds (sampling, initialisation, training); one run per seed." + defaults (fun x -> String.Join(",", x.Seeds))) None
 let private seed = opt<int> "--seed" "A single seed (same as --seeds N)." None
 let private noFwt = opt<bool> "--no-fwt" "Skip the single-task runs that FWT needs (FWT is then null)." (Some false)
 let private shard = opt<string> "--shard" "Run only the i-th of n slices of the runs (i/n, 1 <= i <= n), e.g. from a Slurm array or Kubernetes indexed Job; merge the folders with klf report." None
 let private keepStates = opt<string> "--keep-states" "Per-task state folders to keep: all or last." (Some "all")
-let private out = opt<string> "--out" "Run folder: experiment.json, runs/…, then metrics.json, report.md and plots; rerun the same command to resume. Default: a fresh runs/<date-time> folder." None
+let private out = opt<string> "--out" "Run folder: experiment.json, runs/…, then metrics.json, report.md and plots; rerun the same command to resume. Default: a fresh runs/<date-time> folder." None |> check folderToWrite
 
 /// Whether an option was given on the command line (not just defaulted).
 let private given (pr: ParseResult) (o: Option) = match pr.GetResult o with null -> false | r -> not r.Implicit

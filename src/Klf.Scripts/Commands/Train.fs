@@ -21,25 +21,25 @@ let private preset = opt<string> "--preset" "Start from a randomly initialised p
 let private tokenizer = tokenizerOption
 let private benchmark = benchmarkOption
 let private task = req<string> "--task" "Task name, e.g. agnews."
-let private nTrain = opt<int> "--train-examples" "Training examples sampled from the train split (0 = all)." (Some 0)
-let private nHeld = opt<int> "--heldout-examples" "Held-out validation examples taken from the train split (never dev)." (Some 100)
-let private steps = opt<int> "--steps" "Optimizer steps (0 = use --epochs)." (Some 0)
-let private epochs = opt<int> "--epochs" "Passes over the training examples." (Some 1)
-let private batch = opt<int> "--batch" "Examples per micro-batch." (Some 8)
-let private accum = opt<int> "--accumulation" "Micro-batches per optimizer step." (Some 1)
-let private lr = opt<float> "--lr" "Peak learning rate (AdamW)." (Some 3e-4)
-let private warmup = opt<int> "--warmup" "Linear warm-up steps." (Some 50)
-let private maxLen = opt<int> "--max-length" "Maximum sequence (decoder-only) or source (encoder-decoder) length." (Some 512)
+let private nTrain = opt<int> "--train-examples" "Training examples sampled from the train split (0 = all)." (Some 0) |> check (atLeast 0)
+let private nHeld = opt<int> "--heldout-examples" "Held-out validation examples taken from the train split (never dev)." (Some 100) |> check (atLeast 0)
+let private steps = opt<int> "--steps" "Optimizer steps (0 = use --epochs)." (Some 0) |> check (atLeast 0)
+let private epochs = opt<int> "--epochs" "Passes over the training examples." (Some 1) |> check (atLeast 1)
+let private batch = opt<int> "--batch" "Examples per micro-batch." (Some 8) |> check (atLeast 1)
+let private accum = opt<int> "--accumulation" "Micro-batches per optimizer step." (Some 1) |> check (atLeast 1)
+let private lr = opt<float> "--lr" "Peak learning rate (AdamW)." (Some 3e-4) |> check (finitePositive)
+let private warmup = opt<int> "--warmup" "Linear warm-up steps." (Some 50) |> check (atLeast 0)
+let private maxLen = opt<int> "--max-length" "Maximum sequence (decoder-only) or source (encoder-decoder) length." (Some 512) |> check (atLeast 1)
 let private seed = opt<int> "--seed" "Seed for sampling, initialisation, dropout and batching." (Some 1)
-let private loraR = opt<int> "--lora-r" "Train a LoRA adapter of this rank instead of all weights (0 = full fine-tuning)." (Some 0)
-let private out = req<string> "--out" "Output folder: a checkpoint (or the LoRA adapter) plus the tokenizer files."
+let private loraR = opt<int> "--lora-r" "Train a LoRA adapter of this rank instead of all weights (0 = full fine-tuning)." (Some 0) |> check (atLeast 0)
+let private out = req<string> "--out" "Output folder: a checkpoint (or the LoRA adapter) plus the tokenizer files." |> check folderToWrite
 let private bestEvery =
-    opt<int> "--best-validation" "Keep the weights of the lowest held-out loss, measured every N steps and after the last (0: the last weights). Importance (--importance) is still collected over every step." (Some 0)
+    opt<int> "--best-validation" "Keep the weights of the lowest held-out loss, measured every N steps and after the last (0: the last weights). Importance (--importance) is still collected over every step." (Some 0) |> check (atLeast 0)
 let private baseDtypeOption =
     opt<string> "--base-dtype" "With --lora-r: the frozen base's matrices in fp32, or bf16 (half their memory; the adapters, activations and loss stay float32)." (Some "fp32")
 let private saveDtype = opt<string> "--save-dtype" "Weights' storage type of a full checkpoint: fp32 or bf16 (training is always float32)." (Some "fp32")
 let private importance =
-    opt<string> "--importance" "Also track KIF importance while training and write this task's normalised unit scores (an importance profile, JSON) to this file, for klf fuse." None
+    opt<string> "--importance" "Also track KIF importance while training and write this task's normalised unit scores (an importance profile, JSON) to this file, for klf fuse." None |> check fileToWrite
 let private partitionerList = String.Join(", ", SkillUnitPartitioners.Names)
 let private units =
     opt<string> "--units" $"Skill-unit partitioner of --importance ({partitionerList}; default: full, or lora-rank1 with --lora-r)." None

@@ -68,7 +68,10 @@ public sealed record LlamaConfig
     /// <summary>Reads a <c>config.json</c>; errors name the file and the field.</summary>
     public static LlamaConfig FromFile(string path)
     {
-        var node = JsonNode.Parse(File.ReadAllText(path)) as JsonObject
+        JsonNode? parsed;
+        try { parsed = JsonNode.Parse(File.ReadAllText(path)); }
+        catch (JsonException e) { throw new FormatException($"{path}: not valid JSON ({e.Message.Split('\n')[0]})"); }
+        var node = parsed as JsonObject
             ?? throw new FormatException($"{path}: the top level is not a JSON object");
         return FromJson(node, path);
     }
@@ -124,12 +127,18 @@ public sealed record LlamaConfig
             var b => throw Error(field, $"must be true or false, got {b.ToJsonString()}"),
         };
 
-        var heads = ReqInt("num_attention_heads");
-        var hidden = ReqInt("hidden_size");
+        int Positive(string field, int value) => value > 0 ? value : throw Error(field, $"must be a positive integer, got {value}");
+        int? OptPositive(string field) => OptInt(field) is int v ? Positive(field, v) : null;
+        double PositiveNumber(string field, double value) =>
+            double.IsFinite(value) && value > 0 ? value : throw Error(field, $"must be a finite number above 0, got {value}");
+
+        var heads = Positive("num_attention_heads", ReqInt("num_attention_heads"));
+        var hidden = Positive("hidden_size", ReqInt("hidden_size"));
+        var vocab = Positive("vocab_size", ReqInt("vocab_size"));
         var kvHeads = OptInt("num_key_value_heads") ?? heads;
         if (heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0)
             throw Error("num_key_value_heads", $"({kvHeads}) must be positive and divide num_attention_heads ({heads})");
-        var headDim = OptInt("head_dim");
+        var headDim = OptPositive("head_dim");
         if (headDim is null && hidden % heads != 0)
             throw Error("hidden_size", $"({hidden}) is not a multiple of num_attention_heads ({heads}) and head_dim is absent");
 
@@ -146,30 +155,40 @@ public sealed record LlamaConfig
             eos = new[] { OptInt("eos_token_id") ?? throw Error("eos_token_id", "is required") };
         }
 
+        int? TokenId(string field)
+        {
+            var id = OptInt(field);
+            return id is null || (id >= 0 && id < vocab) ? id : throw Error(field, $"({id}) is not a token id of a vocabulary of {vocab}");
+        }
+        foreach (var id in eos)
+            if (id < 0 || id >= vocab) throw Error("eos_token_id", $"({id}) is not a token id of a vocabulary of {vocab}");
+        var initRange = OptDouble("initializer_range") ?? 0.02;
+        if (!double.IsFinite(initRange) || initRange < 0) throw Error("initializer_range", $"must be a finite number of at least 0, got {initRange}");
+
         var extras = new JsonObject();
         foreach (var (key, value) in json)
             if (!Known.Contains(key)) extras[key] = value?.DeepClone();
 
         return new LlamaConfig
         {
-            VocabSize = ReqInt("vocab_size"),
+            VocabSize = vocab,
             HiddenSize = hidden,
-            IntermediateSize = ReqInt("intermediate_size"),
-            NumHiddenLayers = ReqInt("num_hidden_layers"),
+            IntermediateSize = Positive("intermediate_size", ReqInt("intermediate_size")),
+            NumHiddenLayers = Positive("num_hidden_layers", ReqInt("num_hidden_layers")),
             NumAttentionHeads = heads,
             NumKeyValueHeads = kvHeads,
             HeadDim = headDim ?? hidden / heads,
-            RmsNormEps = OptDouble("rms_norm_eps") ?? 1e-6,
-            RopeTheta = OptDouble("rope_theta") ?? 10000.0,
-            MaxPositionEmbeddings = OptInt("max_position_embeddings") ?? 2048,
+            RmsNormEps = PositiveNumber("rms_norm_eps", OptDouble("rms_norm_eps") ?? 1e-6),
+            RopeTheta = PositiveNumber("rope_theta", OptDouble("rope_theta") ?? 10000.0),
+            MaxPositionEmbeddings = OptPositive("max_position_embeddings") ?? 2048,
             RopeScaling = ropeScaling,
             AttentionBias = OptBool("attention_bias"),
             MlpBias = OptBool("mlp_bias"),
             TieWordEmbeddings = Get("tie_word_embeddings") is JsonNode t && t.GetValueKind() == JsonValueKind.True,
-            InitializerRange = OptDouble("initializer_range") ?? 0.02,
-            BosTokenId = OptInt("bos_token_id"),
+            InitializerRange = initRange,
+            BosTokenId = TokenId("bos_token_id"),
             EosTokenIds = eos,
-            PadTokenId = OptInt("pad_token_id"),
+            PadTokenId = TokenId("pad_token_id"),
             TorchDtype = OptString("torch_dtype") ?? OptString("dtype"),
             ExtraFields = extras,
         };
