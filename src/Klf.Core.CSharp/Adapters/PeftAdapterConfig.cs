@@ -65,9 +65,7 @@ public static class PeftAdapterConfig
     public static LoraConfig Read(string file, string adapter = "default")
     {
         if (!File.Exists(file)) throw new FileNotFoundException($"{file}: adapter config not found", file);
-        JsonObject o;
-        try { o = JsonNode.Parse(File.ReadAllText(file)) as JsonObject ?? throw new InvalidDataException($"{file}: expected a JSON object"); }
-        catch (JsonException e) { throw new InvalidDataException($"{file}: not valid JSON ({e.Message})"); }
+        var o = Klf.Formats.StrictJson.ReadFile(file) as JsonObject ?? throw new InvalidDataException($"{file}: expected a JSON object");
         InvalidDataException Bad(string field, string what) => new($"{file}: \"{field}\" {what}");
 
         foreach (var (key, value) in o)

@@ -28,8 +28,7 @@ public static class ModelFolder
         var configPath = Path.Combine(folder, "config.json");
         if (!File.Exists(configPath)) throw new FileNotFoundException($"{folder}: no config.json in the model folder", configPath);
         JsonObject config;
-        try { config = JsonNode.Parse(File.ReadAllText(configPath))?.AsObject() ?? throw new InvalidDataException($"{configPath}: empty"); }
-        catch (JsonException e) { throw new InvalidDataException($"{configPath}: not valid JSON ({e.Message})"); }
+        config = Klf.Formats.StrictJson.ReadFile(configPath) as JsonObject ?? throw new InvalidDataException($"{configPath}: the top level is not a JSON object");
         HfWeights.WeightFiles(folder); // fail on missing weights before building the model
         var model = LanguageModels.FromConfig(config, configPath, device, dtype);
         try

@@ -30,6 +30,11 @@ public static class AtomicFile
             }
             File.Move(tmp, path, overwrite: true);
         }
+        catch (IOException e) when (IsDiskFull(e))
+        {
+            TryDelete(tmp);
+            throw new DiskFullException(path, e);
+        }
         catch
         {
             TryDelete(tmp);
@@ -71,9 +76,11 @@ public static class AtomicFile
                 Directory.Move(tmp, full);
             }
         }
-        catch
+        catch (Exception e)
         {
             try { Directory.Delete(tmp, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            // Name the folder being written, not the temporary file inside it that met the full disk.
+            if (e is IOException io && IsDiskFull(io)) throw new DiskFullException(full, io);
             throw;
         }
     }
@@ -120,8 +127,25 @@ public static class AtomicFile
         catch (InvalidOperationException) { return false; }
     }
 
+    // ENOSPC (28) on Linux, ERROR_DISK_FULL / ERROR_HANDLE_DISK_FULL on Windows; a wrapped one counts too.
+    private static bool IsDiskFull(IOException e) =>
+        e is DiskFullException
+        || (OperatingSystem.IsWindows() ? (e.HResult & 0xFFFF) is 112 or 39 : e.HResult == 28)
+        || e.Message.Contains("No space left on device", StringComparison.Ordinal);
+
     private static void TryDelete(string path)
     {
         try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
+}
+
+/// <summary>
+/// The disk filled up while <see cref="AtomicFile"/> wrote <see cref="Target"/>: nothing was written
+/// there (the previous file or folder, if any, is unchanged) and the temporary was removed.
+/// </summary>
+public sealed class DiskFullException(string target, Exception inner)
+    : IOException($"{target}: no space left on the device; nothing was written there (what was there before is unchanged)", inner)
+{
+    /// <summary>The file or folder that could not be written.</summary>
+    public string Target { get; } = target;
 }

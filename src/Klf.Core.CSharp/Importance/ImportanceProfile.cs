@@ -121,9 +121,12 @@ public sealed class ImportanceProfile
     /// </summary>
     public static ImportanceProfile Load(string path, SkillUnitMap expected)
     {
-        JsonNode root;
-        try { root = JsonNode.Parse(File.ReadAllText(path)) ?? throw new InvalidDataException("empty JSON"); }
-        catch (JsonException e) { throw new InvalidDataException($"importance profile '{path}' is not valid JSON: {e.Message}", e); }
+        var root = Klf.Formats.StrictJson.ReadFile(path) as JsonObject ?? throw new InvalidDataException($"importance profile '{path}' is not a JSON object");
+        return Klf.Formats.StrictJson.Fields(path, "importance profile", () => Read(root, path, expected));
+    }
+
+    private static ImportanceProfile Read(JsonObject root, string path, SkillUnitMap expected)
+    {
         string Str(string key) => root[key]?.GetValue<string>() ?? throw new InvalidDataException($"importance profile '{path}' has no '{key}'");
         if (Str("format") != FormatName) throw new InvalidDataException($"importance profile '{path}' has format '{Str("format")}', expected '{FormatName}'");
         var fingerprint = Str("fingerprint");
@@ -137,6 +140,12 @@ public sealed class ImportanceProfile
         var scores = units.Select(u => u!["score"]!.GetValue<double>()).ToArray();
         var history = (root["history"]?.AsArray() ?? []).Select(h => new TaskImportance(
             h!["task"]!.GetValue<string>(), h["scores"]!.AsArray().Select(s => s!.GetValue<double>()).ToArray())).ToArray();
+        // The fingerprint names the map, but the file's own lists must agree with it too.
+        var known = expected.Units.Select(u => u.Id).ToHashSet();
+        if (ids.Length != expected.Count || ids.Distinct().Count() != ids.Length || !ids.All(known.Contains))
+            throw new InvalidDataException($"importance profile '{path}' lists {ids.Length} units that are not the {expected.Count} units of map {expected.Fingerprint}");
+        if (scores.Any(s => !double.IsFinite(s)) || history.Any(h => h.Scores.Count != ids.Length || h.Scores.Any(s => !double.IsFinite(s))))
+            throw new InvalidDataException($"importance profile '{path}' holds a score that is not a finite number, or a history entry of another length");
         return new ImportanceProfile(partitioner, fingerprint, ids, scores, history);
     }
 

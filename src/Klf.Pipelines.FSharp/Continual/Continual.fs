@@ -73,6 +73,10 @@ module Continual =
                 rows.Add row
             let encode = Prompt.examples model.Family tok
             let fit (j: int) (task: TaskData) (examples: Example[]) (validation: Example[]) (stepsScale: int) =
+                // What BeginTask draws from torch's generator (a new LoRA adapter's initialisation)
+                // must not depend on what ran before in this process: a resumed run starts this task
+                // in a fresh process and must draw the same numbers as an uninterrupted one.
+                Trainer.Seed(int64 (Task.streamSeed (options.Seed + j) task.Name "begin-task"))
                 let hooks = run.BeginTask task
                 let train = encode (run.TrainExamples task examples)
                 let seeded = options.WithSeed(options.Seed + j)

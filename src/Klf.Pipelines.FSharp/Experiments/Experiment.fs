@@ -157,6 +157,36 @@ module Experiment =
         for k in [ "name"; "strategies"; "seeds"; "orders"; "fwt" ] do o.Remove k |> ignore
         o
 
+    /// The SHA-256 of the examples a run uses, per task and split (id, input and output of each, in
+    /// order): a run is reproduced only on the same data, whatever file format held it.
+    let dataHashes (sequence: TaskSequence) : JsonObject =
+        let hash (xs: Example[]) =
+            let text = String.Join("\u0000", xs |> Array.map (fun e -> e.Id + "\u0001" + e.Input + "\u0001" + e.Output))
+            Convert.ToHexString(Security.Cryptography.SHA256.HashData(Text.Encoding.UTF8.GetBytes text)).ToLowerInvariant()
+        let o = JsonObject()
+        for t in sequence.Tasks do
+            let h = JsonObject()
+            h["train"] <- JsonValue.Create(hash t.Train)
+            h["validation"] <- JsonValue.Create(hash t.Validation)
+            h["test"] <- JsonValue.Create(hash t.Test)
+            o[t.Name] <- h
+        o
+
+    /// What besides the settings a run's numbers depend on: torch's thread count (reduction order),
+    /// the processor, and the starting model's files (their SHA-256 from its manifest, when it has one).
+    let environment (spec: ExperimentSpec) : JsonObject =
+        let o = JsonObject()
+        o["torch-threads"] <- JsonValue.Create(torch.get_num_threads ())
+        o["processors"] <- JsonValue.Create Environment.ProcessorCount
+        o["cpu"] <- JsonValue.Create(Runtime.InteropServices.RuntimeInformation.ProcessArchitecture.ToString())
+        match spec.Model with
+        | Folder d when File.Exists(Path.Combine(d, Checkpoint.ManifestFile)) ->
+            let files = JsonObject()
+            for KeyValue(f, h) in (Checkpoint.ReadManifest(d, verifyHashes = false)).Files do files[f] <- JsonValue.Create h
+            o["model-files"] <- files
+        | _ -> ()
+        o
+
     let private kindJson (kind: RunKind) =
         let o = JsonObject()
         match kind with
@@ -413,6 +443,8 @@ module Experiment =
                     | SingleTask _ -> ()
                     m["packages"] <- packages ()
                     m["revision"] <- JsonValue.Create(revision ())
+                    m["environment"] <- environment spec
+                    m["data"] <- dataHashes sequence
                     m["started"] <- JsonValue.Create(DateTime.UtcNow.ToString "O")
                     AtomicFile.WriteAllText(manifestPath, json m)
                 let options = trainerOptions spec r.Seed

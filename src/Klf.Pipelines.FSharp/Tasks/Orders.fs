@@ -14,7 +14,7 @@ module Orders =
     let load (path: string) : Map<string, Map<string, string list>> =
         if not (File.Exists path) then raise (FileNotFoundException($"{path}: orders file not found", path))
         use doc =
-            try JsonDocument.Parse(File.ReadAllBytes path)
+            try JsonDocument.Parse(Klf.Formats.StrictJson.Decode(File.ReadAllBytes path, path), Klf.Formats.StrictJson.DocumentOptions)
             with :? JsonException as e -> raise (InvalidDataException($"{path}: not valid JSON ({e.Message})"))
         let objectOf where (e: JsonElement) =
             if e.ValueKind <> JsonValueKind.Object then

@@ -76,24 +76,12 @@ module TaskFile =
             | None -> required file where e "input"
         { Id = id; Input = input; Output = required file where e "output" }
 
-    /// The text of a task file's bytes, decoded as strict UTF-8 (a leading byte-order mark dropped):
-    /// an invalid byte is an error naming the file, the line and the byte offset, never a silent
-    /// U+FFFD in an example.
-    let decode (file: string) (data: byte[]) : string =
-        let strict = Text.UTF8Encoding(false, true)
-        let start = if data.Length >= 3 && data[0] = 0xEFuy && data[1] = 0xBBuy && data[2] = 0xBFuy then 3 else 0
-        try strict.GetString(data, start, data.Length - start)
-        with :? Text.DecoderFallbackException as e ->
-            let firstBad = start + max 0 e.Index
-            let line = 1 + (data |> Seq.take firstBad |> Seq.filter (fun b -> b = 10uy) |> Seq.length)
-            raise (InvalidDataException($"{file}: line {line}: byte {firstBad} is not valid UTF-8"))
-
     /// Loads every example of a task file (`.json` array or `.jsonl`), in file order.
     let load (file: string) : Example[] =
         if not (File.Exists file) then
             raise (FileNotFoundException($"{file}: task file not found", file))
         let task = taskName file
-        let text = decode file (readBytes file)
+        let text = Klf.Formats.StrictJson.Decode(readBytes file, file)
         if file.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase) || file.EndsWith(".jsonl.gz", StringComparison.OrdinalIgnoreCase) then
             text.Split('\n')
             |> Array.map (fun l -> l.TrimEnd('\r'))
@@ -102,12 +90,12 @@ module TaskFile =
             |> Array.mapi (fun index (lineNo, line) ->
                 let where = $"line {lineNo}"
                 use doc =
-                    try JsonDocument.Parse line
+                    try JsonDocument.Parse(line, Klf.Formats.StrictJson.DocumentOptions)
                     with :? JsonException as e -> raise (InvalidDataException($"{file}: {where}: not valid JSON ({e.Message})"))
                 example file where $"{task}_{index}" doc.RootElement)
         else
             use doc =
-                try JsonDocument.Parse(text)
+                try JsonDocument.Parse(text, Klf.Formats.StrictJson.DocumentOptions)
                 with :? JsonException as e -> raise (InvalidDataException($"{file}: not valid JSON ({e.Message})"))
             if doc.RootElement.ValueKind <> JsonValueKind.Array then
                 raise (InvalidDataException($"{file}: expected a JSON array of {{id, input, output}} or {{instruction, input, output}} objects, found {doc.RootElement.ValueKind}"))

@@ -68,10 +68,7 @@ public sealed record LlamaConfig
     /// <summary>Reads a <c>config.json</c>; errors name the file and the field.</summary>
     public static LlamaConfig FromFile(string path)
     {
-        JsonNode? parsed;
-        try { parsed = JsonNode.Parse(File.ReadAllText(path)); }
-        catch (JsonException e) { throw new FormatException($"{path}: not valid JSON ({e.Message.Split('\n')[0]})"); }
-        var node = parsed as JsonObject
+        var node = Klf.Formats.StrictJson.ReadFile(path) as JsonObject
             ?? throw new FormatException($"{path}: the top level is not a JSON object");
         return FromJson(node, path);
     }
