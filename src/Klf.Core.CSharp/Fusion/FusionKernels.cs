@@ -25,6 +25,19 @@ public static class FusionKernels
     }
 
     /// <summary>
+    /// Runs an in-place fusion on a contiguous copy of <paramref name="current"/> and returns the copy
+    /// (a fresh tensor the caller disposes; disposed here if <paramref name="fuseInPlace"/> throws):
+    /// how a rule whose work is done in place offers its fresh-tensor form.
+    /// </summary>
+    public static Tensor OnCopy(Tensor current, Action<Tensor> fuseInPlace)
+    {
+        var fused = current.contiguous().clone();
+        try { fuseInPlace(fused); }
+        catch { fused.Dispose(); throw; }
+        return fused;
+    }
+
+    /// <summary>
     /// Overwrites <paramref name="current"/> with prev + λ·(cur − prev) in one kernel (torch's lerp
     /// from cur towards prev with weight 1 − λ, which is exact at both ends and never leaves the
     /// interval between the two for 0 ≤ λ ≤ 1): λ = 1 leaves it untouched, λ = 0 copies prev.

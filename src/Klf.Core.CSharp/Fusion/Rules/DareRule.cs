@@ -50,13 +50,8 @@ public sealed class DareRule(double dropRate = 0.9, double scale = 1.0) : ISlice
     public double Growth => 1.0 + 2.0 * Math.Abs(Scale) / (1.0 - DropRate);
 
     /// <summary>prev + λ·mask⊙(cur − prev)/(1 − p): <see cref="FuseInPlace"/> on a copy of cur, a fresh tensor the caller disposes.</summary>
-    public Tensor Fuse(FusionInputs inputs, UnitFusionContext context)
-    {
-        var fused = inputs.Current.contiguous().clone();
-        try { FuseInPlace(fused, inputs.Previous, inputs.Base, context); }
-        catch { fused.Dispose(); throw; }
-        return fused;
-    }
+    public Tensor Fuse(FusionInputs inputs, UnitFusionContext context) =>
+        FusionKernels.OnCopy(inputs.Current, fused => FuseInPlace(fused, inputs.Previous, inputs.Base, context));
 
     /// <summary>
     /// Writes prev + λ·mask⊙(cur − prev)/(1 − p) into <paramref name="current"/> (contiguous): with few

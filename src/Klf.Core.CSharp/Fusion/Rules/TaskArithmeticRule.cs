@@ -29,9 +29,7 @@ public sealed class TaskArithmeticRule(double scale = 1.0) : TaskVectorRule(scal
     public override Tensor Fuse(FusionInputs inputs, UnitFusionContext context)
     {
         if (ReferenceEquals(inputs.Base, inputs.Previous)) return base.Fuse(inputs, context);
-        var fused = inputs.Current.contiguous().clone();
-        FuseInPlace(fused, inputs.Previous, inputs.Base);
-        return fused;
+        return FusionKernels.OnCopy(inputs.Current, fused => FuseInPlace(fused, inputs.Previous, inputs.Base));
     }
 
     /// <summary>

@@ -37,10 +37,7 @@ public sealed class TiesRule(double keepFraction = 0.2, double scale = 1.0) : Ta
     public override Tensor Fuse(FusionInputs inputs, UnitFusionContext context)
     {
         if (!ReferenceEquals(inputs.Base, inputs.Previous)) return base.Fuse(inputs, context);
-        var fused = inputs.Current.contiguous().clone();
-        try { FuseInPlace(fused, inputs.Previous, inputs.Base, context); }
-        catch { fused.Dispose(); throw; }
-        return fused;
+        return FusionKernels.OnCopy(inputs.Current, fused => FuseInPlace(fused, inputs.Previous, inputs.Base, context));
     }
 
     /// <summary>
