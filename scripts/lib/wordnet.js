@@ -13,8 +13,10 @@ function dataFile(root, pos) {
 
 /**
  * Every synset of data.{noun,verb,adj,adv}, in that order and file order: its part of speech (the
- * file's suffix), lexicographer file number, words (underscores as spaces, adjective markers such
- * as "(a)" dropped, no repeats) and gloss as written (definition, then any quoted examples).
+ * file's suffix), byte offset (its id within that file), lexicographer file number, words
+ * (underscores as spaces, adjective markers such as "(a)" dropped, no repeats), the noun offsets
+ * of its topic domains (";c" pointers: "sport", "medicine", ...) and gloss as written (definition,
+ * then any quoted examples).
  * Licence header lines (starting with spaces) are skipped.
  */
 function synsets(root) {
@@ -30,7 +32,13 @@ function synsets(root) {
         const w = fields[4 + 2 * i].replace(/\([a-z]+\)$/, '').replace(/_/g, ' ');
         if (!words.includes(w)) words.push(w);
       }
-      out.push({ pos, lex: Number(fields[1]), words, gloss: line.slice(bar + 3) });
+      const domains = [];
+      const p = 4 + 2 * parseInt(fields[3], 16);
+      for (let i = 0, n = Number(fields[p]); i < n; i++) {
+        const at = p + 1 + 4 * i;
+        if (fields[at] === ';c' && fields[at + 2] === 'n') domains.push(fields[at + 1]);
+      }
+      out.push({ pos, offset: fields[0], lex: Number(fields[1]), words, domains, gloss: line.slice(bar + 3) });
     }
     return out;
   });
