@@ -296,7 +296,7 @@ let tests =
                 Expect.stringContains out ("run folder: " + dir) "says where it writes"
                 let j = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "metrics.json")))
                 let strategies = j["strategies"].AsObject()
-                Expect.equal [ for KeyValue(k, _) in strategies -> k ] [ "seqft"; "kif"; "kif-neuron"; "kif-lora"; "rkif"; "rkif-lora"; "mtl" ] "SeqFT, KIF (reference, neuron units, LoRA), Recurrent-KIF (full, LoRA) and MTL"
+                Expect.equal [ for KeyValue(k, _) in strategies -> k ] [ "seqft"; "kif"; "mtl" ] "SeqFT, reference KIF and MTL"
                 let kif = strategies["kif"]
                 Expect.isNotNull (kif["FWT"]) "FWT from the single-task runs"
                 let facts = [ for f in j["task-facts"].AsArray() -> f["task"].GetValue<string>(), f["metric"].GetValue<string>(), f["labels"].GetValue<int>() ]
