@@ -10,18 +10,15 @@
 // Defaults: --corpus .cache/corpus/corpus.txt (scripts/fetch-corpus.sh). The tokenizer is the
 // model folder's. Klf.Pipelines comes from the local feed scripts/pack.sh writes.
 #r "nuget: Klf.Pipelines"
+#load "lib/ScriptOptions.fsx"
 
 open System
 open System.IO
 open Klf.Checkpoints
 open Klf.Pipelines
+open ScriptOptions
 open Klf.Tokenizers
 
-let args = fsi.CommandLineArgs |> Array.skip 1 |> List.ofArray
-let rec option name dflt = function
-    | n :: v :: _ when n = name -> v
-    | _ :: rest -> option name dflt rest
-    | [] -> dflt
 let repo = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, ".."))
 let modelDir =
     match option "--model" "" args with

@@ -13,6 +13,7 @@
 // Task files are found and read by Klf.Pipelines (`Benchmark`, `TaskFile`), from the local feed
 // scripts/pack.sh writes (the repository's NuGet.config names it).
 #r "nuget: Klf.Pipelines"
+#load "lib/ScriptOptions.fsx"
 
 open System
 open System.IO
@@ -21,16 +22,12 @@ open System.Text
 open System.Text.Encodings.Web
 open System.Text.Json
 open Klf.Pipelines
+open ScriptOptions
 
 /// The sampling seed (fixed: the committed excerpt is this seed's).
 let Seed = 20250601
 let Tasks = [ "dbpedia"; "amazon"; "yahoo"; "agnews" ]
 
-let args = fsi.CommandLineArgs |> Array.skip 1 |> List.ofArray
-let rec option name dflt = function
-    | n :: v :: _ when n = name -> v
-    | _ :: rest -> option name dflt rest
-    | [] -> dflt
 let repo = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, ".."))
 let nTrain = int (option "--train" "300" args)
 let nTest = int (option "--test" "200" args)
