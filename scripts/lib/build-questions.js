@@ -211,12 +211,15 @@ function sentiment() {
 }
 const polar = afinn ? [...afinn].filter(([, v]) => Math.abs(v) >= 2).map(([w]) => w).sort() : [];
 const polarDefs = afinn ? synsets.filter((s) => s.pos === 'adj' && Math.abs(afinn.get(s.words[0]) || 0) >= 2) : [];
+// A word's first definition in file order is the one shown, whichever of its synsets was drawn.
+const firstDef = new Map();
+for (const s of polarDefs) if (!firstDef.has(s.words[0])) firstDef.set(s.words[0], s.def);
 function polarity() {
   const useDef = rand() < 0.5 && polarDefs.length > 0;
   const w = useDef ? pick(polarDefs).words[0] : pick(polar);
   const answer = afinn.get(w) > 0 ? 'positive' : 'negative';
   const options = rand() < 0.5 ? ['negative', 'positive'] : shuffle(['positive', 'negative']);
-  const body = useDef ? `Title: ${w}\nText: ${polarDefs.find((s) => s.words[0] === w).def}` : `Text: ${w}`;
+  const body = useDef ? `Title: ${w}\nText: ${firstDef.get(w)}` : `Text: ${w}`;
   return { input: prompt('polarity', options, body), output: answer };
 }
 const domainName = new Map(synsets.filter((s) => s.pos === 'noun').map((s) => [s.offset, s.words[0]]));
