@@ -15,7 +15,8 @@
 // With AFINN_JSON (the stage-3 mix) three more kinds, because the corpus (speeches, a novel,
 // definitions) gives a model this small no notion of sentiment or of everyday topics:
 //   - sentiment: the sentiment of a corpus passage, labelled by the sum of its words' AFINN
-//                valences (a negator just before a word flips it), classes drawn evenly;
+//                valences (a negator just before a word flips it; scripts/lib/sentiment-lexicon.js),
+//                classes drawn evenly;
 //   - polarity:  whether an AFINN word, or a WordNet definition of it, is positive or negative;
 //   - domain:    the topic domain WordNet files a definition under (sport, medicine, law, ...).
 // Nothing comes from any continual-learning benchmark. Deterministic: same inputs, same bytes
@@ -23,6 +24,7 @@
 'use strict';
 const fs = require('fs');
 const WordNet = require('./wordnet');
+const { SCALE, clean, loadAfinn, valence: afinnValence, sentimentClass } = require('./sentiment-lexicon');
 
 const [corpusFile, wordnetRoot, outFile, countArg, seedArg, afinnFile] = process.argv.slice(2);
 if (!outFile) {
@@ -63,7 +65,6 @@ for (const line of fs.readFileSync(corpusFile, 'utf8').split('\n')) {
   if (words.length >= 25 && !/^[^:]{1,60}: /.test(line)) paragraphs.push(words);
 }
 if (paragraphs.length < 100) { console.error(`build-questions: ${corpusFile}: only ${paragraphs.length} paragraphs of 25+ words`); process.exit(1); }
-const clean = (w) => w.replace(/^[^A-Za-z]+|[^A-Za-z]+$/g, '');
 const content = (w) => /^[A-Za-z]{4,}$/.test(w) && !STOP.has(w.toLowerCase());
 function phrases(words) {
   const out = [];
@@ -160,33 +161,13 @@ function word() {
 let afinn = null;
 if (afinnFile) {
   try {
-    const list = JSON.parse(fs.readFileSync(afinnFile, 'utf8'));
-    if (!Array.isArray(list) || list.some((e) => !Array.isArray(e) || typeof e[0] !== 'string' || !Number.isInteger(e[1]))) throw new Error('not a list of [word, integer valence] pairs');
-    afinn = new Map(list.filter((e) => e[1] !== 0));
+    afinn = loadAfinn(afinnFile);
   } catch (e) {
     console.error(`build-questions: ${afinnFile}: ${e.message}`);
     process.exit(1);
   }
 }
-const SCALE = ['very negative', 'negative', 'neutral', 'positive', 'very positive'];
-const NEGATORS = new Set(['not', 'no', 'never', 'nor', 'without', "don't", "didn't", "isn't", "wasn't", "can't", "won't", 'cannot']);
-/** The AFINN valence sum of WORDS (a negator just before a word flips its sign) and the number of scored words. */
-function valence(words) {
-  let sum = 0, hits = 0;
-  for (let i = 0; i < words.length; i++) {
-    const v = afinn.get(clean(words[i]).toLowerCase());
-    if (v === undefined) continue;
-    hits++;
-    sum += i > 0 && NEGATORS.has(words[i - 1].toLowerCase()) ? -v : v;
-  }
-  return { sum, hits };
-}
-/** SCALE's class of a passage: neutral only with no scored word, the extremes from |sum| >= 5. */
-function sentimentClass({ sum, hits }) {
-  if (hits === 0) return 'neutral';
-  if (sum === 0) return null;
-  return sum <= -5 ? 'very negative' : sum < 0 ? 'negative' : sum >= 5 ? 'very positive' : 'positive';
-}
+const valence = (words) => afinnValence(afinn, words);
 /** The options shown with ANSWER: the whole scale in order, or the two or three classes around it. */
 function scaleOptions(answer) {
   if (rand() < 0.6) return SCALE.slice();
@@ -233,6 +214,7 @@ for (const s of synsets) {
 // Domains with too few members would be answered from the word alone.
 const domains = [...inDomain.keys()].filter((d) => inDomain.get(d).length >= 20).sort();
 function domain() {
+  if (domains.length === 0) return null; // a WordNet without topic pointers (a test's hand-made one)
   const d = pick(domains);
   const s = pick(inDomain.get(d));
   const k = between(3, 14);

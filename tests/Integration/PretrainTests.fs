@@ -279,6 +279,79 @@ let tests =
             Expect.isFalse (File.Exists(Path.Combine(dir, "bad.jsonl"))) "writes nothing"
         }
 
+        test "the stage-3 question builder: sentiment and polarity questions answer on the AFINN scale, among their options, deterministic" {
+            let dir = tempDir "klf-questions3-"
+            let write = writeUnder dir
+            let vocab = [| "amberstone"; "basilfield"; "cedarriver"; "deltatower"; "emberbridge"; "fjordstone"; "grovefield"; "harborriver" |]
+            let rnd = Random 11
+            let paragraphs = [ for _ in 1 .. 120 -> String.Join(" ", [ for _ in 1 .. 40 -> if rnd.Next 3 = 0 then "the" else vocab[rnd.Next vocab.Length] ]) + "." ]
+            write "corpus.txt" (String.Join("\n", paragraphs) + "\n")
+            let header = "  1 This software and database is provided.\n"
+            write "wn/usr/share/wordnet/data.noun" (header + "00001 05 n 01 dog 0 000 | a domesticated carnivorous mammal  \n")
+            write "wn/usr/share/wordnet/data.verb" (header + "00005 38 v 01 run 0 000 | move fast by using the legs  \n")
+            write "wn/usr/share/wordnet/data.adj" (header + "00007 00 a 01 able(a) 0 000 | having the means to do something  \n")
+            write "wn/usr/share/wordnet/data.adv" header
+            write "afinn.json" """[["amberstone", 3], ["basilfield", -3], ["cedarriver", 2], ["deltatower", -2], ["emberbridge", 1], ["fjordstone", -1], ["able", 2]]"""
+            let build (file: string) =
+                let code, out =
+                    NativeTests.run "node" [ Path.Combine(repo, "scripts", "lib", "build-questions.js"); Path.Combine(dir, "corpus.txt"); Path.Combine(dir, "wn")
+                                             Path.Combine(dir, file); "600"; "3"; Path.Combine(dir, "afinn.json") ] 60000
+                Expect.equal code 0 out
+                Expect.stringContains out "600 questions (120 paragraphs, 3 synsets, 7 AFINN words, 0 topic domains)" "reports what it read"
+                File.ReadAllBytes(Path.Combine(dir, file))
+            let bytes = build "q3.jsonl"
+            Expect.sequenceEqual (build "again.jsonl") bytes "same inputs and seed, same bytes"
+            let scale = set [ "very negative"; "negative"; "neutral"; "positive"; "very positive" ]
+            let valence = dict [ "amberstone", 3; "basilfield", -3; "cedarriver", 2; "deltatower", -2; "emberbridge", 1; "fjordstone", -1 ]
+            // The rule of scripts/lib/sentiment-lexicon.js (the fixture has no negators).
+            let ruleClass (text: string) =
+                let scores = [ for w in text.Split(' ') do
+                                 match valence.TryGetValue(w.Trim('.')) with
+                                 | true, v -> v
+                                 | _ -> () ]
+                let sum = List.sum scores
+                if scores.IsEmpty then "neutral" elif sum <= -5 then "very negative" elif sum < 0 then "negative" elif sum >= 5 then "very positive" else "positive"
+            let mutable fiveWay, twoWay, answers = 0, 0, Set.empty
+            for e in TaskFile.load (Path.Combine(dir, "q3.jsonl")) do
+                let m = Text.RegularExpressions.Regex.Match(e.Input, "(?:Option:|Options:|one of:) (.*)\\.\\n")
+                Expect.isTrue m.Success $"{e.Id}: lists its options"
+                let options = m.Groups[1].Value.Split(", ")
+                Expect.contains options e.Output $"{e.Id}: the answer is one of the options"
+                if options |> Array.forall scale.Contains then
+                    answers <- answers.Add e.Output
+                    if options.Length = 2 then twoWay <- twoWay + 1
+                    if options.Length = 5 then
+                        // Only the sentiment kind shows the whole scale: its answer is the rule's class of the text.
+                        let text = e.Input.Substring(e.Input.IndexOf "Text: " + 6).Split('\n')[0]
+                        Expect.equal e.Output (ruleClass text) $"{e.Id}: the AFINN rule's class of the passage"
+                        fiveWay <- fiveWay + 1
+            Expect.isGreaterThan fiveWay 50 "sentiment questions on the five-class scale"
+            Expect.isGreaterThan twoWay 20 "two-class questions"
+            Expect.equal answers scale "every class of the scale is an answer somewhere"
+        }
+
+        test "the lexicon ceiling: the stage-3 AFINN rule and its fitted thresholds, scored on a review-star task file" {
+            let dir = tempDir "klf-lexicon-"
+            let write = writeUnder dir
+            write "afinn.json" """[["good", 3], ["bad", -3], ["awful", -4], ["great", 3], ["fine", 0]]"""
+            let example (label: string) (text: string) =
+                $"{{\"id\": \"r\", \"input\": \"What is the sentiment? Option: very negative, negative, neutral, positive, very positive.\\nTitle: t\\nText: {text}\\n\\nAnswer:\", \"output\": \"{label}\"}}"
+            // Sums -11, -3 (negated), 0 (no scored word), 6, 9: the rule calls 6 very positive, the fitted cuts (-3, 0, 6, 9) do not.
+            let rows = [ example "very negative" "awful awful bad"; example "negative" "it is not good"; example "neutral" "nothing fine here"
+                         example "positive" "good and good"; example "very positive" "good good great" ]
+            write "stars.json" ("[" + String.Join(",", rows) + "]")
+            let script = Path.Combine(repo, "scripts", "lexicon-ceiling.js")
+            let code, out = NativeTests.run "node" [ script; Path.Combine(dir, "afinn.json"); Path.Combine(dir, "stars.json") ] 60000
+            Expect.equal code 0 out
+            Expect.stringContains out "file\texamples\tcoverage\trule\tfitted\tpolarity\tmajority\tmedians" "the header"
+            Expect.stringContains out "stars.json\t5\t80.0 %\t80.0 %\t100.0 %\t100.0 %\t20.0 %\t-11 / -3 / 0 / 6 / 9" "coverage, rule, fitted, polarity, majority, medians"
+            write "topics.json" """[{"id": "a", "input": "Topic?\nText: good", "output": "Business"}]"""
+            let code, out = NativeTests.run "node" [ script; Path.Combine(dir, "afinn.json"); Path.Combine(dir, "stars.json"); Path.Combine(dir, "topics.json") ] 60000
+            Expect.equal code 1 out
+            Expect.stringContains out "topics.json: label \"Business\" is not one of very negative" "names the file and the label"
+            Expect.isFalse (out.Contains "examples\tcoverage") "no half table"
+        }
+
         test "the embedded Standard CL excerpt: stated counts, train from train and test from test, loads as standard/order1" {
             let root = Path.Combine(repo, "data", "standard-cl")
             let orders = Orders.load (Path.Combine(root, "orders.json"))
