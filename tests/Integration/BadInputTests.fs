@@ -84,7 +84,7 @@ let tests =
                       train [ "--warmup"; "-1" ], "--warmup must be at least 0"
                       train [ "--lora-r"; "-2" ], "--lora-r must be at least 0"
                       train [ "--lora-alpha"; "0" ], "--lora-alpha must be a finite number above 0"
-                      [ "eval"; "--model"; embedded; "--tasks"; "agnews"; "--n"; "-1" ], "--n must be at least 1, got -1"
+                      [ "eval"; "--model"; embedded; "--tasks"; "agnews"; "--n"; "-1" ], "--n must be at least 0, got -1"
                       [ "generate"; "--model"; embedded; "--task"; "agnews"; "--max-new-tokens"; "0" ], "--max-new-tokens must be at least 1"
                       [ "run"; "--steps"; "0"; "--out"; out ], "--steps must be at least 1, got 0"
                       [ "run"; "--lr"; "-1"; "--out"; out ], "--lr must be a finite number above 0, got -1"
@@ -98,6 +98,15 @@ let tests =
                     Expect.stringContains text message "names the flag and the problem"
                     noTrace text message
                     Expect.isFalse (Directory.Exists out) $"{message}: nothing written")
+        }
+
+        test "eval --n 0 scores every test example of each task (the range check admits what the help promises)" {
+            withDir "klf-eval-all-" (fun dir ->
+                tinyBenchmark dir 7
+                let code, out = klf [ "eval"; "--model"; embedded; "--benchmark"; dir; "--tasks"; "t2"; "--n"; "0" ]
+                Expect.equal code 0 out
+                Expect.stringContains out "all test examples each" "says it takes them all"
+                Expect.isMatch out @"(?m)^t2\s+exact_match\s+7\s" "all 7 of t2's test examples scored")
         }
 
         test "an --out that is a file where a folder is expected, or the reverse, is refused up front" {

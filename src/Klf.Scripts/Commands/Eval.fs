@@ -21,7 +21,7 @@ let private benchmark = benchmarkOption
 let private orders = opt<string> "--orders" "orders.json (default: the benchmark folder's own, else the one beside it)." None
 let private order = opt<string> "--order" "Evaluate the tasks of this order (benchmark/name in orders.json, e.g. standard/order1)." None
 let private tasksOpt = opt<string> "--tasks" "Comma-separated tasks to evaluate, e.g. dbpedia,agnews." None
-let private n = opt<int> "--n" "Test examples per task: a seeded sample, the same as klf run --test-examples draws with the same seed (0 = all)." (Some 100) |> check (atLeast 1)
+let private n = opt<int> "--n" "Test examples per task: a seeded sample, the same as klf run --test-examples draws with the same seed (0 = all)." (Some 100) |> check (atLeast 0)
 let private seed = opt<int> "--seed" "Seed of the test sample." (Some 1)
 let private batch = opt<int> "--batch" "Prompts decoded together." (Some 16) |> check (atLeast 1)
 let private out = opt<string> "--out" "Also write the scores to this JSON file (written atomically)." None |> check fileToWrite
