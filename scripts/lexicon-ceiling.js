@@ -13,7 +13,7 @@
 //   - rule:      the accuracy of the stage-3 rule as it labels the questions (ties count as wrong);
 //   - fitted:    the accuracy of the best use of the same valence sum given the label shares:
 //                thresholds at the sum's quantiles, fitted on the very examples scored (optimistic);
-//   - polarity:  how often the sum's sign agrees with the label's side (neutral texts and zero sums left out).
+//   - polarity:  how often the sum's sign agrees with the label's side (neutral texts and zero sums left out);
 //   - majority:  the share of the commonest label (what always answering it scores);
 //   - medians:   the median valence sum of each class's texts, very negative … very positive.
 'use strict';
@@ -67,16 +67,14 @@ for (const { file, rows } of tasks) {
   const rule = scored.filter((s) => sentimentClass(s.v) === SCALE[s.y]).length;
   // Class k takes the sums between the quantiles of the label shares below it and up to it.
   const sums = scored.map((s) => s.v.sum).sort((a, b) => a - b);
-  const share = SCALE.map((_, k) => scored.filter((s) => s.y === k).length);
+  const byClass = SCALE.map((_, k) => scored.filter((s) => s.y === k).map((s) => s.v.sum).sort((a, b) => a - b));
+  const share = byClass.map((xs) => xs.length);
   const cuts = [];
   for (let k = 0, seen = 0; k < SCALE.length - 1; k++) { seen += share[k]; cuts.push(sums[Math.min(sums.length - 1, seen)]); }
   const fitted = scored.filter((s) => cuts.filter((c) => s.v.sum >= c).length === s.y).length;
   const polar = scored.filter((s) => s.y !== 2 && s.v.sum !== 0);
   const agree = polar.filter((s) => (s.v.sum > 0) === (s.y > 2)).length;
   const majority = Math.max(...share);
-  const median = (k) => {
-    const xs = scored.filter((s) => s.y === k).map((s) => s.v.sum).sort((a, b) => a - b);
-    return xs.length === 0 ? 'n/a' : String(xs[(xs.length - 1) >> 1]);
-  };
-  console.log([file, rows.length, pct(covered, rows.length), pct(rule, rows.length), pct(fitted, rows.length), pct(agree, polar.length), pct(majority, rows.length), SCALE.map((_, k) => median(k)).join(' / ')].join('\t'));
+  const medians = byClass.map((xs) => (xs.length === 0 ? 'n/a' : String(xs[(xs.length - 1) >> 1])));
+  console.log([file, rows.length, pct(covered, rows.length), pct(rule, rows.length), pct(fitted, rows.length), pct(agree, polar.length), pct(majority, rows.length), medians.join(' / ')].join('\t'));
 }
