@@ -55,6 +55,14 @@ let matrixTable (tasks: string list) (m: AccuracyMatrix) =
     sb.ToString()
 
 /// Strategy × AP / F.Ra / FWT / BWT (FWT "-" when no single-task runs were made), and a last row
+/// The tasks table's column of zero-shot scores.
+[<Literal>]
+let ZeroShotColumn = "zero-shot"
+
+/// The tasks table's column of single-task scores.
+[<Literal>]
+let SingleTaskColumn = "single-task ã_i"
+
 /// "chance" with the stream's average chance level under AP when it is known.
 let metricTable (chance: float option) (results: StrategyResult list) =
     let sb = StringBuilder()
@@ -68,21 +76,31 @@ let metricTable (chance: float option) (results: StrategyResult list) =
     | None -> ()
     sb.ToString()
 
-/// The tasks with their metric, number of labels and chance level (a generation task has neither).
-let factsTable (facts: TaskFacts list) =
+/// The tasks with their metric, number of labels and chance level (a generation task has neither),
+/// and one column per entry of `taskScores` (a name and one score per task, in the facts' order:
+/// zero-shot, single-task).
+let factsTableWith (taskScores: (string * float[]) list) (facts: TaskFacts list) =
     let sb = StringBuilder()
-    sb.AppendLine("| task | metric | labels | chance |").AppendLine("| --- | --- | ---: | ---: |") |> ignore
-    for f in facts do
+    let extra = String.Join("", taskScores |> List.map (fun (name, _) -> $" {cell name} |"))
+    let rule = String.Join("", taskScores |> List.map (fun _ -> " ---: |"))
+    sb.AppendLine($"| task | metric | labels | chance |{extra}").AppendLine($"| --- | --- | ---: | ---: |{rule}") |> ignore
+    facts |> List.iteri (fun i f ->
         let labels = match f.Labels with Some n -> string n | None -> "-"
         let chance = match TaskFacts.chance f with Some c -> pct c | None -> "-"
-        sb.AppendLine($"| {cell f.Name} | {f.Metric} | {labels} | {chance} |") |> ignore
+        let score (xs: float[]) = if i < xs.Length then pct xs[i] else "-"
+        let scores = String.Join("", taskScores |> List.map (fun (_, xs) -> $" {score xs} |"))
+        sb.AppendLine($"| {cell f.Name} | {f.Metric} | {labels} | {chance} |{scores}") |> ignore)
     sb.ToString()
 
-/// The whole report.md text. settings: (name, value) pairs shown as a table; facts: each task's
-/// metric and labels ([] when the runs did not record them); importance: per KIF strategy
+/// The tasks with their metric, number of labels and chance level (a generation task has neither).
+let factsTable (facts: TaskFacts list) = factsTableWith [] facts
+
+/// The whole report.md text. taskScores: per-task score columns of the tasks table (name, one score
+/// per task: the zero-shot and single-task scores); settings: (name, value) pairs shown as a table; facts:
+/// each task's metric and labels ([] when the runs did not record them); importance: per KIF strategy
 /// (name → data), its importance per layer (the section says so when the list is empty).
-let render (settings: (string * string) list) (tasks: string list) (facts: TaskFacts list) (results: StrategyResult list) (importance: (string * LayerImportance) list)
-           (curves: (string * string * CurvePoint list) list) =
+let rec renderWith (taskScores: (string * float[]) list) (settings: (string * string) list) (tasks: string list) (facts: TaskFacts list)
+                   (results: StrategyResult list) (importance: (string * LayerImportance) list) (curves: (string * string * CurvePoint list) list) =
     let sb = StringBuilder()
     let line (s: string) = sb.AppendLine s |> ignore
     line "# Continual run report"
@@ -95,8 +113,11 @@ let render (settings: (string * string) list) (tasks: string list) (facts: TaskF
         line "## Tasks"
         line ""
         line "Each task's metric and, for a classification task, its labels and chance level (100 / labels, the score of always giving one label on a balanced test set)."
+        for name, _ in taskScores do
+            if name = ZeroShotColumn then line "Zero-shot: the starting model's score before any training."
+            elif name = SingleTaskColumn then line "Single-task ã_i: a fresh model trained on that task alone (the reference of FWT)."
         line ""
-        sb.Append(factsTable facts) |> ignore
+        sb.Append(factsTableWith taskScores facts) |> ignore
         line ""
         match chance with
         | Some c -> line $"Stream average chance: {pct c} (the AP of guessing)."
@@ -148,11 +169,15 @@ let render (settings: (string * string) list) (tasks: string list) (facts: TaskF
             line ""
     sb.ToString()
 
+/// The whole report.md text without per-task score columns (see `renderWith`).
+and render settings tasks facts results importance curves = renderWith [] settings tasks facts results importance curves
+
 /// Writes report.md and the PNGs into dir (each file atomically: temp name, then rename) and
-/// returns the paths written, report.md first. importance: per KIF strategy (name → data), its
-/// importance per layer, plotted and tabulated (pass [] when there is none).
-let write (dir: string) (settings: (string * string) list) (tasks: string list) (facts: TaskFacts list) (results: StrategyResult list)
-          (importance: (string * LayerImportance) list) (curves: (string * string * CurvePoint list) list) : string list =
+/// returns the paths written, report.md first. taskScores: per-task score columns of the tasks table
+/// (see `renderWith`). importance: per KIF strategy (name → data), its importance per layer, plotted
+/// and tabulated (pass [] when there is none).
+let rec writeWith (taskScores: (string * float[]) list) (dir: string) (settings: (string * string) list) (tasks: string list) (facts: TaskFacts list)
+                  (results: StrategyResult list) (importance: (string * LayerImportance) list) (curves: (string * string * CurvePoint list) list) : string list =
     Directory.CreateDirectory dir |> ignore
     let bytes (name: string) (data: byte[]) =
         let p = Path.Combine(dir, name)
@@ -172,5 +197,8 @@ let write (dir: string) (settings: (string * string) list) (tasks: string list) 
             Plots.importancePerLayer p $"{name}: importance per layer" li
             yield p ]
     let md = Path.Combine(dir, "report.md")
-    AtomicFile.WriteAllText(md, render settings tasks facts results importance curves)
+    AtomicFile.WriteAllText(md, renderWith taskScores settings tasks facts results importance curves)
     md :: pngs
+
+/// Writes report.md and the PNGs without per-task score columns (see `writeWith`).
+and write dir settings tasks facts results importance curves = writeWith [] dir settings tasks facts results importance curves

@@ -9,6 +9,8 @@ public enum TokenizerKind
     SentencePieceUnigram,
     /// <summary>GPT-2 style byte-level BPE (<c>vocab.json</c> + <c>merges.txt</c>, or a byte-level <c>tokenizer.json</c>).</summary>
     ByteLevelBpe,
+    /// <summary>BERT-family WordPiece (<c>vocab.txt</c>), as BERT, MiniLM and other sentence encoders use.</summary>
+    WordPiece,
 }
 
 /// <summary>

@@ -7,7 +7,7 @@ public static class TokenVocabulary
 {
     /// <summary>
     /// Id → token string from the vocabulary file of a tokenizer folder (<c>tokenizer.model</c> or
-    /// <c>spiece.model</c>, else <c>tokenizer.json</c> with its added tokens, else <c>vocab.json</c>);
+    /// <c>spiece.model</c>, else <c>vocab.txt</c>, else <c>tokenizer.json</c> with its added tokens, else <c>vocab.json</c>);
     /// the function returns null for an id the file does not hold, and for every id when the folder has
     /// none of these files.
     /// </summary>
@@ -20,6 +20,12 @@ public static class TokenVocabulary
             if (!File.Exists(p)) continue;
             var pieces = SentencePieceModelFile.Parse(File.ReadAllBytes(p), p).Pieces;
             return id => id < pieces.Count ? pieces[id] : null;
+        }
+        var wordPiece = Path.Combine(folder, "vocab.txt");
+        if (File.Exists(wordPiece))
+        {
+            var lines = File.ReadAllLines(wordPiece);
+            return id => id >= 0 && id < lines.Length ? lines[id] : null;
         }
         var vocab = new Dictionary<int, string>();
         var json = Path.Combine(folder, "tokenizer.json");

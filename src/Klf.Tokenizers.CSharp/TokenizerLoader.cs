@@ -7,7 +7,8 @@ namespace Klf.Tokenizers;
 /// </summary>
 /// <remarks>
 /// Files are looked for in this order: <c>tokenizer.model</c> (SentencePiece, LLaMA),
-/// <c>spiece.model</c> (SentencePiece, T5), <c>tokenizer.json</c> (Hugging Face BPE, byte-level as
+/// <c>spiece.model</c> (SentencePiece, T5), <c>vocab.txt</c> (WordPiece, BERT family: see
+/// <see cref="WordPieceTextTokenizer"/>; a <c>tokenizer.json</c> beside it is not read), <c>tokenizer.json</c> (Hugging Face BPE, byte-level as
 /// GPT-2, Llama 3, Qwen, SmolLM or SentencePiece-style as Llama 2), then <c>vocab.json</c> with
 /// <c>merges.txt</c> (GPT-2 byte-level BPE). A SentencePiece model wins over a <c>tokenizer.json</c>
 /// beside it (Llama 2 and T5 folders ship both; the <c>.model</c> is the reference, and T5's
@@ -33,11 +34,11 @@ namespace Klf.Tokenizers;
 public static class TokenizerLoader
 {
     /// <summary>The files <see cref="FromFolder"/> looks for, in order.</summary>
-    public static IReadOnlyList<string> KnownFiles { get; } = ["tokenizer.model", "spiece.model", "tokenizer.json", "vocab.json + merges.txt"];
+    public static IReadOnlyList<string> KnownFiles { get; } = ["tokenizer.model", "spiece.model", "vocab.txt", "tokenizer.json", "vocab.json + merges.txt"];
 
     /// <summary>The names of the files that make up a tokenizer in a model folder (vocabularies and their configs).</summary>
     public static IReadOnlyList<string> FileNames { get; } =
-        ["tokenizer.model", "spiece.model", "tokenizer.json", "vocab.json", "merges.txt", "added_tokens.json", "tokenizer_config.json", "special_tokens_map.json"];
+        ["tokenizer.model", "spiece.model", "vocab.txt", "tokenizer.json", "vocab.json", "merges.txt", "added_tokens.json", "tokenizer_config.json", "special_tokens_map.json"];
 
     /// <summary>
     /// The tokenizer files <paramref name="folder"/> holds (full paths, in <see cref="FileNames"/> order):
@@ -63,6 +64,9 @@ public static class TokenizerLoader
             string path = Path.Combine(full, name);
             if (File.Exists(path)) return FromSentencePieceModel(path, SpecialTokenConfig.Read(full), full);
         }
+
+        string wordPiece = Path.Combine(full, "vocab.txt");
+        if (File.Exists(wordPiece)) return FromWordPiece(wordPiece, full);
 
         string json = Path.Combine(full, "tokenizer.json");
         if (File.Exists(json)) return FromTokenizerJson(json, SpecialTokenConfig.Read(full), full);
@@ -104,6 +108,17 @@ public static class TokenizerLoader
         {
             throw new InvalidDataException($"Microsoft.ML.Tokenizers could not load '{path}': {e.Message}", e);
         }
+    }
+
+    private static ITextTokenizer FromWordPiece(string vocabPath, string folder)
+    {
+        var inner = WordPieceTextTokenizer.Load(vocabPath, folder);
+        // BERT's own special tokens are matched inside the tokenizer; added tokens the folder declares beyond them wrap it.
+        var specials = new HashSet<int> { inner.EosId, inner.PadId, inner.UnkId, inner.MaskId };
+        if (inner.BosId is int cls) specials.Add(cls);
+        var added = AddedTokens.Read(folder, null, inner.VocabSize, isSentencePiece: false).Where(t => !specials.Contains(t.Id)).ToList();
+        var ids = new SpecialTokenIds(inner.BosId, inner.EosId, inner.PadId, inner.UnkId);
+        return WithAdded(inner, added, ids);
     }
 
     private static ITextTokenizer FromByteLevelBpe(string vocabPath, string mergesPath, SpecialTokenConfig config, string folder)

@@ -30,7 +30,7 @@ let private values (t: torch.Tensor) : float[] =
     use d = t.detach().cpu().to_type(torch.float64)
     d.data<float>().ToArray()
 
-let private example i output = { Id = string i; Input = $"input {i}"; Output = output }
+let private example i output = Example.create (string i) $"input {i}" output
 
 [<Tests>]
 let tests =

@@ -12,7 +12,7 @@ open Klf.Pipelines
 /// 96 training and 32 held-out examples of agnews, both from the train split (dev overlaps test).
 let private slices =
     lazy (
-        let all = BenchmarkData.records "train" "agnews" |> List.map (fun r -> { Id = r.Id; Input = r.Input; Output = r.Output }) |> Array.ofList
+        let all = BenchmarkData.records "train" "agnews" |> List.map (fun r -> (Example.create (r.Id) (r.Input) (r.Output))) |> Array.ofList
         let shuffled = Benchmark.sample 17 all.Length all
         shuffled[.. 95], shuffled[96 .. 127])
 

@@ -14,7 +14,7 @@ let private task = "agnews"
 /// 160 training and 48 held-out examples, both from the train split (dev overlaps test).
 let private slices =
     lazy (
-        let all = BenchmarkData.records "train" task |> List.map (fun r -> { Id = r.Id; Input = r.Input; Output = r.Output }) |> Array.ofList
+        let all = BenchmarkData.records "train" task |> List.map (fun r -> (Example.create (r.Id) (r.Input) (r.Output))) |> Array.ofList
         let shuffled = Benchmark.sample 11 all.Length all
         shuffled[.. 159], shuffled[160 .. 207])
 

@@ -27,7 +27,7 @@ let private bytesOf (t: Tensor) = t.contiguous().bytes.ToArray()
 let private examples (tok: Klf.Tokenizers.ITextTokenizer) family task n =
     BenchmarkData.records "train" task
     |> List.truncate n
-    |> List.map (fun r -> { Id = r.Id; Input = r.Input; Output = r.Output })
+    |> List.map (fun r -> (Example.create (r.Id) (r.Input) (r.Output)))
     |> Prompt.examples family tok
 
 let private trainOptions steps lr = TrainerOptions(BatchSize = 8, MaxSteps = steps, Seed = 2, MaxLength = 192, Optimizer = OptimizerOptions(LearningRate = lr, WarmupSteps = 2))

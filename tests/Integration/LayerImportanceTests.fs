@@ -28,7 +28,7 @@ let private run =
             let examples =
                 BenchmarkData.records "train" task
                 |> List.truncate 32
-                |> List.map (fun r -> { Id = r.Id; Input = r.Input; Output = r.Output })
+                |> List.map (fun r -> (Example.create (r.Id) (r.Input) (r.Output)))
                 |> Prompt.examples model.Family tok
             Kif.task session task options examples model |> ignore
         let li = Kif.importanceByLayer session

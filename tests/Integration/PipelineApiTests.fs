@@ -16,7 +16,7 @@ let tests =
                 let train =
                     BenchmarkData.records "train" "amazon"
                     |> List.truncate 48
-                    |> List.map (fun r -> { Id = r.Id; Input = r.Input; Output = r.Output })
+                    |> List.map (fun r -> (Example.create (r.Id) (r.Input) (r.Output)))
                     |> Prompt.examples model.Family tok
                 let lora = model |> LoraAdapter.apply 4 [ "q"; "v" ]
                 let before = model |> Train.evalLoss train

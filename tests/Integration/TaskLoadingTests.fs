@@ -22,6 +22,9 @@ let private write (dir: string) (relative: string) (text: string) =
 
 let private messageOf (f: unit -> unit) = Expect.throwsC f (fun e -> e.Message)
 
+/// The examples as their file holds them (a loaded task adds its label set as every example's choices).
+let private plain (xs: Example[]) = xs |> Array.map (fun e -> { e with Choices = [||] })
+
 [<Tests>]
 let tests =
     testList "tasks" [
@@ -31,9 +34,11 @@ let tests =
                 Expect.equal task.Name "cb" "name"
                 Expect.equal (task.Train.Length, task.Validation.Length, task.Test.Length) (250, 0, 56) "split sizes from the benchmark README"
                 Expect.equal task.Metric "exact-match" "metric"
-                let records = BenchmarkData.records "train" "cb" |> List.map (fun r -> { Id = r.Id; Input = r.Input; Output = r.Output })
-                Expect.equal (List.ofArray task.Train) records "train = the file, in order"
-                Expect.equal task.Test (Benchmark.load (longSequence ()) "test" "cb") "Benchmark.load agrees"
+                let records = BenchmarkData.records "train" "cb" |> List.map (fun r -> Example.create r.Id r.Input r.Output)
+                Expect.equal (List.ofArray (plain task.Train)) records "train = the file, in order"
+                Expect.equal (plain task.Test) (Benchmark.load (longSequence ()) "test" "cb") "Benchmark.load agrees"
+                for e in Array.append task.Train task.Test do
+                    Expect.equal e.Choices [| "contradiction"; "entailment"; "neutral" |] "every example carries the task's label set, sorted"
             }
 
             test "orders.json: standard.order1 is dbpedia, amazon, yahoo, agnews; every long_sequence order has the 15 tasks" {
@@ -123,8 +128,9 @@ let tests =
                     gz "train/z.json.gz" text
                     gz "test/z.jsonl.gz" "{\"input\": \"p\", \"output\": \"q\"}\n"
                     let t = Task.load dir "z"
-                    Expect.equal t.Train [| { Id = "a"; Input = "x"; Output = "y" } |] "json.gz"
-                    Expect.equal t.Test [| { Id = "z_0"; Input = "p"; Output = "q" } |] "jsonl.gz"
+                    Expect.equal (plain t.Train) [| (Example.create ("a") ("x") ("y")) |] "json.gz"
+                    Expect.equal (plain t.Test) [| (Example.create ("z_0") ("p") ("q")) |] "jsonl.gz"
+                    Expect.equal t.Train[0].Choices [| "q"; "y" |] "a loaded task's examples carry its label set, from every split"
                     let bad = write dir "train/w.json.gz" "not gzip"
                     let m = messageOf (fun () -> TaskFile.load bad |> ignore)
                     Expect.stringContains m bad "names the file"
@@ -175,10 +181,10 @@ let tests =
                     ]""" |> ignore
                     write dir "test/x.json" """[{"id": 3, "input": "plain", "output": 42}]""" |> ignore
                     let t = Task.load dir "x"
-                    Expect.equal t.Train [| { Id = "a"; Input = "Translate.\nchat"; Output = "cat" }
-                                            { Id = "x_1"; Input = "Say hi."; Output = "hi" }
-                                            { Id = "x_2"; Input = "Say yes."; Output = "yes" } |] "instruction variant"
-                    Expect.equal t.Test [| { Id = "3"; Input = "plain"; Output = "42" } |] "numbers read as text")
+                    Expect.equal (plain t.Train) [| Example.create "a" "Translate.\nchat" "cat"
+                                                    Example.create "x_1" "Say hi." "hi"
+                                                    Example.create "x_2" "Say yes." "yes" |] "instruction variant"
+                    Expect.equal (plain t.Test) [| (Example.create ("3") ("plain") ("42")) |] "numbers read as text")
             }
 
             test "JSONL: one object per line, either shape, blank lines skipped" {
@@ -186,8 +192,8 @@ let tests =
                     write dir "train/y.jsonl" "{\"id\": \"p\", \"input\": \"one\", \"output\": \"1\"}\n\n{\"instruction\": \"Do.\", \"input\": \"two\", \"output\": \"2\"}\n" |> ignore
                     write dir "test/y.jsonl" "{\"input\": \"three\", \"output\": \"3\"}\n" |> ignore
                     let t = Task.load dir "y"
-                    Expect.equal t.Train [| { Id = "p"; Input = "one"; Output = "1" }; { Id = "y_1"; Input = "Do.\ntwo"; Output = "2" } |] "train"
-                    Expect.equal t.Test [| { Id = "y_0"; Input = "three"; Output = "3" } |] "test")
+                    Expect.equal (plain t.Train) [| (Example.create ("p") ("one") ("1")); (Example.create ("y_1") ("Do.\ntwo") ("2")) |] "train"
+                    Expect.equal (plain t.Test) [| (Example.create ("y_0") ("three") ("3")) |] "test")
             }
         ]
 

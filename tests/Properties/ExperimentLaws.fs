@@ -92,7 +92,9 @@ let tests =
             Expect.floatClose Accuracy.veryHigh (json["chance"].GetValue<float>()) 37.5 "stream chance: mean of 25 and 50"
             Expect.equal [ for f in json["task-facts"].AsArray() -> f["task"].GetValue<string>(), f["labels"].GetValue<int>(), f["chance"].GetValue<float>() ] [ "a", 4, 25.0; "b", 2, 50.0 ] "task facts"
             let one = Results.metricsJson [ seeds.Head ]
-            Expect.equal ([ for KeyValue(k, _) in one -> k ]) [ "tasks"; "seed"; "task-facts"; "chance"; "strategies" ] "one seed: the contract's keys, with the task facts"
+            Expect.equal ([ for KeyValue(k, _) in one -> k ]) [ "tasks"; "seed"; "task-facts"; "chance"; "single-task"; "strategies" ] "one seed: the contract's keys, with the task facts and the single-task scores"
+            Expect.equal [ for x in one["single-task"].AsArray() -> x.GetValue<float>() ] (List.ofArray seeds.Head.Single.Value) "single-task scores in task order"
+            Expect.isNull one["zero-shot"] "no zero-shot run: no zero-shot scores"
             let unknown = Results.metricsJson (Results.bySeed (results |> List.map (fun r -> { r with Facts = [] })))
             Expect.isNull (unknown["task-facts"]) "no facts recorded: none written"
             let kifOne = (one["strategies"]["kif"]).AsObject()

@@ -13,7 +13,7 @@ let private config = PropertyConfig.config 200
 
 /// A task with `train` and `test` examples whose ids are unique within the task.
 let private mkTask (name: string) (train: int) (test: int) : TaskData =
-    let ex split i = { Id = $"{name}-{split}-{i}"; Input = $"input {i} of {name}"; Output = $"label {i % 3}" }
+    let ex split i = Example.create $"{name}-{split}-{i}" $"input {i} of {name}" $"label {i % 3}"
     Task.create name (Array.init train (ex "train")) (Array.init test (ex "test"))
 
 /// A sequence of k tasks named t0..t(k-1) with small sizes picked from a seed.
@@ -108,12 +108,12 @@ let tests =
         }
 
         test "max new tokens: longest label plus one for EOS" {
-            let task = Task.create "t" [| { Id = "1"; Input = "x"; Output = "a b c" } |] [| { Id = "2"; Input = "y"; Output = "a b c d e" } |]
+            let task = Task.create "t" [| (Example.create ("1") ("x") ("a b c")) |] [| (Example.create ("2") ("y") ("a b c d e")) |]
             Expect.equal (Task.maxNewTokens (fun s -> Array.zeroCreate (s.Split(' ').Length)) task) 6 "5 words + EOS"
         }
 
         test "task facts: labels are the distinct answers as exact match compares them; generation tasks have no chance level" {
-            let ex (o: string) = { Id = ""; Input = "x"; Output = o }
+            let ex (o: string) = (Example.create ("") ("x") (o))
             let t = Task.create "t" [| ex "Good"; ex " good "; ex "Bad" |] [| ex "bad"; ex "Neutral" |]
             let f = TaskFacts.ofTask t
             Expect.equal f.Labels (Some 3) "good, bad, neutral"

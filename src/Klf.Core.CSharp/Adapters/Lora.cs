@@ -178,7 +178,7 @@ public sealed class LoraModel
     /// </summary>
     /// <param name="directory">Created if missing.</param>
     /// <param name="adapter">Adapter to save.</param>
-    /// <param name="taskType">PEFT task_type: "CAUSAL_LM" (decoder-only) or "SEQ_2_SEQ_LM" (encoder-decoder).</param>
+    /// <param name="taskType">PEFT task_type: "CAUSAL_LM" (decoder-only), "SEQ_2_SEQ_LM" (encoder-decoder) or "FEATURE_EXTRACTION" (encoder-only).</param>
     /// <param name="baseModelNameOrPath">Recorded as base_model_name_or_path.</param>
     public void SaveAdapter(string directory, string adapter, string taskType = "CAUSAL_LM", string? baseModelNameOrPath = null)
     {

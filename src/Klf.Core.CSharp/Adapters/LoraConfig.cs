@@ -41,6 +41,17 @@ public sealed record LoraConfig(
     public static LoraConfig ForRank(int r, string[]? targets = null, string adapterName = "default") =>
         new(R: r, Alpha: 2.0 * r, Dropout: 0.05, TargetModules: targets is { Length: > 0 } ? targets : null, AdapterName: adapterName);
 
+    /// <summary>
+    /// The attention query and value projections of a family, PEFT's default LoRA targets for it:
+    /// <c>q_proj</c>, <c>v_proj</c> (LLaMA), <c>q</c>, <c>v</c> (T5), <c>query</c>, <c>value</c> (BERT).
+    /// </summary>
+    public static string[] DefaultTargets(Klf.Models.ModelFamily family) => family switch
+    {
+        Klf.Models.ModelFamily.DecoderOnly => ["q_proj", "v_proj"],
+        Klf.Models.ModelFamily.EncoderOnly => ["query", "value"],
+        _ => ["q", "v"],
+    };
+
     /// <summary>The multiplier of B·A for a module of rank <see cref="R"/> and alpha <see cref="Alpha"/>: Alpha / R, or Alpha / √R with rsLoRA.</summary>
     public double Scaling => ScalingOf(R, Alpha, UseRsLora);
 

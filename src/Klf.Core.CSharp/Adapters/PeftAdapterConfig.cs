@@ -115,9 +115,13 @@ public static class PeftAdapterConfig
             ExcludeModules: exclude, ExcludeRegex: excludeRegex, LayersToTransform: layers, LayersPattern: layersPattern);
     }
 
-    /// <summary>PEFT's <c>task_type</c> of a model family: <c>CAUSAL_LM</c> (decoder-only) or <c>SEQ_2_SEQ_LM</c> (encoder-decoder).</summary>
-    public static string TaskTypeOf(Klf.Models.ModelFamily family) =>
-        family == Klf.Models.ModelFamily.DecoderOnly ? "CAUSAL_LM" : "SEQ_2_SEQ_LM";
+    /// <summary>PEFT's <c>task_type</c> of a model family: <c>CAUSAL_LM</c> (decoder-only), <c>SEQ_2_SEQ_LM</c> (encoder-decoder) or <c>FEATURE_EXTRACTION</c> (encoder-only sentence encoders).</summary>
+    public static string TaskTypeOf(Klf.Models.ModelFamily family) => family switch
+    {
+        Klf.Models.ModelFamily.DecoderOnly => "CAUSAL_LM",
+        Klf.Models.ModelFamily.EncoderOnly => "FEATURE_EXTRACTION",
+        _ => "SEQ_2_SEQ_LM",
+    };
 
     /// <summary>The <c>adapter_config.json</c> object PEFT writes for <paramref name="config"/> (every field it reads, with its value).</summary>
     public static JsonObject ToJson(LoraConfig config, string taskType = "CAUSAL_LM", string? baseModelNameOrPath = null)

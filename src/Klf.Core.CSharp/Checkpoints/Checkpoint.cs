@@ -34,7 +34,8 @@ public static class Checkpoint
     /// <paramref name="extra"/>. Files named in <paramref name="alsoCopy"/> (e.g. tokenizer files)
     /// are copied in. With <paramref name="tokenizer"/>, the folder also gets the Hugging Face files
     /// <see cref="HfFolderFiles.Write"/> makes (generation_config.json; tokenizer_config.json and
-    /// special_tokens_map.json when the copied files lack them), so other tools load it. Returns the manifest written.
+    /// special_tokens_map.json when the copied files lack them), so other tools load it. A sentence encoder also
+    /// gets sentence-transformers' pooling files (<see cref="SentenceTransformersFiles.Write"/>). Returns the manifest written.
     /// </summary>
     public static CheckpointManifest Save(ILanguageModel model, string folder, JsonObject? extra = null, IEnumerable<string>? alsoCopy = null, long? maxShardBytes = null, Klf.Tokenizers.ITextTokenizer? tokenizer = null) =>
         Write(model, folder, tmp => HfWeights.Save(model, tmp, maxShardBytes), () => extra, alsoCopy, tokenizer);
@@ -60,8 +61,11 @@ public static class Checkpoint
             foreach (var f in alsoCopy ?? [])
                 File.Copy(f, Path.Combine(tmp, Path.GetFileName(f)), overwrite: true);
             if (tokenizer is not null) HfFolderFiles.Write(tmp, model, tokenizer);
+            if (model is Klf.Models.Bert.BertSentenceEncoder encoder) SentenceTransformersFiles.Write(tmp, encoder);
             // Shards hash in parallel: SHA-256 runs at about 1.5 GB/s per core, slower than the disk.
-            var names = Directory.GetFiles(tmp).Select(f => Path.GetFileName(f)!).Order(StringComparer.Ordinal).ToList();
+            // Files in subfolders (sentence-transformers' 1_Pooling/config.json) are listed by relative path.
+            var names = Directory.GetFiles(tmp, "*", SearchOption.AllDirectories).Select(f => Path.GetRelativePath(tmp, f).Replace('\\', '/'))
+                .Order(StringComparer.Ordinal).ToList();
             var hashes = names.AsParallel().AsOrdered().Select(f => Sha256(Path.Combine(tmp, f))).ToList();
             var files = names.Zip(hashes).ToDictionary(x => x.First, x => x.Second);
             manifest = new CheckpointManifest(FormatTag, model.ModelType, DateTime.UtcNow.ToString("O"), files, extra?.DeepClone().AsObject() ?? new JsonObject());

@@ -21,8 +21,8 @@ public static class HfFolderFiles
     public static readonly IReadOnlyList<string> FileNames = ["generation_config.json", "tokenizer_config.json", "special_tokens_map.json"];
 
     /// <summary>
-    /// Writes into <paramref name="folder"/> (atomically, file by file) <c>generation_config.json</c>, and
-    /// <c>tokenizer_config.json</c> and <c>special_tokens_map.json</c> unless <paramref name="folder"/>
+    /// Writes into <paramref name="folder"/> (atomically, file by file) <c>generation_config.json</c> (not
+    /// for encoder-only models), and <c>tokenizer_config.json</c> and <c>special_tokens_map.json</c> unless <paramref name="folder"/>
     /// already holds them. Token strings come from the tokenizer files in <paramref name="folder"/>
     /// (<c>tokenizer.model</c>/<c>spiece.model</c>, <c>tokenizer.json</c> or <c>vocab.json</c>); ids from
     /// <paramref name="model"/>'s config, else <paramref name="tokenizer"/>. Returns the names written.
@@ -44,8 +44,12 @@ public static class HfFolderFiles
         };
         if (model.Family == ModelFamily.EncoderDecoder)
             generation["decoder_start_token_id"] = IdOf("decoder_start_token_id", pad ?? tokenizer.PadId);
-        AtomicFile.WriteAllText(Path.Combine(folder, "generation_config.json"), generation.ToJsonString(Indented));
-        written.Add("generation_config.json");
+        // An encoder-only model does not generate: it gets no generation config.
+        if (model.Family != ModelFamily.EncoderOnly)
+        {
+            AtomicFile.WriteAllText(Path.Combine(folder, "generation_config.json"), generation.ToJsonString(Indented));
+            written.Add("generation_config.json");
+        }
 
         var tokenizerConfig = Path.Combine(folder, "tokenizer_config.json");
         var specialMap = Path.Combine(folder, "special_tokens_map.json");
@@ -83,6 +87,7 @@ public static class HfFolderFiles
     /// <summary>transformers' tokenizer class for the tokenizer files of a folder.</summary>
     private static string TokenizerClass(string folder, ILanguageModel model)
     {
+        if (File.Exists(Path.Combine(folder, "vocab.txt"))) return "BertTokenizer";
         if (File.Exists(Path.Combine(folder, "tokenizer.json"))) return "PreTrainedTokenizerFast";
         if (File.Exists(Path.Combine(folder, "spiece.model")) || model.Family == ModelFamily.EncoderDecoder) return "T5Tokenizer";
         if (File.Exists(Path.Combine(folder, "tokenizer.model"))) return "LlamaTokenizer";

@@ -47,13 +47,17 @@ public static class HfWeights
     /// Checkpoint keys that Hugging Face itself ignores on load, per <c>model_type</c>: LLaMA
     /// checkpoints written before transformers 4.31 carry the RoPE buffer
     /// <c>model.layers.N.self_attn.rotary_emb.inv_freq</c> (recomputed, not learned); some T5
-    /// checkpoints carry an unused decoder cross-attention position bias.
+    /// checkpoints carry an unused decoder cross-attention position bias; BERT checkpoints carry a pooler
+    /// that sentence encoders do not use, and older ones the <c>embeddings.position_ids</c> buffer.
     /// </summary>
     public static IReadOnlyDictionary<string, System.Text.RegularExpressions.Regex> IgnoredKeys { get; } =
         new Dictionary<string, System.Text.RegularExpressions.Regex>
         {
             ["llama"] = new(@"\.rotary_emb\.inv_freq$"),
             ["t5"] = new(@"^decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias\.weight$"),
+            // The pooler (first token, dense, tanh) of BERT checkpoints: sentence embeddings do not use it;
+            // position_ids is a buffer older checkpoints saved.
+            ["bert"] = new(@"^(pooler\.dense\.(weight|bias)|embeddings\.position_ids)$"),
         };
 
     /// <summary>Whether a checkpoint key is neither the model's nor an alias but one HF ignores (see <see cref="IgnoredKeys"/>).</summary>

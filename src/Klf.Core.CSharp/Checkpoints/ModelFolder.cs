@@ -19,7 +19,9 @@ public static class ModelFolder
     /// converted. A folder with a Klf <c>manifest.json</c> is verified first (every listed file present
     /// with its recorded SHA-256; see <see cref="Checkpoint.ReadManifest"/>) unless
     /// <paramref name="verify"/> is false, so a relabelled or flipped byte is refused rather than
-    /// loaded. Errors name the folder and the problem.
+    /// loaded. A BERT sentence encoder takes its pooling and normalisation from the folder's
+    /// sentence-transformers files (<see cref="SentenceTransformersFiles.Read"/>; mean pooling and unit
+    /// length without them). Errors name the folder and the problem.
     /// </summary>
     public static ILanguageModel Load(string folder, Device? device = null, ScalarType? dtype = null, bool verify = true)
     {
@@ -30,9 +32,12 @@ public static class ModelFolder
         JsonObject config;
         config = Klf.Formats.StrictJson.ReadFile(configPath) as JsonObject ?? throw new InvalidDataException($"{configPath}: the top level is not a JSON object");
         HfWeights.WeightFiles(folder); // fail on missing weights before building the model
+        var pooling = SentenceTransformersFiles.Read(folder);
         var model = LanguageModels.FromConfig(config, configPath, device, dtype);
         try
         {
+            if (model is Klf.Models.Bert.BertSentenceEncoder encoder && pooling is { } p)
+                (encoder.Pooling, encoder.Normalize) = p;
             HfWeights.LoadInto(model, folder, strict: true);
         }
         catch

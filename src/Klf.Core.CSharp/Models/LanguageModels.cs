@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Klf.Models.Bert;
 using Klf.Models.Llama;
 using Klf.Models.T5;
 using TorchSharp;
@@ -8,7 +9,7 @@ using static TorchSharp.torch;
 namespace Klf.Models;
 
 /// <summary>
-/// Creates language models of any supported family: from a Hugging Face model folder, from a
+/// Creates models of any supported family (LLaMA, T5, BERT sentence encoders): from a Hugging Face model folder, from a
 /// <c>config.json</c> object or from a named preset (randomly initialised). Dispatches on
 /// <c>model_type</c>. A Hugging Face model folder with its weights loads with
 /// <see cref="Klf.Checkpoints.ModelFolder.Load"/>.
@@ -16,10 +17,10 @@ namespace Klf.Models;
 public static class LanguageModels
 {
     /// <summary>The <c>model_type</c> values Klf can build.</summary>
-    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["llama", "t5"];
+    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["llama", "t5", "bert"];
 
     /// <summary>Every preset name of every family.</summary>
-    public static IReadOnlyList<string> PresetNames => [.. LlamaConfig.PresetNames, .. T5Config.PresetNames];
+    public static IReadOnlyList<string> PresetNames => [.. LlamaConfig.PresetNames, .. T5Config.PresetNames, .. BertConfig.PresetNames];
 
     /// <summary>
     /// Builds a randomly initialised model from a Hugging Face <c>config.json</c> object
@@ -35,6 +36,7 @@ public static class LanguageModels
         {
             "llama" => LlamaForCausalLM.Create(LlamaConfig.FromJson(config, source), device, dtype),
             "t5" => T5ForConditionalGeneration.Create(T5Config.FromJson(config, source), device, dtype),
+            "bert" => BertSentenceEncoder.Create(BertConfig.FromJson(config, source), device, dtype),
             _ => throw new InvalidDataException(
                 $"{source}: unsupported model_type \"{type}\" (supported: {string.Join(", ", SupportedModelTypes)})"),
         };
@@ -59,6 +61,7 @@ public static class LanguageModels
         if (LlamaConfig.PresetNames.Contains(name)) return LlamaForCausalLM.Create(LlamaConfig.Preset(name, vocabSize), device, dtype);
         if (T5Config.PresetNames.Contains(name))
             return T5ForConditionalGeneration.Create(vocabSize is { } v ? T5Config.Preset(name, v) : T5Config.Preset(name), device, dtype);
+        if (BertConfig.PresetNames.Contains(name)) return BertSentenceEncoder.Create(BertConfig.Preset(name, vocabSize), device, dtype);
         throw new ArgumentException($"unknown model preset \"{name}\" (known: {string.Join(", ", PresetNames)})", nameof(name));
     }
 }

@@ -5,13 +5,15 @@ namespace Klf.SkillUnits;
 
 /// <summary>
 /// Attention-head units (<c>head</c>, an extension of the paper's partitions) for LLaMA
-/// (<c>self_attn.{q,k,v,o}_proj</c>) and T5 (<c>SelfAttention</c>/<c>EncDecAttention</c> <c>.{q,k,v,o}</c>).
+/// (<c>self_attn.{q,k,v,o}_proj</c>), T5 (<c>SelfAttention</c>/<c>EncDecAttention</c> <c>.{q,k,v,o}</c>) and BERT
+/// (<c>attention.self.{query,key,value}</c>, <c>attention.output.dense</c>).
 /// Every other trainable tensor stays one whole unit, so every trainable element is covered exactly once.
 /// </summary>
 /// <remarks>
 /// <para>With H query heads of width D and Hkv key/value heads (read from the model's config:
 /// LLaMA <c>num_attention_heads</c>, <c>num_key_value_heads</c>, <c>head_dim</c>; T5 <c>num_heads</c>,
-/// <c>d_kv</c>, Hkv = H), for an attention module at path <c>P</c>:</para>
+/// <c>d_kv</c>, Hkv = H; BERT <c>num_attention_heads</c>, D = <c>hidden_size</c> / H, Hkv = H), for an attention
+/// module at path <c>P</c> (BERT: query, key, value are q, k, v and <c>output.dense</c> is o):</para>
 /// <list type="bullet">
 /// <item>Without grouping (Hkv = H), unit <c>P.head&lt;h&gt;</c> holds the rows [hD, (h+1)D) of q, k and v
 /// (weights and, with <c>attention_bias</c>, biases), the columns [hD, (h+1)D) of o, and for T5
@@ -24,7 +26,7 @@ namespace Klf.SkillUnits;
 /// sliced; a head whose tensors are all frozen is no unit. Units are in <c>named_parameters</c>
 /// order (an attention module's heads at its first trainable tensor: heads 0..H-1, then kv heads).
 /// Layer = the module's layer; ModuleType = <c>&lt;attention type&gt;.head</c> / <c>.kv_head</c>
-/// (<c>self_attn.head</c>, <c>SelfAttention.head</c>, <c>EncDecAttention.kv_head</c>).
+/// (<c>self_attn.head</c>, <c>SelfAttention.head</c>, <c>EncDecAttention.kv_head</c>, <c>attention.head</c>).
 /// Aggregation: <see cref="UnitAggregation.Mean"/>. Other model types are not supported (throws).</para>
 /// </remarks>
 public sealed class AttentionHeadPartitioner : ISkillUnitPartitioner
@@ -34,6 +36,7 @@ public sealed class AttentionHeadPartitioner : ISkillUnitPartitioner
 
     private static readonly Regex LlamaAttn = new(@"^(?<attn>.+\.self_attn)\.(?<proj>q|k|v|o)_proj\.(?<leaf>weight|bias)$", RegexOptions.CultureInvariant);
     private static readonly Regex T5Attn = new(@"^(?<attn>.+\.(?:SelfAttention|EncDecAttention))\.(?<proj>q|k|v|o|relative_attention_bias)\.(?<leaf>weight)$", RegexOptions.CultureInvariant);
+    private static readonly Regex BertAttn = new(@"^(?<attn>.+\.attention)\.(?:self\.(?<proj>query|key|value)|output\.(?<proj>dense))\.(?<leaf>weight|bias)$", RegexOptions.CultureInvariant);
 
     /// <inheritdoc />
     public string Name => PartitionerName;
@@ -105,6 +108,7 @@ public sealed class AttentionHeadPartitioner : ISkillUnitPartitioner
         var m = pattern.Match(name);
         if (!m.Success) return null;
         var (proj, leaf) = (m.Groups["proj"].Value, m.Groups["leaf"].Value);
+        proj = proj switch { "query" => "q", "key" => "k", "value" => "v", "dense" => "o", _ => proj };   // BERT's names
         if (proj == "o" && leaf == "bias") return null; // (hidden,) bias of the output projection: not per head
         return (m.Groups["attn"].Value, proj, leaf);
     }
@@ -118,7 +122,8 @@ public sealed class AttentionHeadPartitioner : ISkillUnitPartitioner
             "llama" => (Get("num_attention_heads"), c["num_key_value_heads"]?.GetValue<int>() ?? Get("num_attention_heads"),
                 c["head_dim"]?.GetValue<int>() ?? Get("hidden_size") / Get("num_attention_heads"), LlamaAttn),
             "t5" => (Get("num_heads"), Get("num_heads"), Get("d_kv"), T5Attn),
-            var t => throw new NotSupportedException($"the '{PartitionerName}' partitioner knows LLaMA and T5 attention, not model_type '{t}'"),
+            "bert" => (Get("num_attention_heads"), Get("num_attention_heads"), Get("hidden_size") / Get("num_attention_heads"), BertAttn),
+            var t => throw new NotSupportedException($"the '{PartitionerName}' partitioner knows LLaMA, T5 and BERT attention, not model_type '{t}'"),
         };
     }
 

@@ -13,12 +13,13 @@ namespace Klf.SkillUnits;
 /// intermediate layer: row i of the input projections and column i of the output projection.
 /// LLaMA (<c>P = ….mlp</c>): rows of <c>gate_proj</c> and <c>up_proj</c> (weights and, with
 /// <c>mlp_bias</c>, biases), columns of <c>down_proj.weight</c>. T5 (<c>P = ….DenseReluDense</c>):
-/// rows of <c>wi</c> (or <c>wi_0</c> and <c>wi_1</c>), columns of <c>wo</c>.</para>
+/// rows of <c>wi</c> (or <c>wi_0</c> and <c>wi_1</c>), columns of <c>wo</c>. BERT (<c>P = ….layer.N.intermediate</c>):
+/// rows of <c>intermediate.dense</c> (weight and bias), columns of <c>output.dense.weight</c>.</para>
 /// <para>Unit <c>P.neuron&lt;s&gt;</c> holds neurons [s, s + B) (the last block may be shorter).
-/// <c>down_proj</c>'s bias (hidden-sized) is not per neuron and stays a whole unit. Only trainable
+/// <c>down_proj</c>'s (and <c>wo</c>'s, <c>output.dense</c>'s) bias (hidden-sized) is not per neuron and stays a whole unit. Only trainable
 /// tensors are sliced. Units are in <c>named_parameters</c> order, a block's neurons at its first
-/// trainable tensor. Layer = the block's layer; ModuleType = <c>mlp.neuron</c> or
-/// <c>DenseReluDense.neuron</c>. Aggregation: <see cref="UnitAggregation.Mean"/>.</para>
+/// trainable tensor. Layer = the block's layer; ModuleType = <c>mlp.neuron</c>,
+/// <c>DenseReluDense.neuron</c> or <c>intermediate.neuron</c>. Aggregation: <see cref="UnitAggregation.Mean"/>.</para>
 /// </remarks>
 public sealed class NeuronPartitioner : ISkillUnitPartitioner
 {
@@ -27,6 +28,10 @@ public sealed class NeuronPartitioner : ISkillUnitPartitioner
 
     private static readonly Regex Mlp = new(
         @"^(?<mlp>.+\.(?:mlp|DenseReluDense))\.(?<proj>gate_proj|up_proj|down_proj|wi|wi_0|wi_1|wo)\.(?<leaf>weight|bias)$",
+        RegexOptions.CultureInvariant);
+    // BERT's feed-forward is split over two modules of the layer: intermediate.dense (in) and output.dense (out).
+    private static readonly Regex BertFfn = new(
+        @"^(?<layer>.+\.layer\.\d+)\.(?<proj>intermediate|output)\.dense\.(?<leaf>weight|bias)$",
         RegexOptions.CultureInvariant);
 
     /// <summary>A partition with <paramref name="blockSize"/> neurons per unit (at least 1).</summary>
@@ -91,6 +96,12 @@ public sealed class NeuronPartitioner : ISkillUnitPartitioner
     /// <summary>The block path and the dimension that indexes neurons, for a per-neuron tensor; null otherwise.</summary>
     private static (string Block, int Dim)? Match(string name)
     {
+        if (BertFfn.Match(name) is { Success: true } b)
+        {
+            var isOutput = b.Groups["proj"].Value == "output";
+            if (isOutput && b.Groups["leaf"].Value == "bias") return null; // hidden-sized: not per neuron
+            return (b.Groups["layer"].Value + ".intermediate", isOutput ? 1 : 0);
+        }
         var m = Mlp.Match(name);
         if (!m.Success) return null;
         var (proj, leaf) = (m.Groups["proj"].Value, m.Groups["leaf"].Value);

@@ -7,15 +7,16 @@ namespace Klf.SkillUnits;
 /// <remarks>
 /// <para><b>Layer</b> (<see cref="SkillUnit.Layer"/>): the name prefix up to and including the first
 /// all-digit segment of the module path (<c>model.layers.3</c>, <c>encoder.block.1</c>,
-/// <c>decoder.block.0</c>). Names without such a segment: <c>embeddings</c> (<c>embed_tokens</c>,
-/// <c>shared</c>), <c>head</c> (<c>lm_head</c>), <c>final_norm</c> (<c>model.norm</c>,
+/// <c>decoder.block.0</c>, <c>encoder.layer.2</c>). Names without such a segment: <c>embeddings</c> (<c>embed_tokens</c>,
+/// <c>shared</c>, BERT's <c>embeddings.*</c>), <c>head</c> (<c>lm_head</c>), <c>final_norm</c> (<c>model.norm</c>,
 /// <c>*.final_layer_norm</c>), else <c>other</c>.</para>
 /// <para><b>ModuleType</b> (<see cref="SkillUnit.ModuleType"/>): the module path after the layer
 /// prefix (<c>self_attn.q_proj</c>, <c>mlp.up_proj</c>, <c>input_layernorm</c>); T5's sub-layer level
 /// <c>layer.&lt;i&gt;</c> is dropped (<c>SelfAttention.q</c>, <c>EncDecAttention.o</c>,
 /// <c>DenseReluDense.wi_0</c>) and its <c>layer_norm</c> is named after the sub-layer it belongs
 /// to (<c>SelfAttention.layer_norm</c>, <c>EncDecAttention.layer_norm</c>,
-/// <c>DenseReluDense.layer_norm</c>). A parameter leaf other than <c>weight</c> is kept
+/// <c>DenseReluDense.layer_norm</c>); BERT's are as the path reads (<c>attention.self.query</c>,
+/// <c>attention.output.LayerNorm</c>, <c>intermediate.dense</c>, <c>output.dense</c>). A parameter leaf other than <c>weight</c> is kept
 /// (<c>self_attn.q_proj.bias</c>). Outside layers: the whole module path (<c>model.embed_tokens</c>,
 /// <c>shared</c>, <c>lm_head</c>, <c>model.norm</c>, <c>encoder.final_layer_norm</c>). LoRA matrices:
 /// the base module's type plus <c>.lora_A</c> / <c>.lora_B</c> (adapter name dropped); rank-1 units
@@ -101,7 +102,7 @@ public static class UnitNames
     private static string NonLayerLabel(string[] segs)
     {
         var last = segs[^1];
-        if (last is "embed_tokens" or "shared" or "wte" or "embeddings") return "embeddings";
+        if (last is "embed_tokens" or "shared" or "wte" or "embeddings" || segs[0] == "embeddings") return "embeddings";
         if (last is "lm_head") return "head";
         if (last is "norm" or "final_layer_norm" or "ln_f") return "final_norm";
         return "other";

@@ -4,16 +4,21 @@ using static TorchSharp.torch;
 
 namespace Klf.Training;
 
-/// <summary>One supervised example: prompt and answer token ids (no special tokens, no padding).</summary>
-/// <param name="PromptIds">Prompt tokens (BOS, if the model wants one, included by the tokenizer).</param>
-/// <param name="AnswerIds">Answer tokens; the batcher appends EOS.</param>
-public sealed record LmExample(int[] PromptIds, int[] AnswerIds);
+/// <summary>One supervised example: prompt and answer token ids (no padding).</summary>
+/// <param name="PromptIds">Prompt tokens (BOS, if the model wants one, included by the tokenizer). Encoder-only
+/// models: the whole input as the tokenizer frames it (<c>[CLS] … [SEP]</c>).</param>
+/// <param name="AnswerIds">Answer tokens; for generating models the batcher appends EOS. Encoder-only
+/// models: one of <paramref name="Choices"/>, framed the same way.</param>
+/// <param name="Choices">The candidate answers (encoder-only models: required, each framed as the prompt);
+/// null for generation.</param>
+public sealed record LmExample(int[] PromptIds, int[] AnswerIds, int[][]? Choices = null);
 
 /// <summary>How examples become tensors.</summary>
 /// <param name="Family">Decoder-only or encoder-decoder layout.</param>
 /// <param name="PadTokenId">Padding id of inputs (labels are padded with -100).</param>
 /// <param name="EosTokenId">Appended after the answer (both families) and after the prompt (encoder-decoder).</param>
-/// <param name="MaxLength">Decoder-only: cap on prompt + answer + EOS. Encoder-decoder: cap on prompt + EOS.</param>
+/// <param name="MaxLength">Decoder-only: cap on prompt + answer + EOS. Encoder-decoder: cap on prompt + EOS.
+/// Encoder-only: cap on the input and on each choice.</param>
 /// <param name="MaxTargetLength">Encoder-decoder only: cap on answer + EOS.</param>
 /// <param name="Truncation">Which prompt tokens are dropped when the prompt does not fit.</param>
 public sealed record BatchLayout(ModelFamily Family, int PadTokenId, int EosTokenId, int MaxLength = 512, int MaxTargetLength = 128,
@@ -66,10 +71,25 @@ public static class Batching
         return (input, labels);
     }
 
-    /// <summary>Length used for bucketing: the padded length this example needs (source length for encoder-decoder).</summary>
-    public static int Length(LmExample e, BatchLayout layout) => layout.Family == ModelFamily.DecoderOnly
-        ? Math.Min(e.PromptIds.Length + e.AnswerIds.Length + 1, layout.MaxLength)
-        : Math.Min(e.PromptIds.Length + 1, layout.MaxLength);
+    /// <summary>
+    /// Encoder-only input after truncation: a framed sequence (first and last token, e.g. <c>[CLS]</c> and
+    /// <c>[SEP]</c>, kept) whose inner tokens are cut by <paramref name="truncation"/> to fit <paramref name="maxLength"/>.
+    /// </summary>
+    public static int[] EncoderSequence(int[] ids, int maxLength, PromptTruncation truncation = PromptTruncation.DropMiddle)
+    {
+        if (ids.Length <= maxLength) return ids;
+        if (maxLength < 2) throw new ArgumentException($"an encoder input needs room for its first and last token, and the cap is {maxLength}", nameof(maxLength));
+        var inner = PromptCut.Apply(ids[1..^1], maxLength - 2, truncation);
+        return [ids[0], .. inner, ids[^1]];
+    }
+
+    /// <summary>Length used for bucketing: the padded length this example needs (source length for encoder-decoder and encoder-only).</summary>
+    public static int Length(LmExample e, BatchLayout layout) => layout.Family switch
+    {
+        ModelFamily.DecoderOnly => Math.Min(e.PromptIds.Length + e.AnswerIds.Length + 1, layout.MaxLength),
+        ModelFamily.EncoderOnly => Math.Min(e.PromptIds.Length, layout.MaxLength),
+        _ => Math.Min(e.PromptIds.Length + 1, layout.MaxLength),
+    };
 
     /// <summary>
     /// Builds one right-padded batch. Decoder-only: InputIds/AttentionMask/Labels (B, T), T = longest
@@ -79,6 +99,7 @@ public static class Batching
     public static LmBatch Build(IReadOnlyList<LmExample> examples, BatchLayout layout, Device? device = null)
     {
         if (examples.Count == 0) throw new ArgumentException("empty batch", nameof(examples));
+        if (layout.Family == ModelFamily.EncoderOnly) return BuildChoices(examples, layout, device ?? CPU);
         int[][] inputs, labels;
         if (layout.Family == ModelFamily.DecoderOnly)
         {
@@ -108,6 +129,61 @@ public static class Batching
             torch.tensor(ids, new long[] { b, t }, ScalarType.Int64, dev),
             torch.tensor(mask, new long[] { b, t }, ScalarType.Int64, dev),
             torch.tensor(lab, new long[] { b, l }, ScalarType.Int64, dev));
+    }
+
+    /// <summary>
+    /// An encoder-only batch: InputIds/AttentionMask (B, T) of the inputs (<see cref="EncoderSequence"/>),
+    /// Labels (B) the index of each answer among the batch's distinct choices, and
+    /// <see cref="LmBatch.Choices"/>: their ids and mask (C, L) and which belong to which example (B, C).
+    /// Throws <see cref="ArgumentException"/> for an example without choices or whose answer is not one of them.
+    /// </summary>
+    private static LmBatch BuildChoices(IReadOnlyList<LmExample> examples, BatchLayout layout, Device device)
+    {
+        var distinct = new List<int[]>();
+        var index = new Dictionary<string, int>(StringComparer.Ordinal);
+        var allowedOf = new List<int>[examples.Count];
+        var gold = new long[examples.Count];
+        for (var i = 0; i < examples.Count; i++)
+        {
+            var e = examples[i];
+            if (e.Choices is not { Length: > 0 } choices)
+                throw new ArgumentException($"example {i} of the batch has no choices: an encoder-only model scores an example's candidate answers", nameof(examples));
+            allowedOf[i] = new List<int>(choices.Length);
+            gold[i] = -1;
+            foreach (var c in choices)
+            {
+                var key = string.Join(',', c);
+                if (!index.TryGetValue(key, out var k))
+                {
+                    index[key] = k = distinct.Count;
+                    distinct.Add(EncoderSequence(c, layout.MaxLength, layout.Truncation));
+                }
+                allowedOf[i].Add(k);
+                if (gold[i] < 0 && c.AsSpan().SequenceEqual(e.AnswerIds)) gold[i] = k;
+            }
+            if (gold[i] < 0) throw new ArgumentException($"example {i} of the batch: its answer is not one of its {choices.Length} choices", nameof(examples));
+        }
+        var (ids, mask) = Padded(examples.Select(e => EncoderSequence(e.PromptIds, layout.MaxLength, layout.Truncation)).ToArray(), layout.PadTokenId, device);
+        var (cids, cmask) = Padded(distinct, layout.PadTokenId, device);
+        var allowed = new bool[examples.Count * distinct.Count];
+        for (var i = 0; i < examples.Count; i++)
+            foreach (var k in allowedOf[i]) allowed[i * distinct.Count + k] = true;
+        return new LmBatch(ids, mask, torch.tensor(gold, new long[] { examples.Count }, ScalarType.Int64, device))
+        {
+            Choices = new ChoiceBatch(cids, cmask, torch.tensor(allowed, new long[] { examples.Count, distinct.Count }, device: device)),
+        };
+    }
+
+    // Right-padded (N, T) ids and their 1/0 mask, int64 on the device.
+    private static (Tensor Ids, Tensor Mask) Padded(IReadOnlyList<int[]> rows, int pad, Device device)
+    {
+        int n = rows.Count, t = rows.Max(r => r.Length);
+        var ids = new long[n * t];
+        var mask = new long[n * t];
+        Array.Fill(ids, pad);
+        for (var i = 0; i < n; i++)
+            for (var j = 0; j < rows[i].Length; j++) { ids[i * t + j] = rows[i][j]; mask[i * t + j] = 1; }
+        return (torch.tensor(ids, new long[] { n, t }, ScalarType.Int64, device), torch.tensor(mask, new long[] { n, t }, ScalarType.Int64, device));
     }
 
     /// <summary>

@@ -130,7 +130,8 @@ public sealed class StepHooks
 /// <param name="Elapsed">Wall time of the step.</param>
 /// <param name="ProcessedTokens">
 /// Real (non-padding) tokens the model processed in the step: the attention-mask total, plus the
-/// decoder's label positions for encoder-decoder models. The basis of throughput figures.
+/// decoder's label positions for encoder-decoder models and the choices' tokens for encoder-only ones.
+/// The basis of throughput figures.
 /// </param>
 public sealed record StepMetrics(int Step, double Loss, double ExtraLoss, double LearningRate, double GradNorm, long Tokens, TimeSpan Elapsed, long ProcessedTokens = 0)
 {
@@ -201,7 +202,7 @@ public sealed class StepRunner : IDisposable
         _model.Module.train();
         var counts = microBatches.Select(b => b.LabelTokenCount).ToArray();
         var total = counts.Sum();
-        var processed = microBatches.Sum(b => b.AttentionMask.sum().ToInt64())
+        var processed = microBatches.Sum(b => b.AttentionMask.sum().ToInt64() + (b.Choices?.Mask.sum().ToInt64() ?? 0))
             + (_model.Family == ModelFamily.EncoderDecoder ? total : 0);
         if (total == 0) throw new InvalidOperationException("the step's batches carry no label tokens");
         var lr = Options.LearningRateAt(_step);

@@ -167,6 +167,13 @@ module Continual =
         let r = execute control makeModel tok (options.WithSeed(options.Seed + j)) Plain.seqFT one
         r.Matrix[0, 0]
 
+    /// The starting model's score on every task of the sequence before any training (zero-shot), in
+    /// sequence order, each on its test split (cut to the options' MaxLength as training cuts).
+    let zeroShotScores (makeModel: unit -> ILanguageModel) (tok: ITextTokenizer) (options: TrainerOptions) (sequence: TaskSequence) : float[] =
+        use model = makeModel ()
+        [| for t in sequence.Tasks ->
+            Evaluate.taskWithin options model tok (Metric.ofName t.Metric) (Task.maxNewTokens (fun s -> tok.Encode s) t) t.Test |]
+
     /// ã_i for FWT: for each task, a fresh model trained on that task alone (plain fine-tuning with
     /// the same options), scored on its test split. Measured, never a constant.
     let singleTaskScores (makeModel: unit -> ILanguageModel) (tok: ITextTokenizer) (options: TrainerOptions) (sequence: TaskSequence) : float[] =

@@ -5,7 +5,8 @@ open Klf.Tokenizers
 open Klf.Training
 
 /// Evaluating a model on a task's examples: batched greedy generation (Prompt.generate, with the
-/// KV cache by default) scored by a Metric, in percent.
+/// KV cache by default) scored by a Metric, in percent. Encoder-only models choose among each example's
+/// choices instead (Prompt.choose); the chosen label is scored the same way.
 [<RequireQualifiedAccess>]
 module Evaluate =
 
@@ -18,7 +19,8 @@ module Evaluate =
     /// Greedy answers of the model to the examples' inputs, decoded to text, with explicit
     /// generation options (batch size, KV cache on or off, cap on new tokens).
     let predictionsWith (model: ILanguageModel) (tok: ITextTokenizer) (options: GenerationOptions) (examples: Example[]) : string[] =
-        Prompt.generate model tok options (examples |> Array.map (fun e -> e.Input))
+        if model.Family = ModelFamily.EncoderOnly then Prompt.choose model tok PromptTruncation.DropMiddle 0 options.BatchSize examples
+        else Prompt.generate model tok options (examples |> Array.map (fun e -> e.Input))
 
     /// Score (percent) of the model on the examples with explicit generation options: the mean of
     /// the metric's per-example scores of the generated answers against the examples' Outputs.
@@ -33,8 +35,10 @@ module Evaluate =
         taskWith model tok (GenerationOptions(MaxNewTokens = maxNewTokens, UseCache = true)) metric examples
 
     /// Greedy answers (at most `maxNewTokens` new tokens, KV cache) to prompts cut like training cuts
-    /// them (`Prompt.truncate` by the trainer's Truncation to its MaxLength), in example order.
+    /// them (`Prompt.truncate` by the trainer's Truncation to its MaxLength), in example order; an
+    /// encoder-only model's chosen answers.
     let predictionsWithin (options: TrainerOptions) (model: ILanguageModel) (tok: ITextTokenizer) (maxNewTokens: int) (examples: Example[]) : string[] =
+        if model.Family = ModelFamily.EncoderOnly then Prompt.choose model tok options.Truncation options.MaxLength 32 examples else
         let prompts = examples |> Array.map (fun e -> Prompt.ids model.Family tok e.Input |> Prompt.truncate model.Family options.Truncation options.MaxLength maxNewTokens)
         Prompt.generateIds model tok (GenerationOptions(MaxNewTokens = maxNewTokens, UseCache = true)) prompts
 

@@ -17,13 +17,15 @@ type RunKind =
     | StrategyRun of strategy: string
     /// Task j (0-based) of the sequence alone, for FWT (plain fine-tuning).
     | SingleTask of task: int
+    /// The starting model scored on every task before any training.
+    | ZeroShot
 
 /// One run of an experiment: a sequence, a seed and what to run; `Id` is its folder under the
 /// experiment's output, `runs/<sequence>/seed-<s>/<strategy or single-NN-task>`.
 type RunSpec = { Sequence: string; Seed: int; Kind: RunKind; Id: string }
 
 /// The stored outcome of a finished run (its `result.json`). For a single-task run, `Tasks` holds
-/// that task and `Rows` the one score.
+/// that task and `Rows` the one score; for the zero-shot run, `Rows` is one row of every task's score.
 type RunResult =
     { Sequence: string
       Seed: int
@@ -85,6 +87,7 @@ module Experiment =
         match kind with
         | StrategyRun s -> StrategySpec.folderName s
         | SingleTask j -> sprintf "single-%02d-%s" (j + 1) (slug tasks[j])
+        | ZeroShot -> "zero-shot"
 
     /// The orders file of a spec: its `OrdersFile`, else the benchmark root's own `orders.json`, else
     /// the one beside it (`Orders.fileFor`, which says where it looked when neither exists).
@@ -101,13 +104,14 @@ module Experiment =
             let file = ordersFile spec root
             [ for o in spec.Orders -> o, Orders.lookup file o ]
 
-    /// Every run of the experiment in a fixed order: per sequence, per seed, the single-task runs
-    /// (when `SingleTask`) then the strategies in the given order.
+    /// Every run of the experiment in a fixed order: per sequence, per seed, the zero-shot run (when
+    /// `ZeroShot`), the single-task runs (when `SingleTask`), then the strategies in the given order.
     let runs (sequences: (string * string list) list) (spec: ExperimentSpec) : RunSpec list =
         [ for name, tasks in sequences do
             for seed in spec.Seeds do
                 let kinds =
-                    [ if spec.SingleTask then for j in 0 .. tasks.Length - 1 -> SingleTask j
+                    [ if spec.ZeroShot then yield ZeroShot
+                      if spec.SingleTask then for j in 0 .. tasks.Length - 1 -> SingleTask j
                       for s in spec.Strategies -> StrategyRun s.Label ]
                 for k in kinds ->
                     { Sequence = name; Seed = seed; Kind = k
@@ -154,7 +158,7 @@ module Experiment =
     /// resumed run must share with the interrupted one.
     let runIdentity (spec: ExperimentSpec) : JsonObject =
         let o = ExperimentSpec.toJson spec
-        for k in [ "name"; "strategies"; "seeds"; "orders"; "fwt" ] do o.Remove k |> ignore
+        for k in [ "name"; "strategies"; "seeds"; "orders"; "fwt"; "zero-shot" ] do o.Remove k |> ignore
         o
 
     /// The SHA-256 of the examples a run uses, per task and split (id, input and output of each, in
@@ -192,6 +196,7 @@ module Experiment =
         match kind with
         | StrategyRun s -> o["strategy"] <- JsonValue.Create s
         | SingleTask j -> o["single-task"] <- JsonValue.Create j
+        | ZeroShot -> o["zero-shot"] <- JsonValue.Create true
         o
 
     /// One task's facts as JSON: `{ "task", "metric", "labels" (null for generation), "chance" (percent or null) }`.
@@ -233,10 +238,11 @@ module Experiment =
             try JsonNode.Parse(File.ReadAllText path)
             with :? Text.Json.JsonException as e -> bad $"not valid JSON ({e.Message})"
         let kind =
-            match json["strategy"], json["single-task"] with
-            | null, null -> bad "neither strategy nor single-task"
-            | s, null -> StrategyRun(s.GetValue<string>())
-            | _, j -> SingleTask(j.GetValue<int>())
+            match json["strategy"], json["single-task"], json["zero-shot"] with
+            | null, null, null -> bad "neither strategy, single-task nor zero-shot"
+            | null, null, _ -> ZeroShot
+            | s, null, _ when not (isNull s) -> StrategyRun(s.GetValue<string>())
+            | _, j, _ -> SingleTask(j.GetValue<int>())
         let tasks = match json["tasks"] with :? JsonArray as a -> [ for t in a -> t.GetValue<string>() ] | _ -> bad "no tasks"
         let rows = match json["rows"] with :? JsonArray as a -> RunState.rowsOfJson a | _ -> bad "no rows"
         let facts = factsOfJson path json["task-facts"]
@@ -259,7 +265,7 @@ module Experiment =
                         let same = prev.Rows.Length = r.Rows.Length && Array.forall2 (fun (a: float[]) (b: float[]) -> a.Length = b.Length && Array.forall2 (fun (x: float) y -> x = y || (Double.IsNaN x && Double.IsNaN y)) a b) prev.Rows r.Rows
                         if not same then raise (InvalidDataException $"{path} and {other} hold different results for the same run")
                     | _ -> found[key] <- (path, r)
-        found.Values |> Seq.map snd |> Seq.sortBy (fun r -> r.Sequence, r.Seed, (match r.Kind with SingleTask j -> 0, j, "" | StrategyRun s -> 1, 0, s)) |> List.ofSeq
+        found.Values |> Seq.map snd |> Seq.sortBy (fun r -> r.Sequence, r.Seed, (match r.Kind with ZeroShot -> 0, 0, "" | SingleTask j -> 1, j, "" | StrategyRun s -> 2, 0, s)) |> List.ofSeq
 
     /// The benchmark root of a spec: its `Benchmark`, else the repository's Long Sequence benchmark
     /// found above the current folder or the program's folder (or via KLF_BENCHMARKS).
@@ -396,7 +402,8 @@ module Experiment =
         let factsOf (name: string) = loaded[name] |> List.map TaskFacts.ofTask
         let sequenceOf (name: string) (seed: int) =
             if not (loaded.ContainsKey name) then
-                loaded[name] <- sequences |> List.find (fun (n, _) -> n = name) |> snd |> List.map (Task.load root)
+                loaded[name] <- sequences |> List.find (fun (n, _) -> n = name) |> snd
+                                |> List.map (Task.load root >> if spec.DropInstruction then Task.dropInstruction else id)
             TaskSequence.create name loaded[name]
             |> TaskSequence.subsample seed { Train = spec.TrainExamples + spec.ValidationExamples; Test = spec.TestExamples }
             |> TaskSequence.withValidation seed spec.ValidationExamples
@@ -440,7 +447,7 @@ module Experiment =
                     m["config"] <- ExperimentSpec.toJson spec
                     match r.Kind with
                     | StrategyRun label -> m["strategy-settings"] <- StrategySpec.toJson (strategySpec spec label)
-                    | SingleTask _ -> ()
+                    | SingleTask _ | ZeroShot -> ()
                     m["packages"] <- packages ()
                     m["revision"] <- JsonValue.Create(revision ())
                     m["environment"] <- environment spec
@@ -474,6 +481,10 @@ module Experiment =
                         control.OnRunStart r [ names[j] ] spec.Steps
                         let score = Continual.singleTaskScore runControl make tok options sequence j
                         { Sequence = r.Sequence; Seed = r.Seed; Kind = r.Kind; Rows = [| [| score |] |]; Tasks = [ names[j] ]; Facts = [ (factsOf r.Sequence)[j] ] }
+                    | ZeroShot ->
+                        control.OnRunStart r names 0
+                        let scores = Continual.zeroShotScores make tok options sequence
+                        { Sequence = r.Sequence; Seed = r.Seed; Kind = r.Kind; Rows = [| scores |]; Tasks = names; Facts = factsOf r.Sequence }
                 writeResult resultPath result
                 control.OnRunDone r result false
                 result ]

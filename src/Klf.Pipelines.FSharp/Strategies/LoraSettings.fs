@@ -28,8 +28,7 @@ module LoraSettings =
     let config (model: ILanguageModel) (name: string) (s: LoraSettings) : LoraConfig =
         let targets =
             if not s.Targets.IsEmpty then Array.ofList s.Targets
-            elif model.Family = ModelFamily.DecoderOnly then [| "q_proj"; "v_proj" |]
-            else [| "q"; "v" |]
+            else LoraConfig.DefaultTargets model.Family
         LoraConfig(R = s.Rank, Alpha = s.Alpha, Dropout = s.Dropout, TargetModules = targets, AdapterName = name)
 
     /// The keys of a LoRA adapter.

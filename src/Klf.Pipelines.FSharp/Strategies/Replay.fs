@@ -55,7 +55,8 @@ module Replay =
     [<Literal>]
     let StateFile = "replay-memory.json"
 
-    /// Writes the memories (one array per earlier task, in order) as JSON, atomically.
+    /// Writes the memories (one array per earlier task, in order) as JSON, atomically; an example's
+    /// choices are kept with it.
     let save (path: string) (memories: Example[] list) : unit =
         let arr = Text.Json.Nodes.JsonArray()
         for m in memories do
@@ -65,6 +66,8 @@ module Replay =
                 o["id"] <- Text.Json.Nodes.JsonValue.Create e.Id
                 o["input"] <- Text.Json.Nodes.JsonValue.Create e.Input
                 o["output"] <- Text.Json.Nodes.JsonValue.Create e.Output
+                if e.Choices.Length > 0 then
+                    o["choices"] <- Text.Json.Nodes.JsonArray([| for c in e.Choices -> Text.Json.Nodes.JsonValue.Create c :> Text.Json.Nodes.JsonNode |])
                 task.Add o
             arr.Add task
         Klf.Formats.AtomicFile.WriteAllText(path, arr.ToJsonString())
@@ -76,7 +79,8 @@ module Replay =
             let arr = Text.Json.Nodes.JsonNode.Parse(IO.File.ReadAllText path).AsArray()
             [ for task in arr ->
                 [| for e in task.AsArray() ->
-                    { Id = e["id"].GetValue<string>(); Input = e["input"].GetValue<string>(); Output = e["output"].GetValue<string>() } |] ]
+                    { Id = e["id"].GetValue<string>(); Input = e["input"].GetValue<string>(); Output = e["output"].GetValue<string>()
+                      Choices = match e["choices"] with null -> [||] | c -> [| for x in c.AsArray() -> x.GetValue<string>() |] } |] ]
         with
         | :? Text.Json.JsonException
         | :? InvalidOperationException

@@ -31,18 +31,78 @@ module Task =
     [<Literal>]
     let RougeL = "rouge-l"
 
+    /// Applies f to every example of every split.
+    let map (f: Example -> Example) (task: TaskData) : TaskData =
+        { task with
+            Train = Array.map f task.Train
+            Validation = Array.map f task.Validation
+            Test = Array.map f task.Test }
+
+    /// At most this many distinct answers make an exact-match task a classification task.
+    [<Literal>]
+    let MaxLabels = 50
+
+    /// The label set of a task: for an exact-match task whose answers (trimmed; compared lower-cased, as
+    /// exact match compares them) take between 1 and MaxLabels distinct values over every split, those
+    /// values (each spelt as it first occurs, in train, validation, test order), sorted by their lower-cased
+    /// form; else empty (a generation task).
+    let labels (task: TaskData) : string[] =
+        if task.Metric <> Benchmark.DefaultMetric then [||]
+        else
+            let all =
+                Seq.concat [ task.Train; task.Validation; task.Test ]
+                |> Seq.map (fun e -> (if isNull e.Output then "" else e.Output).Trim())
+                |> Seq.distinctBy (fun o -> o.ToLowerInvariant())
+                |> Array.ofSeq
+            if all.Length >= 1 && all.Length <= MaxLabels then all |> Array.sortWith (fun a b -> String.CompareOrdinal(a.ToLowerInvariant(), b.ToLowerInvariant()))
+            else [||]
+
+    /// Gives every example of every split the task's label set (`labels`) as its choices, so that an
+    /// example carries the candidates it is scored against wherever it goes (replay, joint training).
+    let withChoices (task: TaskData) : TaskData =
+        let choices = labels task
+        let set (xs: Example[]) = xs |> Array.map (fun e -> { e with Choices = choices })
+        { task with Train = set task.Train; Validation = set task.Validation; Test = set task.Test }
+
     /// A task from its parts, with an empty validation set and the default metric (exact match;
-    /// `Task.load` takes the metric its benchmark declares in `benchmark.json`).
+    /// `Task.load` takes the metric its benchmark declares in `benchmark.json`); its examples carry its
+    /// label set (`withChoices`).
     let create (name: string) (train: Example[]) (test: Example[]) : TaskData =
-        { TaskData.Name = name; Train = train; Validation = [||]; Test = test; Metric = Benchmark.DefaultMetric }
+        withChoices { TaskData.Name = name; Train = train; Validation = [||]; Test = test; Metric = Benchmark.DefaultMetric }
 
     /// Loads a task from `<root>/train/<name>.json(l)(.gz)` and `<root>/test/<name>.json(l)(.gz)`; both
     /// must exist. Its metric is the one `<root>/benchmark.json` declares (`Benchmark.metricOf`),
-    /// exact match when it declares none. The dev split is not read (it overlaps test); Validation
-    /// starts empty.
+    /// exact match when it declares none; its examples carry its label set (`withChoices`). The dev split
+    /// is not read (it overlaps test); Validation starts empty.
     let load (root: string) (name: string) : TaskData =
-        { create name (Benchmark.load root "train" name) (Benchmark.load root "test" name) with
-            Metric = Benchmark.metricOf root name }
+        withChoices
+            { TaskData.Name = name; Train = Benchmark.load root "train" name; Validation = [||]; Test = Benchmark.load root "test" name
+              Metric = Benchmark.metricOf root name }
+
+    /// Drops the task's instruction: the lines that every example of the task (all splits) shares at
+    /// its start and at its end, e.g. the Long Sequence benchmark's "What is the topic of the following
+    /// paragraph? Choose one from the option. Option: …" and the closing "Answer:". An example always
+    /// keeps at least one line, and a task of fewer than two examples is left as it is. For models that
+    /// read the text alone: a sentence encoder embeds the input, and a shared instruction only moves
+    /// every embedding the same way.
+    let dropInstruction (task: TaskData) : TaskData =
+        let all = Array.concat [ task.Train; task.Validation; task.Test ]
+        if all.Length < 2 then task
+        else
+            let lines = all |> Array.map (fun e -> e.Input.Split('\n'))
+            let shortest = lines |> Array.map Array.length |> Array.min
+            let shared (pick: string[] -> int -> string) =
+                let mutable n = 0
+                while n < shortest - 1 && (let first = pick lines[0] n in lines |> Array.forall (fun l -> pick l n = first)) do n <- n + 1
+                n
+            let head = shared (fun l i -> l[i])
+            let tail = min (shortest - 1 - head) (shared (fun l i -> l[l.Length - 1 - i]))
+            if head = 0 && tail = 0 then task
+            else
+                let strip (e: Example) =
+                    let l = e.Input.Split('\n')
+                    { e with Input = String.Join("\n", l[head .. l.Length - 1 - tail]) }
+                map strip task
 
     /// A stable 64-bit FNV-1a hash of a string's UTF-8 bytes (unlike string.GetHashCode, the same
     /// in every process and on every machine).
@@ -86,13 +146,6 @@ module Task =
         { task with
             Train = task.Train |> Array.indexed |> Array.filter (fun (i, _) -> not isChosen[i]) |> Array.map snd
             Validation = Array.append task.Validation (chosen |> Array.map (fun i -> task.Train[i])) }
-
-    /// Applies f to every example of every split.
-    let map (f: Example -> Example) (task: TaskData) : TaskData =
-        { task with
-            Train = Array.map f task.Train
-            Validation = Array.map f task.Validation
-            Test = Array.map f task.Test }
 
     /// Sets the metric name.
     let withMetric (metric: string) (task: TaskData) : TaskData = { task with Metric = metric }

@@ -20,7 +20,7 @@ module TaskFacts =
 
     /// At most this many distinct answers make an exact-match task a classification task.
     [<Literal>]
-    let MaxLabels = 50
+    let MaxLabels = Task.MaxLabels
 
     /// The facts of a task: its metric, and for an exact-match task whose answers (trimmed and
     /// lower-cased, as exact match compares them, over every split) take at most MaxLabels distinct

@@ -4,8 +4,20 @@ open System
 open System.IO
 open System.Text.Json
 
-/// One instance of a text-to-text task: the model reads Input and must produce Output.
-type Example = { Id: string; Input: string; Output: string }
+/// One instance of a text-to-text task: the model reads Input and must produce Output. Choices are the
+/// candidate answers of a classification task (its label set, in a fixed order; `Task.withChoices`), which
+/// encoder-only models score; empty for free generation and for examples read from a file.
+type Example =
+    { Id: string
+      Input: string
+      Output: string
+      Choices: string[] }
+
+/// Building examples.
+[<RequireQualifiedAccess>]
+module Example =
+    /// An example without choices.
+    let create (id: string) (input: string) (output: string) : Example = { Id = id; Input = input; Output = output; Choices = [||] }
 
 /// Reading the examples of one task file, in any of the three supported formats, detected per file:
 /// - `.json`: a JSON array of `{id?, input, output}` objects (the Long Sequence / SuperNI layout);
@@ -74,7 +86,7 @@ module TaskFile =
             match text file where e "instruction" with
             | Some instruction -> joinInstruction instruction (defaultArg (text file where e "input") "")
             | None -> required file where e "input"
-        { Id = id; Input = input; Output = required file where e "output" }
+        Example.create id input (required file where e "output")
 
     /// Loads every example of a task file (`.json` array or `.jsonl`), in file order.
     let load (file: string) : Example[] =

@@ -108,6 +108,7 @@ let describe (e: exn) : string =
     | :? ArgumentException
     | :? InvalidOperationException
     | :? FormatException
+    | :? NotSupportedException
     | :? Klf.Checkpoints.CheckpointMismatchException -> first e.Message
     | :? Runtime.InteropServices.ExternalException -> $"libtorch: {first e.Message}"
     | :? OutOfMemoryException -> $"out of memory ({first e.Message})"

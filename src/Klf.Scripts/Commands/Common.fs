@@ -28,14 +28,14 @@ let loraAlphaOption = Cli.opt<float> "--lora-alpha" "LoRA alpha; the update is s
 let loraDropoutOption = Cli.opt<float> "--lora-dropout" "Dropout on the LoRA adapter's input while training." (Some (Klf.Adapters.LoraConfig.ForRank 1).Dropout)
                         |> Cli.check (fun v -> if v >= 0.0 && v < 1.0 then None else Some $"must lie in [0, 1), got {v}")
 /// --lora-targets: the adapted modules.
-let loraTargetsOption = Cli.opt<string> "--lora-targets" "Comma-separated module names for LoRA (default: q_proj,v_proj for LLaMA; q,v for T5)." None
+let loraTargetsOption = Cli.opt<string> "--lora-targets" "Comma-separated module names for LoRA (default: q_proj,v_proj for LLaMA; q,v for T5; query,value for BERT)." None
 
 /// The LoRA configuration of rank r from --lora-alpha, --lora-dropout and --lora-targets (LoraConfig.ForRank
 /// for what is not given), for a model of this family. Values out of range are a clear error naming the flag.
 let loraConfig (pr: System.CommandLine.ParseResult) (family: ModelFamily) (r: int) : Klf.Adapters.LoraConfig =
     let targets =
         match pr.GetValue loraTargetsOption with
-        | null | "" -> if family = ModelFamily.DecoderOnly then [| "q_proj"; "v_proj" |] else [| "q"; "v" |]
+        | null | "" -> Klf.Adapters.LoraConfig.DefaultTargets family
         | s -> s.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
     if targets.Length = 0 then raise (ArgumentException "--lora-targets names no module")
     let c = Klf.Adapters.LoraConfig.ForRank(r, targets)

