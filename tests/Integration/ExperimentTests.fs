@@ -324,4 +324,34 @@ let tests =
             finally
                 Directory.Delete(dir, true)
         }
+
+        test "klf run --embedded minilm runs the MiniLM default (imported from its package beside klf): SeqFT, KIF, Recurrent-KIF and MTL, zero-shot and single-task scores" {
+            let dir = Directory.CreateTempSubdirectory("klf-minilm-").FullName
+            try
+                let code, out = klf [ "run"; "--embedded"; "minilm"; "--steps"; "2"; "--train-examples"; "8"; "--validation-examples"; "4"; "--test-examples"; "8"; "--out"; dir ]
+                Expect.equal code 0 out
+                Expect.stringContains out "dbpedia -> amazon -> yahoo -> agnews" "the Standard CL order"
+                let j = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "metrics.json")))
+                Expect.equal [ for KeyValue(k, _) in j["strategies"].AsObject() -> k ] [ "seqft"; "kif"; "rkif"; "mtl" ] "SeqFT, reference KIF, Recurrent-KIF and MTL"
+                let zero = [ for x in j["zero-shot"].AsArray() -> x.GetValue<float>() ]
+                Expect.equal zero.Length 4 "a zero-shot score per task"
+                Expect.isGreaterThan (List.average zero) (j["chance"].GetValue<float>()) "the pretrained encoder is above chance before any training"
+                Expect.equal (j["single-task"].AsArray().Count) 4 "a single-task score per task"
+                Expect.stringContains out "zero-shot: dbpedia" "the terminal prints the zero-shot scores"
+                let md = File.ReadAllText(Path.Combine(dir, "report.md"))
+                Expect.stringContains md "| task | metric | labels | chance | zero-shot | single-task ã_i |" "the report's tasks table has both columns"
+                let config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "experiment.json")))["config"]
+                Expect.stringContains (config["model"].GetValue<string>()) "minilm-l6" "the imported model"
+                Expect.isTrue (config["drop-instruction"].GetValue<bool>()) "inputs without their instruction"
+                let manifest = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "runs", "standard-order1", "seed-1", "kif", "manifest.json")))
+                Expect.isNotNull (manifest["environment"]["model-files"]["model.safetensors"]) "the run records the imported weights' hash"
+                let code, out = klf [ "run"; "--embedded"; "minilm"; "--model"; dir ]
+                Expect.equal code 1 out
+                Expect.stringContains out "--embedded" "--embedded with --model is refused, naming the flag"
+                let code, out = klf [ "run"; "--embedded"; "bert" ]
+                Expect.equal code 1 out
+                Expect.stringContains out "tiny or minilm" "an unknown default lists the known ones"
+            finally
+                Directory.Delete(dir, true)
+        }
     ]

@@ -13,13 +13,16 @@ open Klf.Training
 
 type Tensor = TorchSharp.torch.Tensor
 
-/// Toy examples with token ids in [3, 20) (clear of pad/eos/bos ids of every family).
+/// Toy examples with token ids in [3, 20) (clear of pad/eos/bos ids of every family). The answer is a
+/// function of the prompt's last token; the choices (which encoder-only models score, the others ignore)
+/// are the answer and the three tokens after it.
 let examples (seed: int) (n: int) =
     let rng = Random(seed)
     [| for _ in 1 .. n ->
         let len = rng.Next(2, 7)
         let p = Array.init len (fun _ -> rng.Next(3, 20))
-        LmExample(p, [| 3 + (p.[len - 1] + 7) % 17 |]) |]
+        let a = (p.[len - 1] + 7) % 17
+        LmExample(p, [| 3 + a |], [| for k in 0 .. 3 -> [| 3 + (a + k) % 17 |] |]) |]
 
 let private lossOf (m: ILanguageModel) (ex: LmExample[]) =
     use _ng = torch.no_grad()
@@ -79,7 +82,7 @@ let suite (name: string) (create: int64 -> ILanguageModel) (targets: string[]) =
                 m2.Module.eval()
                 let lora = Lora.Apply(m.Module, cfg "default")
                 randomizeB lora "default" 4L
-                lora.SaveAdapter(dir, "default", (if m.Family = ModelFamily.DecoderOnly then "CAUSAL_LM" else "SEQ_2_SEQ_LM"), m.ModelType)
+                lora.SaveAdapter(dir, "default", PeftAdapterConfig.TaskTypeOf m.Family, m.ModelType)
                 Lora.LoadAdapter(m2.Module, dir) |> ignore
                 let ex = examples 2 6
                 Expect.equal (lossOf m2 ex) (lossOf m ex) "identical loss"
@@ -134,3 +137,7 @@ let t5gated =
     suite "t5-gated" (fun seed ->
         torch.manual_seed seed |> ignore
         Klf.Models.T5.T5ForConditionalGeneration.Create(Klf.Models.T5.T5Config.Preset "t5-tiny-gated") :> ILanguageModel) [| "q"; "v"; "wi_0" |]
+
+[<Tests>]
+let bert =
+    suite "bert" (fun seed -> SentenceEncoderKit.tiny seed :> ILanguageModel) [| "query"; "value" |]

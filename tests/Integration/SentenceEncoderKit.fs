@@ -51,7 +51,10 @@ let sentences =
           "tab\there\nnewline\u00ADsoft\u200Bzero-width"
           "x" ])
 
-/// A randomly initialised `bert-tiny` (vocabulary 30,522: the BERT uncased ids of the real tokenizer fit).
-let tiny (seed: int64) =
+/// A randomly initialised `bert-tiny` with `layers` layers (vocabulary 30,522: the BERT uncased ids of the real tokenizer fit).
+let tinyWith (layers: int) (seed: int64) =
     torch.manual_seed seed |> ignore
-    BertSentenceEncoder.Create(BertConfig.Preset "bert-tiny")
+    BertSentenceEncoder.Create(BertConfig(HiddenSize = 64, NumHiddenLayers = layers, NumAttentionHeads = 4, IntermediateSize = 128, MaxPositionEmbeddings = 128))
+
+/// A randomly initialised `bert-tiny` (2 layers).
+let tiny (seed: int64) = tinyWith 2 seed

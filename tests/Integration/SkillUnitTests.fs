@@ -217,4 +217,37 @@ let tests =
                 Expect.isTrue (u.Slices |> Seq.exists (fun s -> s.Parameter.EndsWith ".wo.weight" && s.Dim = 1)) "wo column"
             finally t.Dispose()
         }
+
+        test "BERT: every partition covers every trainable element exactly once; heads are query/key/value rows and an output column, neurons intermediate rows and an output column" {
+            let m = SentenceEncoderKit.tiny 1L
+            try
+                for name in [ "full"; "head"; "neuron"; "neuron-16" ] do
+                    Expect.isTrue (coversExactlyOnce m (SkillUnitPartitioners.ByName(name).Partition m)) $"{name}: exact cover"
+                let full = FullFineTuningPartitioner().Partition m
+                Expect.equal full.Count (m.Module.parameters() |> Seq.length) "full: one unit per tensor"
+                Expect.equal full.Units.[full.IndexOf "embeddings.word_embeddings.weight"].Layer "embeddings" "embeddings outside the layers"
+                let q = full.Units.[full.IndexOf "encoder.layer.1.attention.self.query.weight"]
+                Expect.equal (q.Layer, q.ModuleType) ("encoder.layer.1", "attention.self.query") "layer and module type from the name"
+                let heads = AttentionHeadPartitioner().Partition m
+                let h1 = heads.Units.[heads.IndexOf "encoder.layer.0.attention.head1"]
+                Expect.equal (String.Join(" ", h1.Slices))
+                    ("encoder.layer.0.attention.self.query.weight[d0:16:16] encoder.layer.0.attention.self.query.bias[d0:16:16] "
+                     + "encoder.layer.0.attention.self.key.weight[d0:16:16] encoder.layer.0.attention.self.key.bias[d0:16:16] "
+                     + "encoder.layer.0.attention.self.value.weight[d0:16:16] encoder.layer.0.attention.self.value.bias[d0:16:16] "
+                     + "encoder.layer.0.attention.output.dense.weight[d1:16:16]") "a head: q, k, v rows with their biases, the output projection's columns"
+                Expect.equal h1.ModuleType "attention.head" "module type"
+                Expect.isGreaterThanOrEqual (heads.IndexOf "encoder.layer.0.attention.output.dense.bias") 0 "the output bias stays whole"
+                let neurons = NeuronPartitioner(16).Partition m
+                let n1 = neurons.Units.[neurons.IndexOf "encoder.layer.1.intermediate.neuron16"]
+                Expect.equal (String.Join(" ", n1.Slices))
+                    "encoder.layer.1.intermediate.dense.weight[d0:16:16] encoder.layer.1.intermediate.dense.bias[d0:16:16] encoder.layer.1.output.dense.weight[d1:16:16]" "rows in, column out"
+                Expect.equal (n1.Layer, n1.ModuleType) ("encoder.layer.1", "intermediate.neuron") "labels"
+                Expect.equal (neurons.Units |> Seq.filter (fun u -> u.ModuleType = "intermediate.neuron") |> Seq.length) (2 * 128 / 16) "blocks of 16 of 128 neurons in 2 layers"
+                let lora = Lora.Apply(m.Module, loraCfg "default" (LoraConfig.DefaultTargets m.Family))
+                Expect.equal [ for w in lora.Modules -> w.Path ] [ for l in 0 .. 1 do for t in [ "query"; "value" ] -> $"encoder.layer.{l}.attention.self.{t}" ] "LoRA's default targets: query and value"
+                let rank1 = SkillUnitPartitioners.ByName("lora-rank1").Partition m
+                Expect.isTrue (coversExactlyOnce m rank1) "rank-1 units cover the adapters exactly once"
+                Expect.equal rank1.Count (4 * 2 * 2) "r units per adapted module"
+            finally m.Dispose()
+        }
     ]

@@ -42,6 +42,24 @@ let tests =
                   "runs/standard-order1/seed-2/seqft"; "runs/standard-order1/seed-2/kif" ] "ids in order"
         }
 
+        test "the zero-shot run comes first in each seed; metrics.json holds its scores, averaged over seeds" {
+            let runs = Experiment.runs [ "s/o", [ "a"; "b" ] ] { spec [ "seqft" ] [ 1; 2 ] false with ZeroShot = true }
+            Expect.equal [ for r in runs -> r.Id.Replace('\\', '/') ]
+                [ "runs/s-o/seed-1/zero-shot"; "runs/s-o/seed-1/seqft"; "runs/s-o/seed-2/zero-shot"; "runs/s-o/seed-2/seqft" ] "ids in order"
+            let result seed kind rows = { Sequence = "s"; Seed = seed; Kind = kind; Rows = rowsOf rows; Tasks = [ "a"; "b" ]; Facts = [] }
+            let results =
+                [ result 1 ZeroShot [ [ 40.; 60. ] ]; result 1 (StrategyRun "seqft") [ [ 80.; nan ]; [ 60.; 90. ] ]
+                  result 2 ZeroShot [ [ 50.; 70. ] ]; result 2 (StrategyRun "seqft") [ [ 70.; nan ]; [ 70.; 70. ] ] ]
+            let seeds = Results.bySeed results
+            Expect.equal (seeds.Head.ZeroShot) (Some [| 40.; 60. |]) "seed 1's zero-shot row"
+            let json = Results.metricsJson seeds
+            Expect.equal [ for x in json["zero-shot"].AsArray() -> x.GetValue<float>() ] [ 45.; 65. ] "means over seeds"
+            Expect.equal [ for x in json["per-seed"].["2"].["zero-shot"].AsArray() -> x.GetValue<float>() ] [ 50.; 70. ] "each seed's own"
+            Expect.isNull json["single-task"] "no single-task runs: no single-task scores"
+            let without = Results.metricsJson (Results.bySeed (results |> List.filter (fun r -> r.Kind <> ZeroShot)))
+            Expect.isNull without["zero-shot"] "no zero-shot run: no zero-shot scores"
+        }
+
         test "shard text: i/n with 1 <= i <= n, anything else is a clear error" {
             Expect.equal (Experiment.parseShard "2/8") (2, 8) "2/8"
             Expect.equal (Experiment.parseShard "1/1") (1, 1) "1/1"

@@ -125,6 +125,51 @@ let tests =
             Expect.equal (TaskFacts.streamChance [ f; { f with Labels = None } ]) None "undefined when a task has none"
         }
 
+        test "choices: a classification task's examples carry its labels (trimmed, distinct as exact match compares, sorted); a generation task's none" {
+            let ex (o: string) = Example.create "" "x" o
+            let t = Task.create "t" [| ex "Good"; ex " good "; ex "Bad" |] [| ex "bad"; ex "Neutral" |]
+            for e in Array.append t.Train t.Test do Expect.equal e.Choices [| "Bad"; "Good"; "Neutral" |] "first spelling, sorted by lower case"
+            Expect.equal (Task.labels t).Length (TaskFacts.ofTask t).Labels.Value "as many as the task facts count"
+            Expect.isEmpty (Task.labels (t |> Task.withMetric Task.RougeL)) "generation: no choices"
+            let many = Task.create "qa" [| for i in 1 .. Task.MaxLabels + 1 -> ex (string i) |] [||]
+            Expect.isEmpty many.Train[0].Choices "too many answers: no choices"
+            let moved = t |> Task.withValidation 1 1
+            Expect.equal moved.Validation[0].Choices t.Train[0].Choices "held-out examples keep them"
+        }
+
+        testPropertyWithConfig config "dropInstruction cuts the same shared lines off the start and end of every example, at least the instruction it was given, keeps each text, and is idempotent" <|
+            fun (head: string list) (bodies: (string * bool) list) (tail: string list) ->
+                let line (s: string) = (if isNull s then "" else s).Replace('\n', ' ').Replace('\r', ' ')
+                let head, tail = List.map line head, List.map line tail
+                let examples =
+                    bodies |> List.mapi (fun i (a, more) ->
+                        let lines = head @ [ $"body {i} {line a}" ] @ (if more then [ $"more {i}" ] else []) @ tail
+                        Example.create (string i) (String.Join("\n", lines)) "y") |> Array.ofList
+                let t = Task.create "t" examples [||]
+                let d = Task.dropInstruction t
+                let cut (a: Example) (b: Example) =
+                    let before, after = a.Input.Split('\n'), b.Input.Split('\n')
+                    let h = [ 0 .. before.Length - after.Length ] |> List.tryFind (fun h -> before[h .. h + after.Length - 1] = after)
+                    h |> Option.map (fun h -> h, before.Length - after.Length - h)
+                let cuts = Array.map2 cut t.Train d.Train
+                if examples.Length < 2 then d = t
+                else
+                    cuts |> Array.forall Option.isSome
+                    && (cuts |> Array.map Option.get |> Array.distinct |> Array.length) = 1
+                    && (let h, k = Option.get cuts[0] in h >= head.Length && k >= tail.Length)
+                    && Array.forall2 (fun (a: Example) (b: Example) -> b.Input.Contains($"body {a.Id} ")) t.Train d.Train
+                    && Task.dropInstruction d = d
+
+        test "dropInstruction on the Long Sequence layout: the instruction line and the closing Answer: go, the text stays" {
+            let e i (text: string) = Example.create (string i) ("What is the topic? Choose one from the option. Option: A, B.\n" + text + "\n\nAnswer:") "A"
+            let t = Task.create "t" [| e 0 "Title: one\nText: first"; e 1 "Title: two\nText: second" |] [| e 2 "Title: three\nText: third" |]
+            let d = Task.dropInstruction t
+            Expect.equal [ for x in Array.append d.Train d.Test -> x.Input ] [ "Title: one\nText: first"; "Title: two\nText: second"; "Title: three\nText: third" ] "text only"
+            Expect.equal (Task.dropInstruction (Task.create "one" [| e 0 "x" |] [||])) (Task.create "one" [| e 0 "x" |] [||]) "a single example: nothing is known to be shared"
+            let same = Task.create "s" [| Example.create "0" "a\nb" "y"; Example.create "1" "a\nb" "y" |] [||]
+            Expect.equal [ for x in (Task.dropInstruction same).Train -> x.Input ] [ "b"; "b" ] "identical examples keep their last line"
+        }
+
         test "a created task has the stated default metric, whatever its name" {
             for name in [ "agnews"; "task1572"; "task1572_samsum_summary" ] do
                 Expect.equal (Task.create name [||] [||]).Metric Benchmark.DefaultMetric name

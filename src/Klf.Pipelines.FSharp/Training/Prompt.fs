@@ -68,14 +68,20 @@ module Prompt =
         let prompts = inputs |> Seq.map (ids model.Family tok) |> Array.ofSeq
         model.GenerateGreedy(prompts, options) |> Array.map (fun out -> tok.Decode out)
 
+    /// The longest input a model reads: its config's `max_position_embeddings` (512 when it names none).
+    let positions (model: ILanguageModel) : int =
+        match model.ConfigJson()["max_position_embeddings"] with
+        | null -> 512
+        | n -> n.GetValue<int>()
+
     /// The choice the model picks for each example (encoder-only models, `IChoiceModel`), input and choices
-    /// cut to `maxLength` as training cuts them (≤ 0: uncut), in example order.
+    /// cut to `maxLength` as training cuts them (≤ 0: to the model's `positions`), in example order.
     let choose (model: ILanguageModel) (tok: ITextTokenizer) (truncation: PromptTruncation) (maxLength: int) (batchSize: int) (examples: Example[]) : string[] =
         let chooser =
             match box model with
             | :? IChoiceModel as c -> c
             | _ -> invalidArg "model" $"a {model.ModelType} model does not choose among answers"
-        let cut = truncate model.Family truncation maxLength 0
+        let cut = truncate model.Family truncation (if maxLength > 0 then min maxLength (positions model) else positions model) 0
         let encoded = System.Collections.Generic.Dictionary<string, int[]>()
         let choiceIds (c: string) =
             match encoded.TryGetValue c with

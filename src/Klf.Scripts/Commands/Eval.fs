@@ -25,6 +25,7 @@ let private n = opt<int> "--n" "Test examples per task: a seeded sample, the sam
 let private seed = opt<int> "--seed" "Seed of the test sample." (Some 1)
 let private batch = opt<int> "--batch" "Prompts decoded together." (Some 16) |> check (atLeast 1)
 let private out = opt<string> "--out" "Also write the scores to this JSON file (written atomically)." None |> check fileToWrite
+let private dropInstruction = opt<bool> "--drop-instruction" "Drop each task's instruction (the lines all its examples share at their start and end) first, as klf run --drop-instruction does (the MiniLM default)." (Some false)
 
 /// One task's result: its name, metric (canonical name, e.g. exact_match), the number of test
 /// examples scored and the score in percent.
@@ -48,9 +49,9 @@ type EvalTask = { Name: string; Metric: Metric; MaxNewTokens: int; Test: Example
 /// Loads a task for evaluation: a seeded sample of `n` test examples (0 = all; the stream of
 /// `Task.subsample`, so the same seed picks the same examples as klf run), the task's metric, and
 /// `Task.maxNewTokens` over all of the task's labels (train and test) as the cap on new tokens, so
-/// the budget does not depend on `n`.
-let prepare (tok: Klf.Tokenizers.ITextTokenizer) (root: string) (seed: int) (n: int) (name: string) : EvalTask =
-    let task = Task.load root name
+/// the budget does not depend on `n`. With `drop`, the task's instruction is dropped first (`Task.dropInstruction`).
+let prepare (tok: Klf.Tokenizers.ITextTokenizer) (root: string) (seed: int) (n: int) (drop: bool) (name: string) : EvalTask =
+    let task = Task.load root name |> if drop then Task.dropInstruction else id
     let test = (task |> Task.subsample seed { Train = 0; Test = (if n <= 0 then Int32.MaxValue else n) }).Test
     if test.Length = 0 then raise (InvalidDataException $"""{Benchmark.path root "test" name}: task {name} has no test examples""")
     { Name = name; Metric = Metric.ofName task.Metric; MaxNewTokens = Task.maxNewTokens (fun s -> tok.Encode s) task; Test = test }
@@ -77,7 +78,7 @@ let toJson (modelDir: string) (adapterDir: string) (seed: int) (scores: TaskScor
 
 let cmd =
     command "eval" "Evaluate a model on the test split of benchmark tasks (exact match or ROUGE-L, in percent) and print the scores and their mean."
-        [ model; adapter; tokenizer; benchmark; orders; order; tasksOpt; n; seed; batch; deviceOption; out ] (fun pr ->
+        [ model; adapter; tokenizer; benchmark; orders; order; tasksOpt; n; seed; batch; dropInstruction; deviceOption; out ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
         let modelDir, adapterDir = pr.GetValue model, pr.GetValue adapter
         let root = benchmarkRoot (pr.GetValue benchmark)
@@ -92,7 +93,7 @@ let cmd =
             | t, _ -> t
         let tok, _ = loadTokenizer tokDir modelDir
         let s = pr.GetValue seed
-        let tasks = [ for name in names -> prepare tok root s (pr.GetValue n) name ] // every task file is read before the model loads
+        let tasks = [ for name in names -> prepare tok root s (pr.GetValue n) (pr.GetValue dropInstruction) name ] // every task file is read before the model loads
         let m = ModelFolder.Load(modelDir, device (pr.GetValue deviceOption))
         try
             match adapterDir with
