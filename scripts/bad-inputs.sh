@@ -105,6 +105,21 @@ row 'a task with 0 test examples (second of two)' klf run --model "$M" --benchma
 klf $(small_run 2) --out r5 >/dev/null 2>&1
 row 'resume with other settings (`--steps 3` on a `--steps 2` folder)' klf $(small_run 3) --out r5
 row 'a learning rate that diverges (`train --lr 1e30`)' klf train --model "$M" --task agnews --lr 1e30 --steps 5 --warmup 0 --out o
+# The sentence encoder of the second embedded default (imported beside klf on first use), and a task it cannot score.
+"$root/klf" run --embedded minilm --steps 1 --train-examples 2 --validation-examples 0 --test-examples 2 --no-fwt true --zero-shot false --strategies seqft --out minilm-run >/dev/null 2>&1
+E="$root/src/Klf.Scripts/bin/Release/net10.0/embedded/minilm-l6"
+python3 - <<'EOF2'
+import json, os
+os.makedirs('open/train'); os.makedirs('open/test')
+ex = [{"id": str(i), "input": "Say the number %d." % i, "output": "number %d" % i} for i in range(60)]
+json.dump(ex, open('open/train/say.json', 'w')); json.dump(ex, open('open/test/say.json', 'w'))
+EOF2
+row '`generate --model` a sentence encoder' klf generate --model "$E" --prompt hi
+row '`run --embedded bert`' klf run --embedded bert --out o
+row '`run --embedded minilm --model DIR`' klf run --embedded minilm --model "$M" --out o
+row '`run --model` a sentence encoder on a task of 60 answers' klf run --model "$E" --benchmark open --tasks say --strategies seqft --steps 1 --test-examples 2 --validation-examples 0 --no-fwt true --out r6
+row '`import sentence-transformers bert-large`' klf import sentence-transformers bert-large --out o
+row '`import sentence-transformers minilm --assembly` a file that is no assembly' klf import sentence-transformers minilm --assembly a-file --out o
 if [ "$(id -u)" = 0 ]; then
   mkdir small; mount -t tmpfs -o size=12m tmpfs small
   row '`run --out` on a disk that fills up (12 MB tmpfs)' klf $(small_run 2) --out small/run

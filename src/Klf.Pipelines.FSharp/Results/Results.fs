@@ -115,7 +115,7 @@ module Results =
 
     let private addFacts (j: JsonObject) (facts: TaskFacts list) =
         if not facts.IsEmpty then
-            j["task-facts"] <- JsonArray([| for f in facts -> Experiment.factsJson f :> JsonNode |])
+            j["task-facts"] <- JsonArray([| for f in facts -> RunRecords.factsJson f :> JsonNode |])
             j["chance"] <- (match TaskFacts.streamChance facts with Some c -> num c | None -> null)
 
     /// Per-task scores (one per task, in order) under `key`, when there are some.

@@ -175,8 +175,8 @@ let cmd =
                         Device = (let name = pr.GetValue deviceOption in device name |> ignore; name)
                         KeepAllStates = keepAll }
                 Experiment.execute control spec dir (Some chosen))
-        let finished = Experiment.collect [ dir ]
-        let missing = all.Length - (all |> List.filter (fun r -> File.Exists(Path.Combine(dir, r.Id, Experiment.ResultFile))) |> List.length)
+        let finished = RunRecords.collect [ dir ]
+        let missing = all.Length - (all |> List.filter (fun r -> File.Exists(Path.Combine(dir, r.Id, RunRecords.ResultFile))) |> List.length)
         if missing > 0 then
             printfn "%d of %d runs are not in %s yet (other shards); when all are done: klf report %s [other shard folders…] --out DIR" missing all.Length dir dir
         else
