@@ -59,6 +59,15 @@ let tests =
                 let json = Text.Json.Nodes.JsonNode.Parse(File.ReadAllText scores)
                 let score = json["tasks"].[0].["score"].GetValue<float>()
                 Expect.isGreaterThan score 25.0 "zero-shot above agnews' chance of 25"
+                let trained = Path.Combine(dir, "trained")
+                let code, out = klf [ "train"; "--model"; model; "--benchmark"; bench; "--task"; "agnews"; "--train-examples"; "16"; "--heldout-examples"; "8"; "--steps"; "2"
+                                      "--batch"; "4"; "--max-length"; "64"; "--drop-instruction"; "true"; "--importance"; Path.Combine(dir, "importance.json"); "--out"; trained ]
+                Expect.equal code 0 out
+                Expect.stringContains out "importance    101 full units" "KIF's whole-tensor units of the encoder"
+                for f in [ "modules.json"; "1_Pooling/config.json"; "vocab.txt" ] do
+                    Expect.isTrue (File.Exists(Path.Combine(trained, f))) $"the trained checkpoint keeps {f}"
+                let code, out = klf [ "eval"; "--model"; trained; "--benchmark"; bench; "--tasks"; "agnews"; "--n"; "8"; "--drop-instruction"; "true" ]
+                Expect.equal code 0 out
                 let code, out = klf [ "generate"; "--model"; model; "--prompt"; "hi" ]
                 Expect.equal code 1 out
                 Expect.stringContains out "klf: error: a BERT sentence encoder does not generate text" "one line saying why"

@@ -39,7 +39,7 @@ public sealed record SentenceTransformersPackage(string Id, string Version, stri
     public static SentenceTransformersPackage Named(string name) =>
         Known.TryGetValue(name, out var p) ? p
         : Known.Values.FirstOrDefault(k => string.Equals(k.Id, name, StringComparison.OrdinalIgnoreCase))
-          ?? throw new ArgumentException($"unknown sentence-transformers package \"{name}\" (known: {string.Join(", ", Known.Select(kv => $"{kv.Key} = {kv.Value.Id}"))})", nameof(name));
+          ?? throw new ArgumentException($"unknown sentence-transformers package \"{name}\" (known: {string.Join(", ", Known.Select(kv => $"{kv.Key} = {kv.Value.Id}"))})");
 
     /// <summary>The assembly's file name.</summary>
     public string AssemblyFile => Id + ".dll";

@@ -23,11 +23,11 @@ module Prompt =
     /// compares). Raises ArgumentException naming the example when it has no choices or the output is not one.
     let answerIndex (e: Example) : int =
         if e.Choices.Length = 0 then
-            invalidArg "e" $"example {e.Id}: an encoder-only model chooses among an example's choices, and it has none (the examples of a classification task get its label set from Task.withChoices; a generation task cannot be scored this way)"
+            raise (System.ArgumentException $"example {e.Id}: an encoder-only model chooses among an example's choices, and it has none (the examples of a classification task get its label set from Task.withChoices; a generation task cannot be scored this way)")
         let norm (s: string) = (if isNull s then "" else s).Trim().ToLowerInvariant()
         match e.Choices |> Array.tryFindIndex (fun c -> norm c = norm e.Output) with
         | Some k -> k
-        | None -> invalidArg "e" $"example {e.Id}: its output \"{e.Output}\" is not one of its {e.Choices.Length} choices"
+        | None -> raise (System.ArgumentException $"example {e.Id}: its output \"{e.Output}\" is not one of its {e.Choices.Length} choices")
 
     /// A training example: prompt ids and answer ids (without EOS; batching appends it). Encoder-only:
     /// the framed input, the framed answer and the framed choices.

@@ -33,6 +33,8 @@ let private maxLen = opt<int> "--max-length" "Maximum sequence (decoder-only) or
 let private seed = opt<int> "--seed" "Seed for sampling, initialisation, dropout and batching." (Some 1)
 let private loraR = opt<int> "--lora-r" "Train a LoRA adapter of this rank instead of all weights (0 = full fine-tuning)." (Some 0) |> check (atLeast 0)
 let private out = req<string> "--out" "Output folder: a checkpoint (or the LoRA adapter) plus the tokenizer files." |> check folderToWrite
+let private dropInstruction =
+    opt<bool> "--drop-instruction" "Drop the task's instruction (the lines all its examples share at their start and end) first, as klf run --drop-instruction does (the MiniLM default)." (Some false)
 let private bestEvery =
     opt<int> "--best-validation" "Keep the weights of the lowest held-out loss, measured every N steps and after the last (0: the last weights). Importance (--importance) is still collected over every step." (Some 0) |> check (atLeast 0)
 let private baseDtypeOption =
@@ -55,7 +57,7 @@ let importanceOptions (lora: bool) (units: string) : KifOptions =
                          TopFraction = reference.TopFraction, Gamma = reference.Gamma, Rule = reference.Rule)
 
 let cmd =
-    command "train" "Fine-tune a model on one task of a benchmark and save a checkpoint." [ model; preset; tokenizer; benchmark; task; nTrain; nHeld; steps; epochs; batch; accum; lr; warmup; maxLen; seed; loraR; Klf.Cli.Common.loraAlphaOption; Klf.Cli.Common.loraDropoutOption; Klf.Cli.Common.loraTargetsOption; deviceOption; out; saveDtype; baseDtypeOption; importance; units; bestEvery ] (fun pr ->
+    command "train" "Fine-tune a model on one task of a benchmark and save a checkpoint." [ model; preset; tokenizer; benchmark; task; nTrain; nHeld; steps; epochs; batch; accum; lr; warmup; maxLen; seed; loraR; Klf.Cli.Common.loraAlphaOption; Klf.Cli.Common.loraDropoutOption; Klf.Cli.Common.loraTargetsOption; deviceOption; out; saveDtype; baseDtypeOption; importance; units; bestEvery; dropInstruction ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
         let bf16 = savesBf16 (pr.GetValue saveDtype)
         let importanceFile = pr.GetValue importance
@@ -66,7 +68,9 @@ let cmd =
         let tok, tokDir = loadTokenizer (pr.GetValue tokenizer) (pr.GetValue model)
         let m = loadModel (pr.GetValue model) (pr.GetValue preset) tok (int64 (pr.GetValue seed)) (device (pr.GetValue deviceOption))
         let root = benchmarkRoot (pr.GetValue benchmark)
-        let all = Benchmark.load root "train" (pr.GetValue task) |> Benchmark.sample (pr.GetValue seed) Int32.MaxValue
+        // The task's training examples with its label set as their choices (a sentence encoder scores them).
+        let taskData = Task.load root (pr.GetValue task) |> if pr.GetValue dropInstruction then Task.dropInstruction else id
+        let all = taskData.Train |> Benchmark.sample (pr.GetValue seed) Int32.MaxValue
         let held = min (pr.GetValue nHeld) (all.Length / 5)
         let heldOut, rest = all[.. held - 1], all[held ..]
         let train = if pr.GetValue nTrain > 0 then rest[.. min rest.Length (pr.GetValue nTrain) - 1] else rest

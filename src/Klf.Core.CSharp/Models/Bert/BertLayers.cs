@@ -85,25 +85,28 @@ public sealed class BertSelfAttention : nn.Module
     }
 }
 
-/// <summary>The attention output: projection, dropout, residual and norm (HF <c>BertSelfOutput</c>).</summary>
-public sealed class BertSelfOutput : nn.Module
+/// <summary>
+/// A sub-layer's output: projection, dropout, residual and norm. HF has it twice, as <c>BertSelfOutput</c>
+/// (after attention, from C) and <c>BertOutput</c> (after the feed-forward layer, from I); the keys are the same.
+/// </summary>
+public sealed class BertOutput : nn.Module
 {
-    /// <summary>(C, C) output projection with bias.</summary>
+    /// <summary>(C, in) projection with bias.</summary>
     public readonly Linear dense;
-    /// <summary>Post-attention norm.</summary>
+    /// <summary>The norm after the residual.</summary>
     public readonly LayerNorm LayerNorm;
     readonly Dropout dropout;
 
-    /// <summary>Creates the projection and norm from <paramref name="config"/>.</summary>
-    public BertSelfOutput(BertConfig config) : base(nameof(BertSelfOutput))
+    /// <summary>Creates the projection from <paramref name="inFeatures"/> (C or I) and the norm from <paramref name="config"/>.</summary>
+    public BertOutput(int inFeatures, BertConfig config) : base(nameof(BertOutput))
     {
-        dense = nn.Linear(config.HiddenSize, config.HiddenSize);
+        dense = nn.Linear(inFeatures, config.HiddenSize);
         LayerNorm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
         dropout = nn.Dropout(config.HiddenDropoutProb);
         RegisterComponents();
     }
 
-    /// <summary>norm(dropout(dense(h)) + x); h and x (B, T, C) → fresh (B, T, C).</summary>
+    /// <summary>norm(dropout(dense(h)) + x); h (B, T, in), x (B, T, C) → fresh (B, T, C).</summary>
     public Tensor Forward(Tensor h, Tensor x)
     {
         using var scope = torch.NewDisposeScope();
@@ -117,13 +120,13 @@ public sealed class BertAttention : nn.Module
     /// <summary>The query, key and value projections.</summary>
     public readonly BertSelfAttention self;
     /// <summary>The output projection and norm.</summary>
-    public readonly BertSelfOutput output;
+    public readonly BertOutput output;
 
     /// <summary>Creates both parts from <paramref name="config"/>.</summary>
     public BertAttention(BertConfig config) : base(nameof(BertAttention))
     {
         self = new BertSelfAttention(config);
-        output = new BertSelfOutput(config);
+        output = new BertOutput(config.HiddenSize, config);
         RegisterComponents();
     }
 
@@ -163,32 +166,6 @@ public sealed class BertIntermediate : nn.Module
     }
 }
 
-/// <summary>The feed-forward output: projection, dropout, residual and norm (HF <c>BertOutput</c>).</summary>
-public sealed class BertOutput : nn.Module
-{
-    /// <summary>(C, I) projection with bias.</summary>
-    public readonly Linear dense;
-    /// <summary>Post-feed-forward norm.</summary>
-    public readonly LayerNorm LayerNorm;
-    readonly Dropout dropout;
-
-    /// <summary>Creates the projection and norm from <paramref name="config"/>.</summary>
-    public BertOutput(BertConfig config) : base(nameof(BertOutput))
-    {
-        dense = nn.Linear(config.IntermediateSize, config.HiddenSize);
-        LayerNorm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
-        dropout = nn.Dropout(config.HiddenDropoutProb);
-        RegisterComponents();
-    }
-
-    /// <summary>norm(dropout(dense(h)) + x); h (B, T, I), x (B, T, C) → fresh (B, T, C).</summary>
-    public Tensor Forward(Tensor h, Tensor x)
-    {
-        using var scope = torch.NewDisposeScope();
-        return LayerNorm.call(dropout.call(dense.call(h)) + x).MoveToOuterDisposeScope();
-    }
-}
-
 /// <summary>One post-norm transformer layer: attention, then feed-forward (HF <c>BertLayer</c>).</summary>
 public sealed class BertLayer : nn.Module
 {
@@ -204,7 +181,7 @@ public sealed class BertLayer : nn.Module
     {
         attention = new BertAttention(config);
         intermediate = new BertIntermediate(config);
-        output = new BertOutput(config);
+        output = new BertOutput(config.IntermediateSize, config);
         RegisterComponents();
     }
 
