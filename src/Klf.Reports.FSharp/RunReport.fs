@@ -82,13 +82,9 @@ let write (outDir: string) (runDirs: string list) (settings: (string * string) l
                 match a.Seeds |> List.tryPick (fun s -> runFile runDirs sequence s a.Name TrainingCurves.FileName) with
                 | Some p -> yield a.Name, Path.GetRelativePath(dir, p).Replace('\\', '/'), TrainingCurves.load p
                 | None -> () ]
-        let mean (pick: SeedOutcome -> float[] option) =
-            let xs = mine |> List.map pick
-            if xs.IsEmpty || List.exists Option.isNone xs then None
-            else let a = xs |> List.map Option.get in Some(Array.init tasks.Length (fun i -> a |> List.averageBy (fun v -> v[i])))
         let taskScores =
-            [ match mean (fun o -> o.ZeroShot) with Some z -> yield Markdown.ZeroShotColumn, z | None -> ()
-              match mean (fun o -> o.Single) with Some st -> yield Markdown.SingleTaskColumn, st | None -> () ]
+            [ match Results.meanScores (fun o -> o.ZeroShot) mine with Some z -> yield Markdown.ZeroShotColumn, z | None -> ()
+              match Results.meanScores (fun o -> o.Single) mine with Some st -> yield Markdown.SingleTaskColumn, st | None -> () ]
         Markdown.writeWith taskScores dir (extra @ settings) tasks facts results importance curves |> ignore
         metrics ]
 

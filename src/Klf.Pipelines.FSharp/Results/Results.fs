@@ -124,8 +124,8 @@ module Results =
         | Some xs -> j[key] <- JsonArray([| for x in xs -> num x |])
         | None -> ()
 
-    /// Element-wise means of the seeds' per-task scores, when every seed has them.
-    let private meanScores (pick: SeedOutcome -> float[] option) (seeds: SeedOutcome list) : float[] option =
+    /// Element-wise means of the seeds' per-task scores (`o.Single`, `o.ZeroShot`), when every seed has them.
+    let meanScores (pick: SeedOutcome -> float[] option) (seeds: SeedOutcome list) : float[] option =
         let all = seeds |> List.map pick
         if seeds.IsEmpty || List.exists Option.isNone all then None
         else

@@ -200,11 +200,11 @@ let cmd =
                     printfn "tasks: %s" (String.Join("; ", facts |> List.map one))
                 let mine = outcomes |> List.filter (fun o -> o.Sequence = sequence)
                 let perTask (label: string) (pick: SeedOutcome -> float[] option) =
-                    let all = mine |> List.map pick
-                    if not mine.IsEmpty && List.forall Option.isSome all then
-                        let xs = all |> List.map Option.get
-                        let cells = tasks |> List.mapi (fun i t -> sprintf "%s %.1f" t (xs |> List.averageBy (fun a -> a[i])))
+                    match Results.meanScores pick mine with
+                    | Some xs ->
+                        let cells = List.zip tasks (List.ofArray xs) |> List.map (fun (t, x) -> sprintf "%s %.1f" t x)
                         printfn "%s%s: %s" label (if many then " (mean over seeds)" else "") (String.Join("; ", cells))
+                    | None -> ()
                 perTask "zero-shot" (fun o -> o.ZeroShot)
                 perTask "single-task" (fun o -> o.Single)
                 let chanceRow =
