@@ -345,6 +345,19 @@ let tests =
                 Expect.isTrue (config["drop-instruction"].GetValue<bool>()) "inputs without their instruction"
                 let manifest = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "runs", "standard-order1", "seed-1", "kif", "manifest.json")))
                 Expect.isNotNull (manifest["environment"]["model-files"]["model.safetensors"]) "the run records the imported weights' hash"
+                // A Recurrent-KIF run stopped after task 3 (its replay memory holds examples of three tasks
+                // with their own label sets) resumes to the uninterrupted rows.
+                let rkif = Path.Combine(dir, "runs", "standard-order1", "seed-1", "rkif")
+                let rows () =
+                    let result = JsonNode.Parse(File.ReadAllText(Path.Combine(rkif, "result.json")))
+                    result["rows"].ToJsonString()
+                let before = rows ()
+                File.Delete(Path.Combine(rkif, "result.json"))
+                Directory.Delete(Path.Combine(rkif, "state", "task-04"), true)
+                let code, out = klf [ "run"; "--embedded"; "minilm"; "--steps"; "2"; "--train-examples"; "8"; "--validation-examples"; "4"; "--test-examples"; "8"; "--out"; dir ]
+                Expect.equal code 0 out
+                Expect.stringContains out "rkif seed 1: resuming after task 3" "resumed"
+                Expect.equal (rows ()) before "the resumed run's rows equal the uninterrupted ones"
                 let code, out = klf [ "run"; "--embedded"; "minilm"; "--model"; dir ]
                 Expect.equal code 1 out
                 Expect.stringContains out "--embedded" "--embedded with --model is refused, naming the flag"
