@@ -13,11 +13,6 @@ open Klf.Models.Bert
 open Klf.Training
 open SentenceEncoderKit
 
-let private approvedDir = Path.Combine(__SOURCE_DIRECTORY__, "approved")
-
-let private shapeDump (m: BertSentenceEncoder) =
-    m.named_parameters() |> Seq.map (fun struct (n, p) -> sprintf "%s [%s]" n (String.Join(", ", p.shape))) |> String.concat "\n"
-
 let private withTemp (f: string -> unit) =
     let dir = Directory.CreateTempSubdirectory("klf-bert-").FullName
     try f dir finally Directory.Delete(dir, true)
@@ -45,14 +40,7 @@ let tests =
         for preset in BertConfig.PresetNames do
             test $"{preset}: Hugging Face keys and shapes as approved, the state dict holds the parameters only" {
                 use m = BertSentenceEncoder.Create(BertConfig.Preset preset, torch.META)
-                let dump = shapeDump m + "\n"
-                let approved = Path.Combine(approvedDir, $"{preset}.txt")
-                let received = Path.Combine(approvedDir, $"{preset}.received.txt")
-                let approvedText = if File.Exists approved then File.ReadAllText approved else ""
-                if approvedText <> dump then
-                    File.WriteAllText(received, dump)
-                    failtestf "shape snapshot of %s differs from %s (see %s)" preset approved received
-                elif File.Exists received then File.Delete received
+                LlamaTestKit.approveShapes preset m
                 Expect.equal (m.state_dict().Keys |> Seq.toArray) (m.named_parameters() |> Seq.map (fun struct (n, _) -> n) |> Seq.toArray) "no buffers"
                 if preset = "minilm-l6" then
                     Expect.equal (m.parameters() |> Seq.sumBy (fun p -> p.numel())) 22565376L "all-MiniLM-L6-v2 without its pooler"

@@ -13,6 +13,24 @@ type Tensor = torch.Tensor
 
 let seed = 20261126L
 
+/// "name [d0, d1]" lines of every parameter of a module, in registration order, then "total N", newline-terminated.
+let shapeDump (m: torch.nn.Module) =
+    let lines = m.named_parameters() |> Seq.map (fun struct (n, p) -> sprintf "%s [%s]" n (String.Join(", ", p.shape))) |> String.concat "\n"
+    sprintf "%s\ntotal %d\n" lines (m.parameters() |> Seq.sumBy (fun p -> p.numel()))
+
+/// Compares a module's shape dump with tests/Integration/approved/<name>.txt; on a difference writes
+/// <name>.received.txt beside it and fails.
+let approveShapes (name: string) (m: torch.nn.Module) =
+    let dir = Path.Combine(__SOURCE_DIRECTORY__, "approved")
+    let dump = shapeDump m
+    let approved = Path.Combine(dir, $"{name}.txt")
+    let received = Path.Combine(dir, $"{name}.received.txt")
+    let approvedText = if File.Exists approved then File.ReadAllText approved else ""
+    if approvedText <> dump then
+        File.WriteAllText(received, dump)
+        failtestf "shape snapshot of %s differs from %s (see %s)" name approved received
+    elif File.Exists received then File.Delete received
+
 /// A freshly initialised model of a preset, the global generator seeded first.
 let create (preset: string) =
     torch.manual_seed seed |> ignore

@@ -13,16 +13,6 @@ open LlamaRopeTests
 
 type Tensor = torch.Tensor
 
-let private approvedDir = Path.Combine(__SOURCE_DIRECTORY__, "approved")
-
-/// "name [d0, d1]" lines of every parameter, in registration order.
-let private shapeDump (m: LlamaForCausalLM) =
-    m.named_parameters()
-    |> Seq.map (fun struct (name, p) -> sprintf "%s [%s]" name (p.shape |> Array.map string |> String.concat ", "))
-    |> String.concat "\n"
-    |> fun lines ->
-        let total = m.parameters() |> Seq.sumBy (fun p -> p.numel())
-        sprintf "%s\ntotal %d" lines total
 
 let private namesAndShapes =
     testList "parameters" [
@@ -44,14 +34,7 @@ let private namesAndShapes =
                 Expect.equal names.Length expectedCount "parameter count"
                 let stateKeys = m.state_dict().Keys |> Seq.toArray
                 Expect.equal stateKeys names "state dict holds exactly the parameters (no buffers)"
-                let dump = shapeDump m + "\n"
-                let approved = Path.Combine(approvedDir, $"{preset}.txt")
-                let received = Path.Combine(approvedDir, $"{preset}.received.txt")
-                let approvedText = if File.Exists approved then File.ReadAllText approved else ""
-                if approvedText <> dump then
-                    File.WriteAllText(received, dump)
-                    failtestf "shape snapshot of %s differs from %s (see %s)" preset approved received
-                elif File.Exists received then File.Delete received
+                LlamaTestKit.approveShapes preset m
             }
     ]
 
