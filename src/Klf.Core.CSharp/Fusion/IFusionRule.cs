@@ -56,3 +56,21 @@ public interface IFusionRule
     /// <summary>The λ this rule uses for a unit (weight of the current model), or NaN when it has no single λ.</summary>
     double LambdaFor(UnitFusionContext context);
 }
+
+/// <summary>
+/// A slice rule with a kernel for contiguous float32 slices in CPU memory (TIES, DARE): no native
+/// call per slice, so <see cref="InPlaceFusion"/> can fuse many small slices on all cores. The kernel
+/// gives the same bits as the rule's <see cref="ISliceFusionRule.FuseInPlace"/>.
+/// </summary>
+internal unsafe interface ICpuSliceRule : ISliceFusionRule
+{
+    /// <summary>Whether the kernel covers this rule's settings (otherwise the torch form runs).</summary>
+    bool CpuApplies { get; }
+
+    /// <summary>
+    /// Writes the fused values of one slice of <paramref name="n"/> floats into <paramref name="current"/>;
+    /// <paramref name="basis"/> is <paramref name="previous"/> when there is no separate base. On the
+    /// cores when <paramref name="parallel"/>, else on the calling thread; touches no tensor.
+    /// </summary>
+    void FuseCpu(float* current, float* previous, float* basis, long n, UnitFusionContext context, bool parallel);
+}

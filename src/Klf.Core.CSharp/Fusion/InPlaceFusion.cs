@@ -91,6 +91,11 @@ internal sealed class InPlaceFusion
     /// </summary>
     public void Apply(Tensor current, Tensor previous, Tensor basis)
     {
+        if (PrepareCpu(current, previous, basis) is { } work)
+        {
+            work(true);
+            return;
+        }
         if (_rule is ISliceFusionRule sliceRule)
         {
             foreach (var (slice, context) in _slices!)
@@ -117,6 +122,16 @@ internal sealed class InPlaceFusion
         if (_dim < 0)
         {
             FusionKernels.InterpolateInPlace(current, previous, _lambda[0]);
+            return;
+        }
+        if (CpuTensors.Eligible(current, previous))
+        {
+            // One pass with each index's λ; the same bits as the runs and index copies below.
+            var shape = current.shape;
+            long outer = 1, inner = 1;
+            for (var d = 0; d < _dim; d++) outer *= shape[d];
+            for (var d = _dim + 1; d < shape.Length; d++) inner *= shape[d];
+            unsafe { CpuLerp.Apply(CpuTensors.Pointer(current), CpuTensors.Pointer(previous), outer, _size, inner, _lambda); }
             return;
         }
         // λ = 1 rows must stay untouched and λ = 0 rows become prev, bit for bit (negative zeros
@@ -152,6 +167,37 @@ internal sealed class InPlaceFusion
         current.lerp_(previous, Weights(current));
         if (keep is not null) current.index_copy_(_dim, keep, saved!);
         if (copy is not null) current.index_copy_(_dim, copy, previous.index_select(_dim, copy));
+    }
+
+    /// <summary>
+    /// A slice rule's CPU kernel over this tensor's slices (whole, or rows of a contiguous tensor), or
+    /// null when the rule or the tensors do not allow it. The returned work touches no tensor object
+    /// (every native call is made here), so several tensors' work can run on the cores at once; with
+    /// true it uses the cores itself (one slice split over them, or many slices spread), with false it
+    /// runs on the calling thread.
+    /// </summary>
+    internal unsafe Action<bool>? PrepareCpu(Tensor current, Tensor previous, Tensor basis)
+    {
+        if (_rule is not ICpuSliceRule { CpuApplies: true } rule || _slices is null) return null;
+        if (!CpuTensors.Eligible(current, previous, ReferenceEquals(previous, basis) ? null : basis)) return null;
+        var slices = _slices;
+        var numel = current.numel();
+        var row = numel == 0 ? 0 : numel / current.shape[0];
+        var c = CpuTensors.Pointer(current);
+        var p = CpuTensors.Pointer(previous);
+        var b = ReferenceEquals(previous, basis) ? p : CpuTensors.Pointer(basis);
+        void One(int i, bool parallel)
+        {
+            var (slice, context) = slices[i];
+            long offset = slice.IsWhole ? 0 : slice.Start * row, length = slice.IsWhole ? numel : slice.Length * row;
+            rule.FuseCpu(c + offset, p + offset, b + offset, length, context, parallel);
+        }
+        return parallel =>
+        {
+            if (slices.Count == 1) One(0, parallel);
+            else if (parallel) CpuTensors.ForEach(slices.Count, i => One(i, false));
+            else for (var i = 0; i < slices.Count; i++) One(i, false);
+        };
     }
 
     /// <summary>Above this many runs a tensor is fused with one lerp and index copies instead of a kernel per run.</summary>

@@ -18,7 +18,7 @@ namespace Klf.Fusion;
 /// </summary>
 /// <param name="dropRate">p in [0, 1) (default 0.9, the rate DARE's paper uses for most merges).</param>
 /// <param name="scale">λ (default 1).</param>
-public sealed class DareRule(double dropRate = 0.9, double scale = 1.0) : ISliceFusionRule
+public sealed class DareRule(double dropRate = 0.9, double scale = 1.0) : ICpuSliceRule
 {
     /// <summary>p.</summary>
     public double DropRate { get; } = dropRate is >= 0.0 and < 1.0
@@ -77,6 +77,53 @@ public sealed class DareRule(double dropRate = 0.9, double scale = 1.0) : ISlice
             cur.sub_(prev).mul_(s).add_(prev);
             cur.index_copy_(0, positions, prev.index_select(0, positions));
         }
+    }
+
+    /// <summary>Every setting: the mask's stream is reproduced by <see cref="TorchCpuRandom"/>.</summary>
+    bool ICpuSliceRule.CpuApplies => true;
+
+    /// <summary>
+    /// The positions of the rarer outcome drawn in .NET from the stream a CPU torch generator with the
+    /// unit's seed gives (the same positions as <see cref="FuseInPlace"/> on the CPU), then one pass:
+    /// <see cref="CpuFusionKernels.DareKept"/> or <see cref="CpuFusionKernels.DareDropped"/>. The
+    /// draws are serial per slice; slices run on the cores.
+    /// </summary>
+    unsafe void ICpuSliceRule.FuseCpu(float* current, float* previous, float* basis, long n, UnitFusionContext context, bool parallel)
+    {
+        var (positions, kept) = CpuPositions(n, context.Seed);
+        var s = Scale / (1.0 - DropRate);
+        fixed (long* at = positions.Array)
+        {
+            if (kept) CpuFusionKernels.DareKept(current, previous, n, at, positions.Count, s);
+            else CpuFusionKernels.DareDropped(current, previous, n, at, positions.Count, s);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="Positions"/> on the CPU without a native call: the same geometric gaps from the same
+    /// uniforms (<see cref="TorchCpuRandom"/>, float64), ⌊ln(1 − u) / ln(1 − q)⌋ + 1 each.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private (ArraySegment<long> Positions, bool Kept) CpuPositions(long n, long seed)
+    {
+        var keepRate = 1.0 - DropRate;
+        var kept = keepRate <= 0.5;
+        var q = kept ? keepRate : DropRate;
+        if (q <= 0.0 || n == 0) return (ArraySegment<long>.Empty, kept);
+        var random = new TorchCpuRandom(unchecked((ulong)seed));
+        var logFail = Math.Log(1.0 - q);
+        var expected = n * q;
+        var list = new long[(long)Math.Min(n, Math.Ceiling(expected + 6.0 * Math.Sqrt(expected * (1.0 - q)) + 16.0))];
+        long count = 0, last = -1;
+        while (true)
+        {
+            var gap = (long)(Math.Floor(Math.Log(1.0 - random.NextDouble()) / logFail) + 1.0);
+            last += gap;
+            if (last >= n || last < 0) break;
+            if (count == list.Length) Array.Resize(ref list, (int)Math.Min(n, 2L * list.Length + 16));
+            list[count++] = last;
+        }
+        return (new ArraySegment<long>(list, 0, (int)count), kept);
     }
 
     /// <summary>

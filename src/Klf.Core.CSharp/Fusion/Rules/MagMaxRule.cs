@@ -19,6 +19,20 @@ public sealed class MagMaxRule(double scale = 1.0) : TaskVectorRule(scale), IEle
     /// <inheritdoc/>
     protected override bool InterpolatesWithoutBase => true;
 
+    /// <summary>
+    /// With a separate base and float32 CPU tensors, one pass of <see cref="CpuFusionKernels.MagMax"/>
+    /// (the same bits); otherwise <see cref="TaskVectorRule.FuseInPlace"/>.
+    /// </summary>
+    public override void FuseInPlace(Tensor current, Tensor previous, Tensor basis)
+    {
+        if (!ReferenceEquals(basis, previous) && CpuTensors.Eligible(current, previous, basis))
+        {
+            unsafe { CpuFusionKernels.MagMax(CpuTensors.Pointer(current), CpuTensors.Pointer(previous), CpuTensors.Pointer(basis), current.numel(), Scale); }
+            return;
+        }
+        base.FuseInPlace(current, previous, basis);
+    }
+
     /// <summary>Per element, the task vector of larger magnitude (ties: τ_cur).</summary>
     protected override Tensor Merge(Tensor previousVector, Tensor currentVector) =>
         where(currentVector.abs().ge(previousVector.abs()), currentVector, previousVector);

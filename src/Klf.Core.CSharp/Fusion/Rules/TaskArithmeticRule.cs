@@ -33,14 +33,20 @@ public sealed class TaskArithmeticRule(double scale = 1.0) : TaskVectorRule(scal
     }
 
     /// <summary>
-    /// base + λ·(((cur − base) + prev) − base), computed in place in that order (no temporaries);
-    /// without a separate base, prev + λ·(cur − prev).
+    /// base + λ·(((cur − base) + prev) − base), computed in place in that order (no temporaries; one
+    /// pass of <see cref="CpuFusionKernels.TaskArithmetic"/> for float32 on the CPU); without a
+    /// separate base, prev + λ·(cur − prev).
     /// </summary>
     public override void FuseInPlace(Tensor current, Tensor previous, Tensor basis)
     {
         if (ReferenceEquals(basis, previous))
         {
             base.FuseInPlace(current, previous, basis);
+            return;
+        }
+        if (CpuTensors.Eligible(current, previous, basis))
+        {
+            unsafe { CpuFusionKernels.TaskArithmetic(CpuTensors.Pointer(current), CpuTensors.Pointer(previous), CpuTensors.Pointer(basis), current.numel(), Scale); }
             return;
         }
         current.sub_(basis).add_(previous).sub_(basis);

@@ -17,7 +17,7 @@ namespace Klf.Fusion;
 /// </summary>
 /// <param name="keepFraction">k: the fraction of largest-magnitude entries each task vector keeps (default 0.2).</param>
 /// <param name="scale">λ, the scale of the merged task vector (default 1).</param>
-public sealed class TiesRule(double keepFraction = 0.2, double scale = 1.0) : TaskVectorRule(scale), ISliceFusionRule
+public sealed class TiesRule(double keepFraction = 0.2, double scale = 1.0) : TaskVectorRule(scale), ICpuSliceRule
 {
     /// <summary>k.</summary>
     public double KeepFraction { get; } = keepFraction is >= 0.0 and <= 1.0
@@ -58,7 +58,7 @@ public sealed class TiesRule(double keepFraction = 0.2, double scale = 1.0) : Ta
         if (KeepFraction <= 0.0) current.zero_();
         else if (KeepFraction < 1.0 && n > 0)
         {
-            var keep = Math.Min(n, Math.Max(1L, (long)Math.Ceiling(KeepFraction * n - 1e-9)));
+            var keep = KeepCount(n);
             var magnitude = current.abs();
             var kth = FusionKernels.KthLargest(magnitude.reshape(-1), keep);
             // The keep mask in the values' dtype, in place in |τ|: sign(|τ| − kth) + 1 is 0 below the
@@ -69,6 +69,31 @@ public sealed class TiesRule(double keepFraction = 0.2, double scale = 1.0) : Ta
         if (Scale != 1.0) current.mul_(Scale);
         current.add_(previous);
     }
+
+    /// <summary>The kernel covers 0 &lt; k &lt; 1 (the trims that select).</summary>
+    bool ICpuSliceRule.CpuApplies => KeepFraction is > 0.0 and < 1.0;
+
+    /// <summary>
+    /// The thresholds by exact selection (<see cref="CpuSelection"/>), then one pass:
+    /// <see cref="CpuFusionKernels.TiesTrim"/> without a separate base, <see cref="CpuFusionKernels.TiesMerge"/> with one.
+    /// </summary>
+    unsafe void ICpuSliceRule.FuseCpu(float* current, float* previous, float* basis, long n, UnitFusionContext context, bool parallel)
+    {
+        if (n == 0) return;
+        var keep = KeepCount(n);
+        if (basis == previous)
+        {
+            var threshold = CpuSelection.KthLargestAbsDifference(current, previous, n, keep, parallel);
+            CpuFusionKernels.TiesTrim(current, previous, n, threshold, Scale, parallel);
+            return;
+        }
+        var kp = CpuSelection.KthLargestAbsDifference(previous, basis, n, keep, parallel);
+        var kc = CpuSelection.KthLargestAbsDifference(current, basis, n, keep, parallel);
+        CpuFusionKernels.TiesMerge(current, previous, basis, n, kp, kc, Scale, parallel);
+    }
+
+    /// <summary>⌈k·n⌉ entries, at least 1 and at most n (1e-9: 0.2·15 is 3, not 3.0000000000000004).</summary>
+    private long KeepCount(long n) => Math.Min(n, Math.Max(1L, (long)Math.Ceiling(KeepFraction * n - 1e-9)));
 
     /// <summary>Trim, elect, disjoint mean (see the class summary).</summary>
     protected override Tensor Merge(Tensor previousVector, Tensor currentVector)
