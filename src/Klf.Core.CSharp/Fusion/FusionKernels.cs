@@ -61,12 +61,18 @@ public static class FusionKernels
         var n = taskVector.numel();
         if (fraction >= 1.0 || n == 0) return taskVector.clone();
         if (fraction <= 0.0) return zeros_like(taskVector);
-        var keep = Math.Min(n, Math.Max(1L, (long)Math.Ceiling(fraction * n - 1e-9))); // 1e-9: 0.2·15 is 3, not 3.0000000000000004
+        var keep = KeepCount(n, fraction);
         using var scope = NewDisposeScope();
         var mag = taskVector.abs();
         var kth = KthLargest(mag.reshape(-1), keep);
         return where(mag.ge(kth), taskVector, zeros_like(taskVector)).MoveToOuterDisposeScope();
     }
+
+    /// <summary>
+    /// How many of <paramref name="n"/> entries a top-<paramref name="fraction"/> trim keeps: ⌈fraction·n⌉,
+    /// at least 1 and at most n (1e-9: 0.2·15 is 3, not 3.0000000000000004).
+    /// </summary>
+    internal static long KeepCount(long n, double fraction) => Math.Min(n, Math.Max(1L, (long)Math.Ceiling(fraction * n - 1e-9)));
 
     /// <summary>
     /// The <paramref name="k"/>-th largest value of a 1-D tensor (1 ≤ k ≤ n) as a 0-dim tensor, exactly

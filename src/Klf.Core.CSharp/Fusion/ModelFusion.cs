@@ -129,14 +129,15 @@ public static class ModelFusion
             // Phase 2, every check passed: write into the same Parameter objects.
             // Slice rules with CPU kernels (TIES, DARE): the tensors on the cores at once, each on
             // one thread; DARE's draws are serial per slice, so one tensor at a time would use one core.
-            var cpuWork = rule is ICpuSliceRule && inPlace.Count > 1
-                ? inPlace.Select(p => p.Plan.PrepareCpu(live[p.Parameter], previous[p.Parameter], baseline is null ? previous[p.Parameter] : basis[p.Parameter])).ToList()
-                : null;
-            if (cpuWork is not null && cpuWork.All(w => w is not null))
-                CpuTensors.ForEach(cpuWork.Count, k => cpuWork[k]!(false));
-            else
-                foreach (var (name, fusion, _, _) in inPlace)
-                    fusion.Apply(live[name], previous[name], baseline is null ? previous[name] : basis[name]);
+            var cpuWork = new List<Action<bool>>();
+            foreach (var (name, fusion, _, _) in inPlace)
+            {
+                var b = baseline is null ? previous[name] : basis[name];
+                if (rule is ICpuSliceRule && inPlace.Count > 1 && fusion.PrepareCpu(live[name], previous[name], b) is { } work) cpuWork.Add(work);
+                else fusion.Apply(live[name], previous[name], b);
+            }
+            if (cpuWork.Count == 1) cpuWork[0](true);
+            else CpuTensors.ForEach(cpuWork.Count, k => cpuWork[k](false));
             foreach (var (_, slice, fused, _) in general)
             {
                 using var view = slice.View(live[slice.Parameter]);

@@ -79,6 +79,9 @@ public sealed class DareRule(double dropRate = 0.9, double scale = 1.0) : ICpuSl
         }
     }
 
+    /// <summary>Whether the kept elements are the rarer outcome (keep rate 1 − p ≤ 0.5), and that outcome's rate.</summary>
+    private (bool Kept, double Rate) RarerOutcome() => 1.0 - DropRate <= 0.5 ? (true, 1.0 - DropRate) : (false, DropRate);
+
     /// <summary>Every setting: the mask's stream is reproduced by <see cref="TorchCpuRandom"/>.</summary>
     bool ICpuSliceRule.CpuApplies => true;
 
@@ -106,9 +109,7 @@ public sealed class DareRule(double dropRate = 0.9, double scale = 1.0) : ICpuSl
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private (ArraySegment<long> Positions, bool Kept) CpuPositions(long n, long seed)
     {
-        var keepRate = 1.0 - DropRate;
-        var kept = keepRate <= 0.5;
-        var q = kept ? keepRate : DropRate;
+        var (kept, q) = RarerOutcome();
         if (q <= 0.0 || n == 0) return (ArraySegment<long>.Empty, kept);
         var random = new TorchCpuRandom(unchecked((ulong)seed));
         var logFail = Math.Log(1.0 - q);
@@ -133,9 +134,7 @@ public sealed class DareRule(double dropRate = 0.9, double scale = 1.0) : ICpuSl
     /// </summary>
     private (Tensor Positions, bool Kept) Positions(long n, long seed, Device device)
     {
-        var keepRate = 1.0 - DropRate;
-        var kept = keepRate <= 0.5;
-        var q = kept ? keepRate : DropRate;
+        var (kept, q) = RarerOutcome();
         if (q <= 0.0 || n == 0) return (empty(0, ScalarType.Int64, device), kept);
         using var gen = new Generator(unchecked((ulong)seed), device);
         var chunks = new List<Tensor>();

@@ -58,7 +58,7 @@ public sealed class TiesRule(double keepFraction = 0.2, double scale = 1.0) : Ta
         if (KeepFraction <= 0.0) current.zero_();
         else if (KeepFraction < 1.0 && n > 0)
         {
-            var keep = KeepCount(n);
+            var keep = FusionKernels.KeepCount(n, KeepFraction);
             var magnitude = current.abs();
             var kth = FusionKernels.KthLargest(magnitude.reshape(-1), keep);
             // The keep mask in the values' dtype, in place in |τ|: sign(|τ| − kth) + 1 is 0 below the
@@ -80,7 +80,7 @@ public sealed class TiesRule(double keepFraction = 0.2, double scale = 1.0) : Ta
     unsafe void ICpuSliceRule.FuseCpu(float* current, float* previous, float* basis, long n, UnitFusionContext context, bool parallel)
     {
         if (n == 0) return;
-        var keep = KeepCount(n);
+        var keep = FusionKernels.KeepCount(n, KeepFraction);
         if (basis == previous)
         {
             var threshold = CpuSelection.KthLargestAbsDifference(current, previous, n, keep, parallel);
@@ -91,9 +91,6 @@ public sealed class TiesRule(double keepFraction = 0.2, double scale = 1.0) : Ta
         var kc = CpuSelection.KthLargestAbsDifference(current, basis, n, keep, parallel);
         CpuFusionKernels.TiesMerge(current, previous, basis, n, kp, kc, Scale, parallel);
     }
-
-    /// <summary>⌈k·n⌉ entries, at least 1 and at most n (1e-9: 0.2·15 is 3, not 3.0000000000000004).</summary>
-    private long KeepCount(long n) => Math.Min(n, Math.Max(1L, (long)Math.Ceiling(KeepFraction * n - 1e-9)));
 
     /// <summary>Trim, elect, disjoint mean (see the class summary).</summary>
     protected override Tensor Merge(Tensor previousVector, Tensor currentVector)
