@@ -66,6 +66,20 @@ public sealed class KeyValueBuffer : IDisposable
         SetViews(_keyStore.alias(), _valueStore.alias());
     }
 
+    /// <summary>The whole key store (B, H, Capacity, D), or null when empty: for kernels that write positions in place (then <see cref="Advance"/>).</summary>
+    internal Tensor? KeyStore => _keyStore;
+
+    /// <summary>The whole value store (B, H, Capacity, D), or null when empty; see <see cref="KeyStore"/>.</summary>
+    internal Tensor? ValueStore => _valueStore;
+
+    /// <summary>Counts <paramref name="t"/> positions written into the stores in place after the cached ones (within the capacity).</summary>
+    internal void Advance(long t)
+    {
+        if (_keyStore is null || Length + t > Capacity) throw new InvalidOperationException($"the buffer holds {Capacity} positions; {Length} + {t} do not fit");
+        Length += t;
+        SetViews(_keyStore.narrow(2, 0, Length), _valueStore!.narrow(2, 0, Length));
+    }
+
     /// <summary>Frees every tensor; the buffer is empty afterwards.</summary>
     public void Dispose() => FreeAll();
 

@@ -13,6 +13,9 @@ public sealed partial class LlamaForCausalLM
     /// left-padded with <see cref="PadTokenId"/>; positions are cumsum(mask) - 1. A row stops after
     /// emitting one of <see cref="GenerationOptions.EosTokenIds"/> (default: the config's EOS ids)
     /// and is then fed pads. Returns new tokens only, without the EOS. Prompts must be non-empty.
+    /// A batch of one sequence with the cache, on a float32 CPU model without adapters, decodes the
+    /// tokens after its prompt in <see cref="LlamaCpuDecoder"/> (no libtorch call per token; logits
+    /// agree with the forward to float32 rounding).
     /// </summary>
     public int[][] GenerateGreedy(IReadOnlyList<int[]> prompts, GenerationOptions options)
     {
@@ -56,37 +59,55 @@ public sealed partial class LlamaForCausalLM
         var outputs = Enumerable.Range(0, B).Select(_ => new List<int>()).ToArray();
         var finished = new bool[B];
         using var cache = useCache ? new LlamaKvCache(Config.NumHiddenLayers, P + maxNew) : null;
-
-        for (var step = 0; step < maxNew && !finished.All(f => f); step++)
+        LlamaCpuDecoder? single = null;   // one sequence on the CPU: steps after the prompt without libtorch (LlamaCpuDecoder)
+        try
         {
-            using var scope = torch.NewDisposeScope();
-            var S = ids[0].Count;
-            var maskT = ToTensor(mask, 0, S, device);                                  // (B, S)
-            var allPos = PositionIdsFromMask(maskT);                                   // (B, S)
-            Tensor logits;
-            if (useCache && step > 0)
+            for (var step = 0; step < maxNew && !finished.All(f => f); step++)
             {
-                var input = ToTensor(ids, S - 1, S, device);                          // (B, 1)
-                logits = LastLogits(input, maskT, allPos[.., (S - 1)..], cache);       // (B, V)
-            }
-            else
-            {
-                var input = ToTensor(ids, 0, S, device);                              // (B, S)
-                logits = LastLogits(input, maskT, allPos, cache);                      // (B, V): the head on the last position only
-            }
-            var next = logits.argmax(-1).to(ScalarType.Int64).cpu().data<long>().ToArray();  // (B)
-            for (var b = 0; b < B; b++)
-            {
-                long token = PadTokenId;
-                if (!finished[b])
+                if (single is not null)
                 {
-                    token = next[b];
-                    if (eos.Contains((int)token)) finished[b] = true;
-                    else outputs[b].Add((int)token);
+                    var token = single.Step((int)ids[0][^1]);
+                    if (eos.Contains(token)) finished[0] = true;
+                    else outputs[0].Add(token);
+                    ids[0].Add(token);
+                    mask[0].Add(1);
+                    continue;
                 }
-                ids[b].Add(token);
-                mask[b].Add(1);
+                using var scope = torch.NewDisposeScope();
+                var S = ids[0].Count;
+                var maskT = ToTensor(mask, 0, S, device);                                  // (B, S)
+                var allPos = PositionIdsFromMask(maskT);                                   // (B, S)
+                Tensor logits;
+                if (useCache && step > 0)
+                {
+                    var input = ToTensor(ids, S - 1, S, device);                          // (B, 1)
+                    logits = LastLogits(input, maskT, allPos[.., (S - 1)..], cache);       // (B, V)
+                }
+                else
+                {
+                    var input = ToTensor(ids, 0, S, device);                              // (B, S)
+                    logits = LastLogits(input, maskT, allPos, cache);                      // (B, V): the head on the last position only
+                }
+                var next = logits.argmax(-1).to(ScalarType.Int64).cpu().data<long>().ToArray();  // (B)
+                for (var b = 0; b < B; b++)
+                {
+                    long token = PadTokenId;
+                    if (!finished[b])
+                    {
+                        token = next[b];
+                        if (eos.Contains((int)token)) finished[b] = true;
+                        else outputs[b].Add((int)token);
+                    }
+                    ids[b].Add(token);
+                    mask[b].Add(1);
+                }
+                if (step == 0 && B == 1 && cache is not null && maxNew > 1)
+                    single = LlamaCpuDecoder.TryCreate(this, cache, firstPosition: S, steps: maxNew - 1);
             }
+        }
+        finally
+        {
+            single?.Dispose();
         }
         return outputs.Select(o => o.ToArray()).ToArray();
     }

@@ -34,6 +34,9 @@ public sealed class LlamaKvCache : IDisposable
     /// </summary>
     public (Tensor Keys, Tensor Values) Update(int layer, Tensor k, Tensor v) => layers[layer].Append(k, v);
 
+    /// <summary>The buffer of layer <paramref name="layer"/> (for kernels that write it in place).</summary>
+    internal KeyValueBuffer Layer(int layer) => layers[layer];
+
     /// <summary>Disposes every cached tensor.</summary>
     public void Dispose()
     {
