@@ -103,7 +103,7 @@ let tests =
         for i, rule in List.indexed (rules ()) do
             testCase $"{rule.Name} #{i}: the CPU kernels give the torch form's bits and the naive values" <| fun () ->
                 for c in cases do
-                    // DARE ignores a base; TIES and DARE take row slices only (columns use the general path).
+                    // DARE ignores a base; column slices reach TIES and DARE gathered (CPU) or as contiguous copies (torch).
                     let b, p, q = inputs c
                     use _b = b
                     use _p = p

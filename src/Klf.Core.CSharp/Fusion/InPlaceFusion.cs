@@ -7,8 +7,8 @@ namespace Klf.Fusion;
 /// How <see cref="ModelFusion"/> fuses one parameter tensor in place, without temporaries: the
 /// tensor's slices (from one or more units) with the λ of each, checked to be a set of disjoint
 /// slices along one dimension. Built only for <see cref="IInterpolatingRule"/> and
-/// <see cref="IElementwiseRule"/> (whole tensor) and <see cref="ISliceFusionRule"/> (slice by slice,
-/// contiguous slices only); anything else (or slices that overlap, or mix dimensions) takes the
+/// <see cref="IElementwiseRule"/> (whole tensor) and <see cref="ISliceFusionRule"/> (slice by slice:
+/// rows, or strided slices where a CPU kernel takes them); anything else (or slices that overlap, or mix dimensions) takes the
 /// general path of temporaries.
 /// </summary>
 internal sealed class InPlaceFusion
@@ -48,8 +48,11 @@ internal sealed class InPlaceFusion
         IReadOnlyList<UnitFusionContext> contexts)
     {
         if (rule is not (IInterpolatingRule or IElementwiseRule or ISliceFusionRule) || slices.Count == 0) return null;
-        // Slice rules write into contiguous views: whole tensors, or rows (dimension 0) of a contiguous one.
-        if (rule is ISliceFusionRule && (!parameter.is_contiguous() || slices.Any(s => !s.IsWhole && s.Dim != 0))) return null;
+        // Slice rules write into contiguous views: whole tensors, or rows (dimension 0) of a contiguous
+        // one; slices along a later dimension (the columns of a neuron unit) only where a CPU kernel
+        // takes them (gathered, fused, scattered back), or copied to contiguous memory and back.
+        if (rule is ISliceFusionRule && (!parameter.is_contiguous() || slices.Any(s => !s.IsWhole && s.Dim != 0)
+                                         && !(rule is ICpuSliceRule { CpuApplies: true } && CpuTensors.Eligible(parameter)))) return null;
         var layout = Layout(parameter, slices, lambdas);
         if (layout is null) return null;
         var (dim, size, lambda, covered) = layout.Value;
@@ -103,7 +106,17 @@ internal sealed class InPlaceFusion
                 using var c = slice.View(current);
                 using var p = slice.View(previous);
                 using var b = ReferenceEquals(previous, basis) ? null : slice.View(basis);
-                sliceRule.FuseInPlace(c, p, b ?? p, context);
+                if (c.is_contiguous())
+                {
+                    sliceRule.FuseInPlace(c, p, b ?? p, context);
+                    continue;
+                }
+                // A strided slice: fused in contiguous copies, written back.
+                using var cc = c.contiguous();
+                using var pc = p.contiguous();
+                using var bc = b?.contiguous();
+                sliceRule.FuseInPlace(cc, pc, bc ?? pc, context);
+                c.copy_(cc);
             }
             return;
         }
@@ -182,15 +195,47 @@ internal sealed class InPlaceFusion
         if (!CpuTensors.Eligible(current, previous, ReferenceEquals(previous, basis) ? null : basis)) return null;
         var slices = _slices;
         var numel = current.numel();
-        var row = numel == 0 ? 0 : numel / current.shape[0];
+        var shape = current.shape;
         var c = CpuTensors.Pointer(current);
         var p = CpuTensors.Pointer(previous);
-        var b = ReferenceEquals(previous, basis) ? p : CpuTensors.Pointer(basis);
+        var separate = !ReferenceEquals(previous, basis);
+        var b = separate ? CpuTensors.Pointer(basis) : p;
         void One(int i, bool parallel)
         {
             var (slice, context) = slices[i];
-            long offset = slice.IsWhole ? 0 : slice.Start * row, length = slice.IsWhole ? numel : slice.Length * row;
-            rule.FuseCpu(c + offset, p + offset, b + offset, length, context, parallel);
+            if (slice.IsWhole)
+            {
+                rule.FuseCpu(c, p, b, numel, context, parallel);
+                return;
+            }
+            // The slice is `outer` blocks of Length × inner contiguous elements, `size` × inner apart.
+            long outer = 1, inner = 1;
+            for (var d = 0; d < slice.Dim; d++) outer *= shape[d];
+            for (var d = slice.Dim + 1; d < shape.Length; d++) inner *= shape[d];
+            long block = slice.Length * inner, stride = shape[slice.Dim] * inner, first = slice.Start * inner;
+            if (outer == 1)
+            {
+                rule.FuseCpu(c + first, p + first, b + first, block, context, parallel);
+                return;
+            }
+            // Strided (a neuron unit's columns): gathered in the slice's row-major order, the order
+            // the torch form sees it in (DARE's draws, TIES' selection), fused, scattered back.
+            var n = outer * block;
+            var buffer = (float*)System.Runtime.InteropServices.NativeMemory.Alloc((nuint)(n * (separate ? 3 : 2)), sizeof(float));
+            try
+            {
+                float* gc = buffer, gp = buffer + n, gb = separate ? buffer + 2 * n : gp;
+                Gather(c, gc, outer, block, stride, first);
+                Gather(p, gp, outer, block, stride, first);
+                if (separate) Gather(b, gb, outer, block, stride, first);
+                rule.FuseCpu(gc, gp, gb, n, context, parallel);
+                for (long o = 0; o < outer; o++)
+                    new ReadOnlySpan<float>(gc + o * block, (int)block).CopyTo(new Span<float>(c + o * stride + first, (int)block));
+            }
+            finally
+            {
+                System.Runtime.InteropServices.NativeMemory.Free(buffer);
+            }
         }
         return parallel =>
         {
@@ -198,6 +243,12 @@ internal sealed class InPlaceFusion
             else if (parallel) CpuTensors.ForEach(slices.Count, i => One(i, false));
             else for (var i = 0; i < slices.Count; i++) One(i, false);
         };
+    }
+
+    private static unsafe void Gather(float* source, float* target, long outer, long block, long stride, long first)
+    {
+        for (long o = 0; o < outer; o++)
+            new ReadOnlySpan<float>(source + o * stride + first, (int)block).CopyTo(new Span<float>(target + o * block, (int)block));
     }
 
     /// <summary>Above this many runs a tensor is fused with one lerp and index copies instead of a kernel per run.</summary>
