@@ -130,7 +130,7 @@ let tests =
 
         testCase "CpuSelection finds torch's k-th largest magnitude, sampled or not" <| fun () ->
             let rng = Random(9)
-            for n in [ 1L; 2L; 100L; 65_536L; 65_537L; 300_001L; 2_000_000L ] do
+            for n in [ 1L; 2L; 100L; 4_096L; 4_097L; 8_192L; 65_536L; 65_537L; 300_001L; 2_000_000L ] do
                 use g = new torch.Generator(uint64 n)
                 use x = torch.randn([| n |], generator = g)
                 // Repeated values too: a coarse grid.

@@ -27,7 +27,9 @@ public static unsafe class CpuSelection
         if (n <= SelectDirectly) return SelectAll(x, y, n, k);
         // A sample at a fixed stride brackets the answer; one vector pass counts the elements above the
         // bracket and gathers those inside it (a few per cent); the selection runs on those.
-        var stride = Math.Max(1L, n / SampleSize);
+        // A sample of a sixteenth, at most SampleSize: small slices (a neuron unit's thousands of
+        // elements) gain as much from the bracket as large ones.
+        var stride = Math.Max(2L, n / Math.Min(SampleSize, n / 16));
         var m = (int)((n + stride - 1) / stride);
         var sample = new uint[m];
         for (long j = 0; j < m; j++) sample[j] = BitConverter.SingleToUInt32Bits(MathF.Abs(x[j * stride] - y[j * stride]));
@@ -62,7 +64,7 @@ public static unsafe class CpuSelection
         }
     }
 
-    private const long SelectDirectly = 1L << 16;
+    private const long SelectDirectly = 1L << 12;
     private const long SampleSize = 1L << 14;
 
     /// <summary>Every |x − y| as bits, then the selection.</summary>
@@ -132,10 +134,12 @@ public static unsafe class CpuSelection
     public static uint Select(uint[] keys, int count, long rank)
     {
         if (rank < 0 || rank >= count || count > keys.Length) throw new ArgumentOutOfRangeException(nameof(rank), rank, $"rank must lie in [0, {count})");
-        var top = new long[TopBuckets];
-        for (var i = 0; i < count; i++) top[keys[i] >> TopShift]++;
+        if (count <= SmallCount) return SelectSmall(keys, count, rank);
+        // Histograms on the stack: a selection per small TIES slice (thousands per model) allocates nothing.
+        Span<int> top = stackalloc int[TopBuckets];
+        for (var i = 0; i < count; i++) top[(int)(keys[i] >> TopShift)]++;
         var bucket = (uint)Find(top, ref rank);
-        var inBucket = ArrayPool<uint>.Shared.Rent((int)Math.Max(1, top[bucket]));
+        var inBucket = ArrayPool<uint>.Shared.Rent((int)Math.Max(1, top[(int)bucket]));
         try
         {
             var c = 0;
@@ -146,22 +150,47 @@ public static unsafe class CpuSelection
         finally { ArrayPool<uint>.Shared.Return(inBucket); }
     }
 
+    // Up to this many keys, four 8-bit passes over all of them cost less than the 11-bit passes and their
+    // bucket scans (a sample and a bracket of a small slice hold a thousand or so).
+    private const int SmallCount = 1 << 14;
+
+    /// <summary>The key of ascending rank <paramref name="rank"/> among the first <paramref name="count"/>: four 8-bit radix passes, each over the keys that share the digits found so far.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static uint SelectSmall(uint[] keys, int count, long rank)
+    {
+        Span<int> histogram = stackalloc int[256];
+        uint prefix = 0, mask = 0;
+        for (var shift = 24; shift >= 0; shift -= 8)
+        {
+            histogram.Clear();
+            for (var i = 0; i < count; i++)
+            {
+                var key = keys[i];
+                if ((key & mask) == prefix) histogram[(int)((key >> shift) & 0xff)]++;
+            }
+            var digit = (uint)Find(histogram, ref rank);
+            prefix |= digit << shift;
+            mask |= 0xffu << shift;
+        }
+        return prefix;
+    }
+
     /// <summary>The key of ascending rank <paramref name="rank"/> among keys that share <paramref name="prefix"/>'s top 11 bits: bits 10..20, then 0..9.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static uint SelectLowBits(uint[] keys, int count, long rank, uint prefix)
     {
-        var mid = new long[1 << 11];
-        for (var i = 0; i < count; i++) mid[(keys[i] >> 10) & 0x7ff]++;
+        Span<int> mid = stackalloc int[1 << 11];
+        for (var i = 0; i < count; i++) mid[(int)((keys[i] >> 10) & 0x7ff)]++;
         var b2 = (uint)Find(mid, ref rank);
-        var low = new long[1 << 10];
+        Span<int> low = stackalloc int[1 << 10];
         for (var i = 0; i < count; i++)
-            if (((keys[i] >> 10) & 0x7ff) == b2) low[keys[i] & 0x3ff]++;
+            if (((keys[i] >> 10) & 0x7ff) == b2) low[(int)(keys[i] & 0x3ff)]++;
         var b3 = (uint)Find(low, ref rank);
         return prefix | (b2 << 10) | b3;
     }
 
     /// <summary>The bucket that holds ascending rank <paramref name="rank"/>; <paramref name="rank"/> becomes the rank within it.</summary>
-    private static int Find(long[] histogram, ref long rank)
+    private static int Find(Span<int> histogram, ref long rank)
     {
         for (var b = 0; b < histogram.Length; b++)
         {
