@@ -94,9 +94,41 @@ let private emaAgrees (dataSeed: int) (second: bool) (skipFirst: bool) (skipLast
     for t in scores.Values do t.Dispose()
     agree && tracker.StepsCounted = counted && tracker.StepsSeen = steps
 
+/// Ī and Ū after `steps` updates of parameters of `sizes` (sizes across the vector width, the
+/// parallel split and tails), with the CPU kernel on or off: their float32 bits.
+let private trackedBits (cpu: bool) (order: ImportanceOrder) (b1: float) (b2: float) (sizes: int64 list) (seed: uint64) =
+    let before = Klf.Fusion.CpuTensors.Enabled
+    Klf.Fusion.CpuTensors.Enabled <- cpu
+    try
+        use scope = torch.NewDisposeScope()
+        use g = new torch.Generator(seed)
+        let ps = sizes |> List.mapi (fun k n -> $"p{k}", torch.nn.Parameter(torch.zeros([| n |])))
+        use tracker = new ImportanceTracker(ImportanceOptions(Order = order, Beta1 = b1, Beta2 = b2, SkipFirstStep = false, SkipLastStep = false))
+        tracker.Track(ps |> Seq.map (fun (n, p) -> struct (n, p)))
+        for step in 0 .. 3 do
+            for _, p in ps do
+                (use _ng = torch.no_grad()
+                 p.copy_(torch.randn(p.shape, generator = g) * 3.0) |> ignore)
+                p.grad <- torch.randn(p.shape, generator = g) * 2.0
+            tracker.Update(StepContext(step, 4, 0.0, 0.0, 0.0, nan, [||]))
+        [ for name, _ in ps do
+            let struct (si, su) = tracker.Buffers(name)
+            yield si.data<float32>().ToArray() |> Array.map BitConverter.SingleToInt32Bits
+            yield su.data<float32>().ToArray() |> Array.map BitConverter.SingleToInt32Bits ]
+    finally Klf.Fusion.CpuTensors.Enabled <- before
+
 [<Tests>]
 let tests =
     testList "importance laws" [
+        testCase "the CPU kernel gives the torch form's bits (orders, small and large lerp weights)" <| fun () ->
+            let sizes = [ 1L; 7L; 8L; 9L; 1000L; 65_536L; 65_537L; 300_001L ]
+            for order in [ ImportanceOrder.First; ImportanceOrder.Second ] do
+                for b1, b2 in [ 0.85, 0.85; 0.3, 0.9; 0.5, 0.6 ] do
+                    let on = trackedBits true order b1 b2 sizes 5UL
+                    let off = trackedBits false order b1 b2 sizes 5UL
+                    List.iteri2 (fun k (a: int[]) (b: int[]) ->
+                        let differing = Array.fold2 (fun n x y -> if x <> y then n + 1 else n) 0 a b
+                        Expect.equal differing 0 $"{order}, β {b1}/{b2}, buffer {k}: elements whose bits differ") on off
         testPropertyWithConfig config "tracker EMA = naive float[] EMA (orders, betas, skips) within 1e-6 relative to scale" <| fun (dataSeed: int) (second: bool) (skipFirst: bool) (skipLast: bool) (betaPick: NonNegativeInt) ->
             emaAgrees dataSeed second skipFirst skipLast betaPick.Get
 

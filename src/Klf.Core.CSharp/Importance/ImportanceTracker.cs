@@ -1,3 +1,4 @@
+using Klf.Fusion;
 using Klf.Training;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -121,6 +122,15 @@ public sealed class ImportanceTracker : IDisposable
             {
                 sens.mul_(b1);                                  // s = 0
                 unc.mul_(b2).add_(sens, alpha: 1 - b2);         // |0 − Ī| = Ī (Ī ≥ 0)
+                continue;
+            }
+            if (CpuTensors.Eligible(p, g, sens, unc))
+            {
+                unsafe
+                {
+                    CpuImportanceKernel.Update(CpuTensors.Pointer(p), CpuTensors.Pointer(g), CpuTensors.Pointer(sens), CpuTensors.Pointer(unc),
+                        sens.numel(), Options.Order == ImportanceOrder.Second, b1, b2);
+                }
                 continue;
             }
             // One temporary (s) per parameter; every other operation is in place.

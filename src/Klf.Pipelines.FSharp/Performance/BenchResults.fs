@@ -32,12 +32,15 @@ type TrainBench =
       /// Gflops ÷ the matmul peak of the same run.
       Mfu: float }
 
-/// Step time with the KIF importance tracker attached ÷ without, measured alternately.
+/// Step time with the KIF importance tracker attached ÷ without, measured alternately in repeats.
 type ImportanceBench =
     { Training: string
       PlainMs: float
       TrackedMs: float
+      /// The median of the repeats' ratios.
       Ratio: float
+      /// Each repeat's ratio (median tracked ÷ median plain over its pairs).
+      Ratios: float list
       /// The tracker's own time per step, inside its hook.
       HookMs: float }
 

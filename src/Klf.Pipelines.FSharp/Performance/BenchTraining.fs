@@ -67,9 +67,10 @@ module BenchTraining =
           Mfu = gflops / peak.Gflops }
 
     /// Step time with an `ImportanceTracker` attached (every step counted) ÷ without, on `model`
-    /// (its trainable parameters: all, or the LoRA adapter's): `pairs` pairs of steps in ABBA order,
-    /// so load drift hits both alike; medians.
-    let importanceOverhead (training: string) (model: ILanguageModel) (batch: int) (seqLen: int) (pairs: int) : ImportanceBench =
+    /// (its trainable parameters: all, or the LoRA adapter's): `repeats` repeats, each `pairs` pairs
+    /// of steps in ABBA order (so load drift hits both alike) giving the ratio of the medians; the
+    /// result is the median of the repeats' ratios, with each repeat's.
+    let importanceOverhead (training: string) (model: ILanguageModel) (batch: int) (seqLen: int) (pairs: int) (repeats: int) : ImportanceBench =
         let rng = Random(11)
         use runner = new StepRunner(model, OptimizerOptions(LearningRate = 3e-4, WarmupSteps = 0))
         let hooks = StepHooks()
@@ -85,14 +86,17 @@ module BenchTraining =
             runner.Step([| b |], h) |> ignore
             sw.Elapsed.TotalMilliseconds
         for _ in 1 .. 2 do step null |> ignore; step hooks |> ignore
-        let measured =
-            [ for i in 1 .. pairs ->
-                if i % 2 = 1 then let a = step null in a, step hooks
-                else let b = step hooks in step null, b ]
-        let plain = Measure.median (List.map fst measured)
-        let tracked = Measure.median (List.map snd measured)
+        let runs =
+            [ for _ in 1 .. repeats ->
+                let measured =
+                    [ for i in 1 .. pairs ->
+                        if i % 2 = 1 then let a = step null in a, step hooks
+                        else let b = step hooks in step null, b ]
+                Measure.median (List.map fst measured), Measure.median (List.map snd measured) ]
+        let ratios = runs |> List.map (fun (plain, tracked) -> tracked / plain)
         { Training = training
-          PlainMs = plain
-          TrackedMs = tracked
-          Ratio = tracked / plain
+          PlainMs = Measure.median (List.map fst runs)
+          TrackedMs = Measure.median (List.map snd runs)
+          Ratio = Measure.median ratios
+          Ratios = ratios
           HookMs = Measure.median (hookMs |> Seq.skip 2 |> List.ofSeq) }

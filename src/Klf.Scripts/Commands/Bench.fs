@@ -126,7 +126,7 @@ let cmd =
                     progress (if lora then "importance overhead, LoRA" else "importance overhead, full")
                     use m = preset "llama-5m"
                     if lora then Lora.Apply(m.Module, LoraConfig.ForRank 8) |> ignore
-                    BenchTraining.importanceOverhead (if lora then "llama-5m, LoRA r 8 (q, v)" else "llama-5m, full") m 16 128 (if q then 4 else 12) ]
+                    BenchTraining.importanceOverhead (if lora then "llama-5m, LoRA r 8 (q, v)" else "llama-5m, full") m 16 128 (if q then 4 else 8) (if q then 1 else 5) ]
             else []
         let fusion =
             if has "fusion" then
