@@ -65,7 +65,10 @@ module BenchFusion =
               CopyMs = copyMs
               BytesPerSecond = perSecond ms
               CopyBytesPerSecond = perSecond copyMs
-              Ratio = copyMs / ms } ]
+              Ratio = copyMs / ms
+              TorchFuseMs = nan
+              TorchRatio = nan
+              KlfOverTorch = nan } ]
         |> fun results ->
             current.RestoreTo model
             results

@@ -32,11 +32,15 @@ module BenchReport =
               "fusion", arr [ for f in r.Fusion ->
                                obj [ "rule", str f.Rule; "units", str f.Units; "base", str f.Base; "unit_count", intn f.UnitCount; "slices", intn f.Slices
                                      "bytes", int64n f.Bytes; "fuse_ms", num f.FuseMs; "copy_ms", num f.CopyMs
-                                     "bytes_per_s", num f.BytesPerSecond; "copy_bytes_per_s", num f.CopyBytesPerSecond; "ratio", num f.Ratio ] ]
+                                     "bytes_per_s", num f.BytesPerSecond; "copy_bytes_per_s", num f.CopyBytesPerSecond; "ratio", num f.Ratio
+                                     "torch_fuse_ms", num f.TorchFuseMs; "torch_ratio", num f.TorchRatio; "klf_over_torch", num f.KlfOverTorch ] ]
               "generation", arr [ for g in r.Generation ->
                                    obj [ "model", str g.Model; "batch", intn g.Batch; "prompt", intn g.Prompt; "new_tokens", intn g.NewTokens
                                          "cache_ms", num g.CacheMs; "no_cache_ms", num g.NoCacheMs; "cache_tokens_per_s", num g.CacheTokensPerSecond
-                                         "no_cache_tokens_per_s", num g.NoCacheTokensPerSecond; "speedup", num g.Speedup ] ]
+                                         "no_cache_tokens_per_s", num g.NoCacheTokensPerSecond; "speedup", num g.Speedup
+                                         "torch_cache_ms", num g.TorchCacheMs; "torch_no_cache_ms", num g.TorchNoCacheMs
+                                         "torch_cache_tokens_per_s", num g.TorchCacheTokensPerSecond; "torch_no_cache_tokens_per_s", num g.TorchNoCacheTokensPerSecond
+                                         "klf_over_torch_cache", num g.KlfOverTorchCache; "klf_over_torch_no_cache", num g.KlfOverTorchNoCache ] ]
               "memory", arr [ for mem in r.Memory ->
                                obj [ "strategy", str mem.Strategy; "model", str mem.Model
                                      "tasks", arr [ for t in mem.Tasks -> str t ]
@@ -46,12 +50,16 @@ module BenchReport =
                                            obj [ "model", str l.Model; "base", str l.Base; "frozen_bytes", int64n l.FrozenBytes
                                                  "trainable_bytes", int64n l.TrainableBytes; "peak_bytes", int64n l.PeakBytes
                                                  "step_ms", num l.StepMs; "loss", num l.Loss ] ]
-              "pytorch", (match r.PyTorch with
-                          | Some p ->
+              "pytorch", (match r.PyTorch, r.TorchFusion, r.TorchGeneration with
+                          | None, None, None -> null
+                          | step, fusion, generation ->
+                              // The step keys stay where they were; the fusion and generation notes join them.
+                              let p = step |> Option.defaultWith (fun () -> BenchPyTorch.notRun "")
+                              let note (n: string option) : JsonNode = match n with Some m -> str m | None -> null
                               obj [ "available", JsonValue.Create p.Available; "message", str p.Message; "python", str p.Python
                                     "torch", str p.TorchVersion; "blas", str p.Blas; "threads", intn p.Threads; "model", str p.Model
-                                    "torch_step_ms", num p.TorchStepMs; "klf_step_ms", num p.KlfStepMs; "klf_over_torch", num p.Ratio ]
-                          | None -> null)
+                                    "torch_step_ms", num p.TorchStepMs; "klf_step_ms", num p.KlfStepMs; "klf_over_torch", num p.Ratio
+                                    "fusion", note fusion; "generation", note generation ])
               "seconds", num r.Seconds ]
 
     /// `bench.json` text (indented).
@@ -64,6 +72,11 @@ module BenchReport =
     let table (r: BenchResults) : string =
         let sb = StringBuilder()
         let line (s: string) = sb.AppendLine s |> ignore
+        // A table with PyTorch columns, then what they hold or why they are empty, then the blank line the other tables end with.
+        let withNote (table: string) (n: string option) =
+            sb.Append table |> ignore
+            n |> Option.iter (fun m -> line $"PyTorch: {m}")
+            line ""
         let m = r.Machine
         line $"machine: {m.Cpu}, {m.Cores} cores, {m.Threads} torch threads, {m.Os}, {m.Runtime}, TorchSharp {m.TorchSharp}"
         match r.Matmul with
@@ -79,13 +92,19 @@ module BenchReport =
             line (TextTable.render [ "training"; "plain ms"; "tracked ms"; "ratio"; "repeats"; "hook ms" ]
                     [ for i in r.Importance -> [ i.Training; f 1 i.PlainMs; f 1 i.TrackedMs; f 3 i.Ratio; String.Join(" ", i.Ratios |> List.map (f 3)); f 2 i.HookMs ] ])
         if not r.Fusion.IsEmpty then
-            line "fusion (bytes of fused parameters per second ÷ copy_ of the same tensors)"
-            line (TextTable.render [ "rule"; "units"; "base"; "slices"; "MB"; "fuse ms"; "copy ms"; "GB/s"; "copy GB/s"; "ratio" ]
-                    [ for x in r.Fusion -> [ x.Rule; x.Units; x.Base; string x.Slices; mb x.Bytes; f 2 x.FuseMs; f 2 x.CopyMs; f 2 (x.BytesPerSecond / 1e9); f 2 (x.CopyBytesPerSecond / 1e9); f 3 x.Ratio ] ])
+            line "fusion (bytes of fused parameters per second ÷ copy_ of the same tensors; Klf÷PyTorch = Klf's time ÷ plain PyTorch's for the same fusion)"
+            withNote (TextTable.render [ "rule"; "units"; "base"; "slices"; "MB"; "fuse ms"; "copy ms"; "GB/s"; "copy GB/s"; "ratio"; "torch ms"; "torch ratio"; "Klf÷PyTorch" ]
+                    [ for x in r.Fusion ->
+                        [ x.Rule; x.Units; x.Base; string x.Slices; mb x.Bytes; f 2 x.FuseMs; f 2 x.CopyMs; f 2 (x.BytesPerSecond / 1e9); f 2 (x.CopyBytesPerSecond / 1e9); f 3 x.Ratio
+                          f 2 x.TorchFuseMs; f 3 x.TorchRatio; f 3 x.KlfOverTorch ] ])
+                r.TorchFusion
         if not r.Generation.IsEmpty then
-            line "greedy decoding (new tokens per second; speedup = time without the cache ÷ with it)"
-            line (TextTable.render [ "model"; "batch"; "prompt"; "new"; "cache tok/s"; "no-cache tok/s"; "speedup" ]
-                    [ for g in r.Generation -> [ g.Model; string g.Batch; string g.Prompt; string g.NewTokens; f 0 g.CacheTokensPerSecond; f 0 g.NoCacheTokensPerSecond; f 1 g.Speedup ] ])
+            line "greedy decoding (new tokens per second; speedup = time without the cache ÷ with it; Klf÷PyTorch = Klf's time ÷ PyTorch's)"
+            withNote (TextTable.render [ "model"; "batch"; "prompt"; "new"; "cache tok/s"; "no-cache tok/s"; "speedup"; "torch cache tok/s"; "torch no-cache tok/s"; "Klf÷PyTorch cache"; "Klf÷PyTorch no-cache" ]
+                    [ for g in r.Generation ->
+                        [ g.Model; string g.Batch; string g.Prompt; string g.NewTokens; f 0 g.CacheTokensPerSecond; f 0 g.NoCacheTokensPerSecond; f 1 g.Speedup
+                          f 0 g.TorchCacheTokensPerSecond; f 0 g.TorchNoCacheTokensPerSecond; f 2 g.KlfOverTorchCache; f 2 g.KlfOverTorchNoCache ] ])
+                r.TorchGeneration
         for mem in r.Memory do
             line $"memory, {mem.Strategy} on {mem.Model} (MB; peak during each task, resident after it, heap trimmed)"
             line (TextTable.render ("" :: [ for i in 1 .. mem.Tasks.Length -> $"task {i}" ])

@@ -58,7 +58,13 @@ type FusionBench =
       BytesPerSecond: float
       CopyBytesPerSecond: float
       /// Fusion bytes/s ÷ copy bytes/s.
-      Ratio: float }
+      Ratio: float
+      /// The same fusion in plain PyTorch (`pytorch_fusion.py`), median ms; NaN when PyTorch did not run.
+      TorchFuseMs: float
+      /// PyTorch's copy_ time ÷ its fusion time, measured in its own process.
+      TorchRatio: float
+      /// Klf's fusion time ÷ PyTorch's (below 1: Klf is faster).
+      KlfOverTorch: float }
 
 /// Greedy decoding with and without the KV cache.
 type GenerationBench =
@@ -71,7 +77,15 @@ type GenerationBench =
       CacheTokensPerSecond: float
       NoCacheTokensPerSecond: float
       /// Time without the cache ÷ time with it.
-      Speedup: float }
+      Speedup: float
+      /// The same decoding in PyTorch (`pytorch_generate.py`, KV cache grown by torch.cat), best ms; NaN when PyTorch did not run.
+      TorchCacheMs: float
+      TorchNoCacheMs: float
+      TorchCacheTokensPerSecond: float
+      TorchNoCacheTokensPerSecond: float
+      /// Klf's time ÷ PyTorch's, with the cache and without it (below 1: Klf is faster).
+      KlfOverTorchCache: float
+      KlfOverTorchNoCache: float }
 
 /// Peak and end-of-task resident memory of a continual run, task by task.
 type MemoryBench =
@@ -123,5 +137,10 @@ type BenchResults =
       Generation: GenerationBench list
       Memory: MemoryBench list
       LowPrecision: LowPrecisionBench list
+      /// The training-step comparison (the `pytorch` section).
       PyTorch: PyTorchBench option
+      /// What PyTorch's fusion figures are ("ran: …") or why they are absent ("skipped: …"); None when the fusion section did not run.
+      TorchFusion: string option
+      /// As `TorchFusion`, for greedy decoding.
+      TorchGeneration: string option
       Seconds: float }

@@ -1,7 +1,7 @@
 /// `klf bench`: the performance figures of this machine in one run (matmul peak, training
 /// throughput and MFU, importance overhead, fusion against copy bandwidth, decoding with and without
-/// the KV cache, memory across tasks, PyTorch on the same step), printed as tables and written as
-/// bench.json. Measures and prints; never asserts. The measurements are Klf.Pipelines' `Bench*` modules.
+/// the KV cache, memory across tasks, PyTorch on the same step, fusion rules and decoding), printed
+/// as tables and written as bench.json. Measures and prints; never asserts. The measurements are Klf.Pipelines' `Bench*` modules.
 module Klf.Cli.Bench
 
 open System
@@ -19,7 +19,7 @@ open Klf.Cli.Cli
 
 let private allSections = [ "matmul"; "train"; "importance"; "fusion"; "generation"; "memory"; "pytorch" ]
 let private sections =
-    opt<string> "--sections" $"""Comma-separated sections to run: {String.Join(", ", allSections)} (matmul runs whenever train or pytorch does)."""
+    opt<string> "--sections" $"""Comma-separated sections to run: {String.Join(", ", allSections)} (matmul runs whenever train or pytorch does; fusion and generation are measured in PyTorch too when a Python with torch is found)."""
         (Some(String.Join(",", allSections)))
 let private out = opt<string> "--out" "Folder for bench.json and bench.txt (the tables)." None |> check folderToWrite
 let private threads = opt<int> "--threads" "Torch intra-op threads (0: torch's default)." (Some 0) |> check (atLeast 0)
@@ -98,7 +98,7 @@ let private memoryHere (quickRun: bool) : MemoryBench list * LowPrecisionBench l
     runs, BenchMemory.lowPrecisionBase model (fun () -> preset model) 8 128 (if quickRun then 3 else 6)
 
 let cmd =
-    command "bench" "Measure this machine: matmul peak, training throughput and MFU, importance overhead, fusion ÷ copy bandwidth, decoding with and without the KV cache, memory across tasks, PyTorch on the same step; prints tables, --out writes bench.json."
+    command "bench" "Measure this machine: matmul peak, training throughput and MFU, importance overhead, fusion ÷ copy bandwidth, decoding with and without the KV cache, memory across tasks, PyTorch on the same step, fusion rules and decoding; prints tables, --out writes bench.json."
         [ sections; out; threads; quick ] (fun pr ->
         Klf.Native.TorchNative.EnsureLoaded()
         if pr.GetValue threads > 0 then torch.set_num_threads (pr.GetValue threads)
@@ -128,25 +128,36 @@ let cmd =
                     if lora then Lora.Apply(m.Module, LoraConfig.ForRank 8) |> ignore
                     BenchTraining.importanceOverhead (if lora then "llama-5m, LoRA r 8 (q, v)" else "llama-5m, full") m 16 128 (if q then 4 else 8) (if q then 1 else 5) ]
             else []
-        let fusion =
+        let benchScript (name: string) = Path.Combine(AppContext.BaseDirectory, "bench", name)
+        let fusion, torchFusion =
             if has "fusion" then
                 let rules : IFusionRule list = [ KifStaticRule(); KifAdaptiveRule(); AverageRule(); TaskArithmeticRule(); MagMaxRule(); TiesRule(); DareRule() ]
                 // The task-vector rules again against a separate base (keep-baseline): without one,
                 // task arithmetic and MagMax reduce to θ_k; DARE never reads the base.
                 let withBase : IFusionRule list = [ TaskArithmeticRule(); MagMaxRule(); TiesRule() ]
                 let model = if q then "llama-5m" else "llama-25m"
-                [ for partitioner in [ FullFineTuningPartitioner() :> ISkillUnitPartitioner; NeuronPartitioner(16) ] do
-                    progress $"fusion, {model}, {partitioner.Name} units"
-                    use m = preset model
-                    yield! BenchFusion.run m partitioner rules false (if q then 3 else 7)
-                    yield! BenchFusion.run m partitioner withBase true (if q then 3 else 7) ]
-            else []
-        let generation =
+                let repeats = if q then 3 else 7
+                let klf =
+                    [ for partitioner in [ FullFineTuningPartitioner() :> ISkillUnitPartitioner; NeuronPartitioner(16) ] do
+                        progress $"fusion, {model}, {partitioner.Name} units"
+                        use m = preset model
+                        yield! BenchFusion.run m partitioner rules false repeats
+                        yield! BenchFusion.run m partitioner withBase true repeats ]
+                progress $"fusion in PyTorch, {model}"
+                let rows, note = BenchPyTorchFusion.compare (benchScript "pytorch_fusion.py") model (Klf.Models.Llama.LlamaConfig.Preset model) repeats (torch.get_num_threads ()) klf
+                rows, Some note
+            else [], None
+        let generation, torchGeneration =
             if has "generation" then
                 progress "generation, llama-5m"
-                use m = preset "llama-5m"
-                [ for batch in [ 1; 8 ] do yield! BenchGeneration.run "llama-5m" m batch 32 (if q then [ 32; 64 ] else [ 64; 256 ]) (if q then 1 else 2) ]
-            else []
+                let repeats = if q then 1 else 2
+                let klf =
+                    use m = preset "llama-5m"
+                    [ for batch in [ 1; 8 ] do yield! BenchGeneration.run "llama-5m" m batch 32 (if q then [ 32; 64 ] else [ 64; 256 ]) repeats ]
+                progress "generation in PyTorch, llama-5m"
+                let rows, note = BenchPyTorchGeneration.compare (benchScript "pytorch_generate.py") "llama-5m" (Klf.Models.Llama.LlamaConfig.Preset "llama-5m") repeats (torch.get_num_threads ()) klf
+                rows, Some note
+            else [], None
         let memory, lowPrecision =
             if has "memory" then
                 progress "memory across tasks (KIF, IncLoRA; six tasks) and LoRA over a bfloat16 base"
@@ -155,9 +166,8 @@ let cmd =
         let pytorch =
             if has "pytorch" then
                 progress "PyTorch, llama-5m"
-                let script = Path.Combine(AppContext.BaseDirectory, "bench", "pytorch_step.py")
                 let klf = train |> List.find (fun t -> t.Model = "llama-5m")
-                Some(BenchPyTorch.compare script "llama-5m" (Klf.Models.Llama.LlamaConfig.Preset "llama-5m") 16 128 steps (torch.get_num_threads ()) klf.StepMs)
+                Some(BenchPyTorch.compare (benchScript "pytorch_step.py") "llama-5m" (Klf.Models.Llama.LlamaConfig.Preset "llama-5m") 16 128 steps (torch.get_num_threads ()) klf.StepMs)
             else None
         let results =
             { Machine = machine ()
@@ -169,6 +179,8 @@ let cmd =
               Memory = memory
               LowPrecision = lowPrecision
               PyTorch = pytorch
+              TorchFusion = torchFusion
+              TorchGeneration = torchGeneration
               Seconds = clock.Elapsed.TotalSeconds }
         let table = BenchReport.table results
         printf "%s" table

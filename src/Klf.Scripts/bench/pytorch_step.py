@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 parser = argparse.ArgumentParser()
-for name, default in [("hidden", 256), ("layers", 4), ("heads", 4), ("kv-heads", 4), ("intermediate", 688),
+for name, default in [("hidden", 256), ("layers", 4), ("heads", 4), ("kv-heads", 4), ("head-dim", 0), ("intermediate", 688),
                       ("vocab", 4096), ("batch", 16), ("seq-len", 128), ("steps", 10), ("warmup", 3), ("threads", 0)]:
     parser.add_argument("--" + name, type=int, default=default)
 parser.add_argument("--tied", action="store_true")
@@ -23,7 +23,7 @@ args = parser.parse_args()
 if args.threads > 0:
     torch.set_num_threads(args.threads)
 torch.manual_seed(1)
-D = args.hidden // args.heads
+D = args.head_dim or args.hidden // args.heads
 LABELS = 8
 
 
