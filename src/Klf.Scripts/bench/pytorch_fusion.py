@@ -13,7 +13,6 @@ Timed the same way: the median of `repeats` fusions after 2 warm-ups, each from 
 and copy_ of the same tensors (median of max(10, repeats) after 3 warm-ups).
 Prints one JSON line: torch version, threads, and per (rule, units, base) fuse_ms, copy_ms, ratio.
 """
-import argparse
 import json
 import math
 import statistics
@@ -21,18 +20,11 @@ import time
 
 import torch
 
-parser = argparse.ArgumentParser()
-for name, default in [("hidden", 256), ("layers", 4), ("heads", 4), ("kv-heads", 4), ("head-dim", 0), ("intermediate", 688),
-                      ("vocab", 4096), ("repeats", 7), ("threads", 0)]:
-    parser.add_argument("--" + name, type=int, default=default)
-parser.add_argument("--tied", action="store_true")
-parser.add_argument("--units", default="full,neuron-16")
-parser.add_argument("--rules", default="kif-static,kif-adaptive,average,task-arithmetic,magmax,ties,dare")
-parser.add_argument("--base-rules", default="task-arithmetic,magmax,ties")
-args = parser.parse_args()
-if args.threads > 0:
-    torch.set_num_threads(args.threads)
-D = args.head_dim or args.hidden // args.heads
+from llama_torch import parse
+
+args, D = parse(([("repeats", 7)], [("units", "full,neuron-16"),
+                                       ("rules", "kif-static,kif-adaptive,average,task-arithmetic,magmax,ties,dare"),
+                                       ("base-rules", "task-arithmetic,magmax,ties")]))
 
 
 def parameter_shapes():
