@@ -141,4 +141,25 @@ let tests =
                     let expected = v.item<float32>()
                     let actual = CpuSelection.KthLargestAbsDifference(CpuTensors.Pointer x, CpuTensors.Pointer y, n, k)
                     Expect.equal actual expected $"n {n}, k {k}"
+
+        testCase "CpuSelection on skewed, constant and clustered magnitudes, on one core or both" <| fun () ->
+            let rng = Random(11)
+            for n in [ 5_000L; 8_192L; 100_000L; 700_001L ] do
+                use g = new torch.Generator(uint64 n + 17UL)
+                use y = torch.zeros([| n |])
+                let cases =
+                    [ "log-uniform over 30 octaves", (torch.rand([| n |], generator = g) * -20.0).exp_()
+                      "constant", torch.full([| n |], (0.25f).ToScalar())
+                      "zeros", torch.zeros([| n |])
+                      "two values", (torch.rand([| n |], generator = g).gt((0.7).ToScalar()).to_type(torch.ScalarType.Float32) * 3.0 + 1.0)
+                      "a cluster and outliers", torch.where(torch.rand([| n |], generator = g).lt((0.001).ToScalar()), torch.randn([| n |], generator = g) * 1e6, 1.0f + torch.rand([| n |], generator = g) * 1e-6) ]
+                for name, x in cases do
+                    use x = x
+                    use d = x.abs()
+                    for k in [ 1L; n; max 1L (n / 5L); int64 (rng.NextInt64(1L, n + 1L)) ] do
+                        use v = d.kthvalue(n - k + 1L, 0L, false) |> fun struct (v, i) -> (i.Dispose(); v)
+                        let expected = v.item<float32>()
+                        for parallel in [ false; true ] do
+                            let actual = CpuSelection.KthLargestAbsDifference(CpuTensors.Pointer x, CpuTensors.Pointer y, n, k, parallel)
+                            Expect.equal actual expected $"{name}, n {n}, k {k}, parallel {parallel}"
     ]
