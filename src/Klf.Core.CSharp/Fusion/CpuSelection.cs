@@ -12,9 +12,10 @@ namespace Klf.Fusion;
 /// bits order as its value). Large inputs are not materialised: a strided sample brackets the answer,
 /// one vector pass over the inputs counts the elements above the bracket and gathers those inside it
 /// (a few per cent), and the selection runs on those (on all of |x − y| when the bracket misses,
-/// which its width makes rare). The selection buckets keys linearly between the range's ends, so
-/// each level keeps about a two-thousandth of its keys whatever their distribution; duplicates cost
-/// nothing. TIES' trim threshold.
+/// which its width makes rare). The selection buckets keys linearly between the range's ends (about
+/// four keys per bucket, at most 2,048 buckets) and descends into the rank's bucket, so each level
+/// keeps a small share of its keys whatever their distribution; duplicates cost nothing. TIES' trim
+/// threshold.
 /// </summary>
 public static unsafe class CpuSelection
 {
@@ -54,16 +55,6 @@ public static unsafe class CpuSelection
         }
         finally { ArrayPool<uint>.Shared.Return(sample); }
         var capacity = (int)Math.Min(n, 4.0 * margin / m * n + 4096);
-        if (!parallel || n < CpuTensors.ParallelThreshold)
-        {
-            var (above, inside, count, overflow) = Bracket(x, y, n, lo, hi, capacity);
-            try
-            {
-                if (overflow || !(above < k && k <= above + count)) return SelectAll(x, y, n, k);
-                return BitConverter.UInt32BitsToSingle(SelectInRange(inside, count, count - (k - above), lo, hi));
-            }
-            finally { ArrayPool<uint>.Shared.Return(inside); }
-        }
         var parts = new List<(long Above, uint[] Inside, int Count, bool Overflow)>();
         var gate = new object();
         CpuTensors.For(n, parallel, (start, length) =>
@@ -75,6 +66,8 @@ public static unsafe class CpuSelection
         {
             long above = parts.Sum(p => p.Above), within = parts.Sum(p => (long)p.Count);
             if (parts.Any(p => p.Overflow) || !(above < k && k <= above + within)) return SelectAll(x, y, n, k);
+            // One range (a small slice, or one core): its keys as they are, without a merged copy.
+            if (parts.Count == 1) return BitConverter.UInt32BitsToSingle(SelectInRange(parts[0].Inside, (int)within, within - (k - above), lo, hi));
             var inside = ArrayPool<uint>.Shared.Rent((int)within);
             try
             {
@@ -202,10 +195,8 @@ public static unsafe class CpuSelection
     private static (uint, uint) SelectPair(uint[] keys, int count, long first, long second, uint lo, uint hi)
     {
         if (lo == hi) return (lo, lo);
-        var shift = Shift(lo, hi, count);
         Span<int> histogram = stackalloc int[1 << BucketBits];
-        var buckets = (int)((hi - lo) >> shift) + 1;
-        for (var i = 0; i < count; i++) histogram[(int)((keys[i] - lo) >> shift)]++;
+        var shift = Count(keys, count, lo, hi, histogram, out var buckets);
         return (Descend(keys, count, first, lo, hi, shift, histogram[..buckets]), Descend(keys, count, second, lo, hi, shift, histogram[..buckets]));
     }
 
@@ -214,11 +205,21 @@ public static unsafe class CpuSelection
     private static uint SelectInRange(uint[] keys, int count, long rank, uint lo, uint hi)
     {
         if (lo == hi) return lo;
-        var shift = Shift(lo, hi, count);
         Span<int> histogram = stackalloc int[1 << BucketBits];
-        var buckets = (int)((hi - lo) >> shift) + 1;
-        for (var i = 0; i < count; i++) histogram[(int)((keys[i] - lo) >> shift)]++;
+        var shift = Count(keys, count, lo, hi, histogram, out var buckets);
         return Descend(keys, count, rank, lo, hi, shift, histogram[..buckets]);
+    }
+
+    /// <summary>The histogram of keys in [lo, hi] (lo &lt; hi) in the first <paramref name="buckets"/> of <paramref name="histogram"/>; returns the shift.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static int Count(uint[] keys, int count, uint lo, uint hi, Span<int> histogram, out int buckets)
+    {
+        var shift = Shift(lo, hi, count);
+        buckets = (int)((hi - lo) >> shift) + 1;
+        var counted = histogram[..buckets];
+        counted.Clear();
+        for (var i = 0; i < count; i++) counted[(int)((keys[i] - lo) >> shift)]++;
+        return shift;
     }
 
     /// <summary>
