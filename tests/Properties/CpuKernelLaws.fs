@@ -128,6 +128,36 @@ let tests =
                 let actual = Array.init expected.Length (fun _ -> r.NextDouble())
                 Expect.sequenceEqual actual expected $"seed {seed}"
 
+        testCase "TorchCpuRandom's block draws are its single draws, across twists and odd block sizes" <| fun () ->
+            for seed in [ 3UL; 99UL ] do
+                let one = TorchCpuRandom(seed)
+                let expected = Array.init 50_000 (fun _ -> one.NextDouble())
+                let blocks = TorchCpuRandom(seed)
+                let actual = ResizeArray<float>()
+                let sizes = [| 1; 7; 311; 312; 313; 624; 1000; 5 |]
+                let mutable i = 0
+                while actual.Count < expected.Length do
+                    let buffer = Array.zeroCreate (min sizes[i % sizes.Length] (expected.Length - actual.Count))
+                    blocks.NextDoubles(Span buffer)
+                    actual.AddRange buffer
+                    i <- i + 1
+                Expect.sequenceEqual actual expected $"seed {seed}"
+
+        testCase "DARE's CPU draws give the torch form's output at every drop rate, on long slices" <| fun () ->
+            use g = new torch.Generator(17UL)
+            use p = torch.randn([| 2_000_003L |], generator = g)
+            use q = p + torch.randn([| 2_000_003L |], generator = g) * 0.01
+            for drop in [ 0.0; 0.01; 0.3; 0.5; 0.9; 0.999; 0.999999 ] do
+                let rule = DareRule(drop, 0.8)
+                for seed in [ 0L; 5L; -3L ] do
+                    let unit = SkillUnit("u", [| UnitSlice("w") |], UnitAggregation.Mean, "layer", "w", 2_000_003L)
+                    let context = UnitFusionContext(unit, 0.5, 0.5, UnitCategory.Shared, seed)
+                    let slices = [ SliceToFuse(unit, UnitSlice("w"), context, rule.LambdaFor context) ]
+                    let cpuBits, _ = fuseWith true rule q p None slices
+                    let torchBits, _ = fuseWith false rule q p None slices
+                    let differing = Array.fold2 (fun n x y -> if x <> y then n + 1 else n) 0 cpuBits torchBits
+                    Expect.equal differing 0 $"drop {drop}, seed {seed}: elements whose bits differ from the torch form"
+
         testCase "CpuSelection finds torch's k-th largest magnitude, sampled or not" <| fun () ->
             let rng = Random(9)
             for n in [ 1L; 2L; 100L; 4_096L; 4_097L; 8_192L; 65_536L; 65_537L; 300_001L; 2_000_000L ] do

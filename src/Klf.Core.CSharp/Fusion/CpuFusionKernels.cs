@@ -171,48 +171,44 @@ public static unsafe class CpuFusionKernels
     }
 
     /// <summary>
-    /// DARE where few elements are kept: cur ← prev everywhere, and at each of the sorted
-    /// <paramref name="positions"/> cur ← (cur − prev)·s + prev (s = λ/(1 − p), applied in float32 as
-    /// torch does). One pass: the gaps between positions are copied from prev.
+    /// DARE where few elements are kept, over elements [<paramref name="start"/>, <paramref name="end"/>):
+    /// cur ← prev there, except at the sorted <paramref name="positions"/> (all inside the range), where
+    /// cur ← (cur − prev)·s + prev (s = λ/(1 − p), applied in float32 as torch does). The kept values
+    /// are computed first, then the range is copied from prev in one call and they are written back,
+    /// so no call is made per gap.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void DareKept(float* current, float* previous, long n, long* positions, long count, double scale)
+    public static void DareKept(float* current, float* previous, long start, long end, ReadOnlySpan<long> positions, double scale)
     {
         var s = (float)scale;
-        long next = 0;
-        for (long j = 0; j < count; j++)
+        var kept = positions.Length <= 1024 ? stackalloc float[positions.Length] : new float[positions.Length];
+        for (var j = 0; j < positions.Length; j++)
         {
             var at = positions[j];
-            if (at > next) Buffer.MemoryCopy(previous + next, current + next, (at - next) * sizeof(float), (at - next) * sizeof(float));
-            current[at] = (current[at] - previous[at]) * s + previous[at];
-            next = at + 1;
+            kept[j] = (current[at] - previous[at]) * s + previous[at];
         }
-        if (n > next) Buffer.MemoryCopy(previous + next, current + next, (n - next) * sizeof(float), (n - next) * sizeof(float));
+        var bytes = (end - start) * sizeof(float);
+        Buffer.MemoryCopy(previous + start, current + start, bytes, bytes);
+        for (var j = 0; j < positions.Length; j++) current[positions[j]] = kept[j];
     }
 
     /// <summary>
-    /// DARE where few elements are dropped: cur ← (cur − prev)·s + prev everywhere except at the sorted
-    /// <paramref name="positions"/>, where cur ← prev. One pass.
+    /// DARE where few elements are dropped, over elements [<paramref name="start"/>, <paramref name="end"/>):
+    /// cur ← (cur − prev)·s + prev there, then cur ← prev at the sorted <paramref name="positions"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void DareDropped(float* current, float* previous, long n, long* positions, long count, double scale)
+    public static void DareDropped(float* current, float* previous, long start, long end, ReadOnlySpan<long> positions, double scale)
     {
         var s = (float)scale;
         var vs = Vector256.Create(s);
-        long next = 0;
-        for (long j = 0; j <= count; j++)
+        float* c = current + start, p = previous + start;
+        long length = end - start, i = 0;
+        for (; i + Lanes <= length; i += Lanes)
         {
-            var end = j < count ? positions[j] : n;
-            float* c = current + next, p = previous + next;
-            long length = end - next, i = 0;
-            for (; i + Lanes <= length; i += Lanes)
-            {
-                var vp = Vector256.Load(p + i);
-                ((Vector256.Load(c + i) - vp) * vs + vp).Store(c + i);
-            }
-            for (; i < length; i++) c[i] = (c[i] - p[i]) * s + p[i];
-            if (j < count) current[end] = previous[end];
-            next = end + 1;
+            var vp = Vector256.Load(p + i);
+            ((Vector256.Load(c + i) - vp) * vs + vp).Store(c + i);
         }
+        for (; i < length; i++) c[i] = (c[i] - p[i]) * s + p[i];
+        foreach (var at in positions) current[at] = previous[at];
     }
 }

@@ -1,4 +1,6 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 namespace Klf.Fusion;
 
 /// <summary>
@@ -18,10 +20,14 @@ public sealed class TorchCpuRandom
     private int _next = N;                         // the first call twists, as torch's left_ = 1 does
 
     /// <summary>A stream seeded as <c>torch.Generator(seed)</c> on the CPU.</summary>
-    public TorchCpuRandom(ulong seed)
+    public TorchCpuRandom(ulong seed) => Reseed(seed);
+
+    /// <summary>Restarts the stream as <c>torch.Generator(seed)</c> starts it, reusing this instance's buffers.</summary>
+    public void Reseed(ulong seed)
     {
         _state[0] = (uint)(seed & 0xffffffff);
         for (var j = 1; j < N; j++) _state[j] = unchecked(1812433253u * (_state[j - 1] ^ (_state[j - 1] >> 30)) + (uint)j);
+        _next = N;
     }
 
     /// <summary>The next 32-bit output.</summary>
@@ -52,25 +58,85 @@ public sealed class TorchCpuRandom
         return bits * (1.0 / (1UL << 53));
     }
 
+    /// <summary>
+    /// Fills <paramref name="target"/> with the next uniforms, the same numbers as as many
+    /// <see cref="NextDouble"/> calls give, without a call per number.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void NextDoubles(Span<double> target)
+    {
+        const double Unit = 1.0 / (1UL << 53);
+        const ulong Low53 = (1UL << 53) - 1;
+        var i = 0;
+        while (i < target.Length)
+        {
+            if (_next > N - 2)
+            {
+                target[i++] = NextDouble();   // a pair that straddles a twist
+                continue;
+            }
+            var pairs = Math.Min(target.Length - i, (N - _next) / 2);
+            ReadOnlySpan<uint> o = _out.AsSpan(_next, 2 * pairs);
+            var t = target.Slice(i, pairs);
+            var j = 0;
+            // Four pairs at a time: the pair as one 64-bit lane has the first output low, so the halves
+            // are swapped; the 53 bits go to float64 as two exact 2⁵²-biased halves.
+            var magic = Vector256.Create(0x4330_0000_0000_0000UL);
+            for (; j + 4 <= t.Length; j += 4)
+            {
+                var v = Vector256.LoadUnsafe(ref MemoryMarshal.GetReference(o), (nuint)(2 * j)).AsUInt64();
+                var high = v & Vector256.Create(0x1F_FFFFUL);                   // the first output's low 21 bits
+                var low = Vector256.ShiftRightLogical(v, 32);                   // the second output
+                var value = ((high | magic).AsDouble() - magic.AsDouble()) * Vector256.Create(4294967296.0)
+                            + ((low | magic).AsDouble() - magic.AsDouble());
+                (value * Vector256.Create(Unit)).StoreUnsafe(ref MemoryMarshal.GetReference(t), (nuint)j);
+            }
+            for (; j < t.Length; j++)
+                t[j] = ((((ulong)o[2 * j] << 32) | o[2 * j + 1]) & Low53) * Unit;
+            _next += 2 * pairs;
+            i += pairs;
+        }
+    }
+
+    /// <summary>
+    /// MT19937's twist and tempering, eight words at a time: within a block every word read is either
+    /// one not yet rewritten this twist (k + 1, and k + M in the first part) or one rewritten by an
+    /// earlier block (k + M − N in the second), as in the serial recurrence.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Twist()
     {
         _next = 0;
-        var s = _state;
-        int k;
-        for (k = 0; k < N - M; k++) s[k] = s[k + M] ^ Mix(s[k], s[k + 1]);
-        for (; k < N - 1; k++) s[k] = s[k + M - N] ^ Mix(s[k], s[k + 1]);
-        s[N - 1] = s[M - 1] ^ Mix(s[N - 1], s[0]);
-        var o = _out;
-        for (k = 0; k < N; k++)
+        ref var s = ref MemoryMarshal.GetArrayDataReference(_state);
+        const int W = 8;
+        int k = 0;
+        for (; k + W <= N - M; k += W)
+            Mix8(ref s, k, k + M);
+        for (; k < N - M; k++) Unsafe.Add(ref s, k) = Unsafe.Add(ref s, k + M) ^ Mix(Unsafe.Add(ref s, k), Unsafe.Add(ref s, k + 1));
+        for (; k + W <= N - 1; k += W)
+            Mix8(ref s, k, k + M - N);
+        for (; k < N - 1; k++) Unsafe.Add(ref s, k) = Unsafe.Add(ref s, k + M - N) ^ Mix(Unsafe.Add(ref s, k), Unsafe.Add(ref s, k + 1));
+        Unsafe.Add(ref s, N - 1) = Unsafe.Add(ref s, M - 1) ^ Mix(Unsafe.Add(ref s, N - 1), s);
+        ref var o = ref MemoryMarshal.GetArrayDataReference(_out);
+        for (k = 0; k + W <= N; k += W)
         {
-            var y = s[k];
-            y ^= y >> 11;
-            y ^= (y << 7) & 0x9d2c5680;
-            y ^= (y << 15) & 0xefc60000;
-            y ^= y >> 18;
-            o[k] = y;
+            var y = Vector256.LoadUnsafe(ref s, (nuint)k);
+            y ^= Vector256.ShiftRightLogical(y, 11);
+            y ^= Vector256.ShiftLeft(y, 7) & Vector256.Create(0x9d2c5680u);
+            y ^= Vector256.ShiftLeft(y, 15) & Vector256.Create(0xefc60000u);
+            y ^= Vector256.ShiftRightLogical(y, 18);
+            y.StoreUnsafe(ref o, (nuint)k);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Mix8(ref uint s, int k, int far)
+    {
+        var u = Vector256.LoadUnsafe(ref s, (nuint)k);
+        var v = Vector256.LoadUnsafe(ref s, (nuint)(k + 1));
+        var mixed = Vector256.ShiftRightLogical((u & Vector256.Create(UpperMask)) | (v & Vector256.Create(LowerMask)), 1)
+                    ^ (Vector256.Create(MatrixA) & (Vector256<uint>.Zero - (v & Vector256<uint>.One)));
+        (Vector256.LoadUnsafe(ref s, (nuint)far) ^ mixed).StoreUnsafe(ref s, (nuint)k);
     }
 
     // Branch-free: v's low bit is random, so a conditional would be mispredicted half the time.

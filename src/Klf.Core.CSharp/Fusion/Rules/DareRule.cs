@@ -87,44 +87,34 @@ public sealed class DareRule(double dropRate = 0.9, double scale = 1.0) : ICpuSl
 
     /// <summary>
     /// The positions of the rarer outcome drawn in .NET from the stream a CPU torch generator with the
-    /// unit's seed gives (the same positions as <see cref="FuseInPlace"/> on the CPU), then one pass:
-    /// <see cref="CpuFusionKernels.DareKept"/> or <see cref="CpuFusionKernels.DareDropped"/>. The
+    /// unit's seed gives (<see cref="GeometricPositions"/>: the same positions as <see cref="FuseInPlace"/>
+    /// on the CPU), a block at a time, each block's stretch of the slice fused while it is in cache
+    /// (<see cref="CpuFusionKernels.DareKept"/> or <see cref="CpuFusionKernels.DareDropped"/>). The
     /// draws are serial per slice; slices run on the cores.
     /// </summary>
     unsafe void ICpuSliceRule.FuseCpu(float* current, float* previous, float* basis, long n, UnitFusionContext context, bool parallel)
     {
-        var (positions, kept) = CpuPositions(n, context.Seed);
-        var s = Scale / (1.0 - DropRate);
-        fixed (long* at = positions.Array)
-        {
-            if (kept) CpuFusionKernels.DareKept(current, previous, n, at, positions.Count, s);
-            else CpuFusionKernels.DareDropped(current, previous, n, at, positions.Count, s);
-        }
-    }
-
-    /// <summary>
-    /// <see cref="Positions"/> on the CPU without a native call: the same geometric gaps from the same
-    /// uniforms (<see cref="TorchCpuRandom"/>, float64), ⌊ln(1 − u) / ln(1 − q)⌋ + 1 each.
-    /// </summary>
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    private (ArraySegment<long> Positions, bool Kept) CpuPositions(long n, long seed)
-    {
         var (kept, q) = RarerOutcome();
-        if (q <= 0.0 || n == 0) return (ArraySegment<long>.Empty, kept);
-        var random = new TorchCpuRandom(unchecked((ulong)seed));
-        var logFail = Math.Log(1.0 - q);
-        var expected = n * q;
-        var list = new long[(long)Math.Min(n, Math.Ceiling(expected + 6.0 * Math.Sqrt(expected * (1.0 - q)) + 16.0))];
-        long count = 0, last = -1;
-        while (true)
+        var s = Scale / (1.0 - DropRate);
+        if (n == 0) return;
+        if (q <= 0.0)
         {
-            var gap = (long)(Math.Floor(Math.Log(1.0 - random.NextDouble()) / logFail) + 1.0);
-            last += gap;
-            if (last >= n || last < 0) break;
-            if (count == list.Length) Array.Resize(ref list, (int)Math.Min(n, 2L * list.Length + 16));
-            list[count++] = last;
+            // Nothing is dropped (p = 0): every element is rescaled.
+            CpuFusionKernels.DareDropped(current, previous, 0, n, [], s);
+            return;
         }
-        return (new ArraySegment<long>(list, 0, (int)count), kept);
+        var draws = GeometricPositions.ForThread(unchecked((ulong)context.Seed), q);
+        Span<long> block = stackalloc long[256];
+        long start = 0;
+        while (start < n)
+        {
+            var count = draws.Next(block, n);
+            var positions = block[..count];
+            var end = count < block.Length ? n : positions[^1] + 1;
+            if (kept) CpuFusionKernels.DareKept(current, previous, start, end, positions, s);
+            else CpuFusionKernels.DareDropped(current, previous, start, end, positions, s);
+            start = end;
+        }
     }
 
     /// <summary>
