@@ -246,4 +246,32 @@ let tests =
             Expect.throwsT<UnsafeFusionException> (fun () -> run (KifStaticRule(neither = 0.4, previousOnly = 0.4))) "refused"
             Expect.equal (live ()) live1 "no tensor left alive by a refused fusion"
         }
+    
+        test "DARE's vector draws give torch's gap floors where the quotient lies on or next to an integer" {
+            // u = 1 − (1 − q)^k and its neighbours in ulps: quotients on an integer, where only the
+            // fallback to torch's scalar form keeps the floor; plus ordinary uniforms.
+            let rng = Random(4)
+            for q in [ 0.5; 0.1; 0.25; 1e-3; 0.9 ] do
+                let logFail = Math.Log(1.0 - q)
+                let uniforms =
+                    [| for k in 0 .. 60 do
+                         let u = 1.0 - Math.Pow(1.0 - q, float k)
+                         if u >= 0.0 && u < 1.0 then
+                             yield u
+                             for step in 1 .. 3 do
+                                 let mutable up, down = u, u
+                                 for _ in 1 .. step do
+                                     up <- Math.BitIncrement up
+                                     down <- Math.BitDecrement down
+                                 if up < 1.0 then yield up
+                                 if down >= 0.0 then yield down
+                       for _ in 1 .. 1001 -> float (rng.NextInt64(1L <<< 53)) / float (1L <<< 53) |]
+                let floors = Array.zeroCreate uniforms.Length
+                GeometricPositions.Floors(ReadOnlySpan uniforms, Span floors, logFail)
+                use u = torch.tensor(uniforms, dtype = torch.ScalarType.Float64)
+                use tail = 1.0 - u
+                use expected = (tail.log() / logFail).floor_()
+                let differing = Array.zip floors (expected.data<float>().ToArray()) |> Array.filter (fun (a, b) -> a <> b)
+                Expect.isEmpty differing $"q = {q}: floors that differ from torch's"
+        }
     ]

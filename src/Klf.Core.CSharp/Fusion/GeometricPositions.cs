@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -71,32 +72,43 @@ internal sealed class GeometricPositions
         return count;
     }
 
-    /// <summary>
-    /// The next block of uniforms u and the floors of ln(1 − u) / ln(1 − q), four at a time; a lane
-    /// whose quotient is close to an integer is recomputed as torch computes it.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    /// <summary>The next block of uniforms and their floors.</summary>
     private void Refill()
     {
         _random.NextDoubles(_uniforms);
+        Floors(_uniforms, _floors, _logFail);
+        _used = 0;
+    }
+
+    /// <summary>
+    /// ⌊ln(1 − u) / <paramref name="logFail"/>⌋ for each uniform u in [0, 1), as torch computes it
+    /// (scalar log, then the division): four at a time with <see cref="Log"/> and a reciprocal, and a
+    /// block holding a quotient x within 1e-10·(1 + x) of an integer recomputed in torch's form.
+    /// <paramref name="floors"/> is as long as <paramref name="uniforms"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void Floors(ReadOnlySpan<double> uniforms, Span<double> floors, double logFail)
+    {
         var one = Vector256.Create(1.0);
-        var inverse = Vector256.Create(1.0 / _logFail);
+        var inverse = Vector256.Create(1.0 / logFail);
         var tolerance = Vector256.Create(1e-10);
         var close = Vector256<double>.Zero;
-        for (var i = 0; i < Block; i += Vector256<double>.Count)
+        ref var u = ref MemoryMarshal.GetReference(uniforms);
+        ref var f = ref MemoryMarshal.GetReference(floors);
+        var i = 0;
+        for (; i + Vector256<double>.Count <= uniforms.Length; i += Vector256<double>.Count)
         {
-            var x = Log(one - Vector256.LoadUnsafe(ref _uniforms[i])) * inverse;
+            var x = Log(one - Vector256.LoadUnsafe(ref u, (nuint)i)) * inverse;
             var floor = Vector256.Floor(x);
             var frac = x - floor;
             var margin = tolerance * (one + x);
-            floor.StoreUnsafe(ref _floors[i]);
+            floor.StoreUnsafe(ref f, (nuint)i);
             close |= Vector256.LessThan(frac, margin) | Vector256.GreaterThan(frac, one - margin);
         }
         // Rare (about 1e-10·(1 + x) per draw), and outside the vector loop so that it keeps its
-        // constants in registers: the whole block as torch computes it.
-        if (close != Vector256<double>.Zero)
-            for (var j = 0; j < Block; j++) _floors[j] = Math.Floor(Math.Log(1.0 - _uniforms[j]) / _logFail);
-        _used = 0;
+        // constants in registers: the whole block as torch computes it (and the tail past the vectors).
+        var from = close != Vector256<double>.Zero ? 0 : i;
+        for (var j = from; j < uniforms.Length; j++) floors[j] = Math.Floor(Math.Log(1.0 - uniforms[j]) / logFail);
     }
 
     /// <summary>
