@@ -5,7 +5,7 @@ namespace Klf.Tokenizers;
 /// <summary>
 /// A tokenizer plus Hugging Face added tokens: their literal strings are found first (leftmost,
 /// longest) and never split; the text between them goes to the inner tokenizer. Ids beyond the inner
-/// vocabulary (T5's <c>&lt;extra_id_N&gt;</c>, chat tokens) count in <see cref="VocabSize"/>.
+/// vocabulary (T5's <c>&lt;extra_id_N&gt;</c>, chat tokens) count in <see cref="TextTokenizer.VocabSize"/>.
 /// Create through <see cref="TokenizerLoader"/>.
 /// </summary>
 /// <remarks>

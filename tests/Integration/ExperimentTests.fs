@@ -344,7 +344,8 @@ let tests =
                 Expect.stringContains (config["model"].GetValue<string>()) "minilm-l6" "the imported model"
                 Expect.isTrue (config["drop-instruction"].GetValue<bool>()) "inputs without their instruction"
                 let manifest = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "runs", "standard-order1", "seed-1", "kif", "manifest.json")))
-                Expect.isNotNull (manifest["environment"]["model-files"]["model.safetensors"]) "the run records the imported weights' hash"
+                let weightsHash = manifest.["environment"].["model-files"].["model.safetensors"]
+                Expect.isNotNull weightsHash "the run records the imported weights' hash"
                 // A Recurrent-KIF run stopped after task 3 (its replay memory holds examples of three tasks
                 // with their own label sets) resumes to the uninterrupted rows.
                 let rkif = Path.Combine(dir, "runs", "standard-order1", "seed-1", "rkif")

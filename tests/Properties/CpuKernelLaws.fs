@@ -189,7 +189,7 @@ let tests =
                     for k in [ 1L; n; max 1L (n / 5L); int64 (rng.NextInt64(1L, n + 1L)) ] do
                         use v = d.kthvalue(n - k + 1L, 0L, false) |> fun struct (v, i) -> (i.Dispose(); v)
                         let expected = v.item<float32>()
-                        for parallel in [ false; true ] do
-                            let actual = CpuSelection.KthLargestAbsDifference(CpuTensors.Pointer x, CpuTensors.Pointer y, n, k, parallel)
-                            Expect.equal actual expected $"{name}, n {n}, k {k}, parallel {parallel}"
+                        for onCores in [ false; true ] do
+                            let actual = CpuSelection.KthLargestAbsDifference(CpuTensors.Pointer x, CpuTensors.Pointer y, n, k, onCores)
+                            Expect.equal actual expected $"{name}, n {n}, k {k}, on both cores {onCores}"
     ]

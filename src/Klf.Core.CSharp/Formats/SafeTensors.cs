@@ -47,7 +47,7 @@ public static class SafeTensors
         return (reader.Tensors, reader.Metadata);
     }
 
-    /// <summary>Parses and checks the header of the open file <paramref name="file"/>; <paramref name="dataStart"/> is where the data section begins.</summary>
+    /// <summary>The first line of an error message, trimmed: the user-facing part.</summary>
     private static string FirstLine(string message) => message.Split('\n')[0].Trim();
 
     internal static (IReadOnlyList<SafeTensorInfo>, IReadOnlyDictionary<string, string>) ParseHeader(SafeFileHandle file, string path, out long dataStart)

@@ -107,7 +107,7 @@ public sealed class SafeTensorsReader : IDisposable
         }
     }
 
-    /// <summary>Reads the tensor named <paramref name="name"/> (see <see cref="Read(SafeTensorInfo)"/>).</summary>
+    /// <summary>Reads the tensor named <paramref name="name"/> (see <see cref="Read(SafeTensorInfo, Tensor)"/>).</summary>
     public Tensor Read(string name) => Read(this[name]);
 
     /// <summary>Closes the file.</summary>

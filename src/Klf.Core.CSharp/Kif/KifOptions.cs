@@ -57,7 +57,7 @@ public sealed record KifOptions
         Rule = new KifStaticRule(neither: 1.0),
     };
 
-    /// <summary>KIF-LoRA: rank-1 units, second-order importance, adaptive rule (τ = 0.25). Add the orthogonality term to training yourself (<see cref="Orthogonality"/>).</summary>
+    /// <summary>KIF-LoRA: rank-1 units, second-order importance, adaptive rule (τ = 0.25). Add the orthogonality term to training yourself (<see cref="Klf.Training.Regularizers.Orthogonality"/>).</summary>
     public static KifOptions Lora() => new()
     {
         Partitioner = new LoraRank1Partitioner(),
