@@ -114,15 +114,14 @@ internal sealed class GeometricPositions
     /// <summary>
     /// ln t for t in [2⁻⁵³, 1], to about 1e-13 relative: t = m·2ᵉ with m in [√½, √2), and
     /// ln m = 2·atanh(s), s = (m − 1)/(m + 1), |s| ≤ 0.172, by its series to s¹³. Integer steps only
-    /// where AVX2 has them (the exponent goes to float64 through the 2⁵² bias trick).
+    /// where AVX2 has them (the exponent goes to float64 by <see cref="TorchCpuRandom.SmallToDouble"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<double> Log(Vector256<double> t)
     {
         var bits = t.AsUInt64();
         var m = (bits & Vector256.Create(0x000F_FFFF_FFFF_FFFFUL) | Vector256.Create(0x3FF0_0000_0000_0000UL)).AsDouble();
-        var magic = Vector256.Create(0x4330_0000_0000_0000UL);
-        var e = (Vector256.ShiftRightLogical(bits, 52) | magic).AsDouble() - magic.AsDouble() - Vector256.Create(1023.0);
+        var e = TorchCpuRandom.SmallToDouble(Vector256.ShiftRightLogical(bits, 52)) - Vector256.Create(1023.0);
         var high = Vector256.GreaterThan(m, Vector256.Create(1.4142135623730951));
         m = Vector256.ConditionalSelect(high, m * Vector256.Create(0.5), m);
         e += high & Vector256<double>.One;

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using Klf.SkillUnits;
 using static TorchSharp.torch;
 
@@ -257,13 +259,13 @@ internal sealed class InPlaceFusion
     }
 
     // A neuron unit's block is a few dozen floats: vector moves inline beat a copy call per block.
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void CopyBlock(float* from, float* to, long count)
     {
         long i = 0;
         if (count <= 64)
         {
-            for (; i + 8 <= count; i += 8) System.Runtime.Intrinsics.Vector256.Store(System.Runtime.Intrinsics.Vector256.Load(from + i), to + i);
+            for (; i + 8 <= count; i += 8) Vector256.Load(from + i).Store(to + i);
             for (; i < count; i++) to[i] = from[i];
         }
         else Buffer.MemoryCopy(from, to, count * sizeof(float), count * sizeof(float));

@@ -80,15 +80,13 @@ public sealed class TorchCpuRandom
             var t = target.Slice(i, pairs);
             var j = 0;
             // Four pairs at a time: the pair as one 64-bit lane has the first output low, so the halves
-            // are swapped; the 53 bits go to float64 as two exact 2⁵²-biased halves.
-            var magic = Vector256.Create(0x4330_0000_0000_0000UL);
+            // are swapped; the 53 bits go to float64 as two exact halves.
             for (; j + 4 <= t.Length; j += 4)
             {
                 var v = Vector256.LoadUnsafe(ref MemoryMarshal.GetReference(o), (nuint)(2 * j)).AsUInt64();
                 var high = v & Vector256.Create(0x1F_FFFFUL);                   // the first output's low 21 bits
                 var low = Vector256.ShiftRightLogical(v, 32);                   // the second output
-                var value = ((high | magic).AsDouble() - magic.AsDouble()) * Vector256.Create(4294967296.0)
-                            + ((low | magic).AsDouble() - magic.AsDouble());
+                var value = SmallToDouble(high) * Vector256.Create(4294967296.0) + SmallToDouble(low);
                 (value * Vector256.Create(Unit)).StoreUnsafe(ref MemoryMarshal.GetReference(t), (nuint)j);
             }
             for (; j < t.Length; j++)
@@ -96,6 +94,17 @@ public sealed class TorchCpuRandom
             _next += 2 * pairs;
             i += pairs;
         }
+    }
+
+    /// <summary>
+    /// Integers below 2⁵² to float64, exactly, with integer and float steps AVX2 has (no 64-bit
+    /// integer conversion): placed in the mantissa of 2⁵², which is then subtracted.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<double> SmallToDouble(Vector256<ulong> v)
+    {
+        var magic = Vector256.Create(0x4330_0000_0000_0000UL);
+        return (v | magic).AsDouble() - magic.AsDouble();
     }
 
     /// <summary>
